@@ -1,0 +1,126 @@
+"""Model and trainer lookup: the plugin's own registry first, RecBole's built-ins second.
+
+RecBole's ``get_model`` only knows its own package and, for an unknown name, probes its
+``exlib_recommender`` submodule, which imports lightgbm/xgboost and fails with an unrelated
+``No module named 'lightgbm'``. Our lookup never reaches that probe and names the available models.
+
+Plugin models are registered by name -> "module:Class" so that listing them (``--help``) imports
+neither torch-heavy modules nor RecBole.
+"""
+import difflib
+import importlib
+import importlib.util
+import os
+from typing import Dict, List
+
+# name -> "module path:ClassName". Filled as models land; users may add their own with register_model.
+_PLUGIN_MODELS: Dict[str, str] = {}
+# model name -> "module path:TrainerClass" for plugin models that need a trainer of their own.
+_PLUGIN_TRAINERS: Dict[str, str] = {}
+# classes registered at run time by users (register_model(cls)).
+_RUNTIME_MODELS: Dict[str, type] = {}
+
+# RecBole's model families, in the order RecBole searches them; exlib (lightgbm/xgboost) is left out.
+_RECBOLE_SUBMODULES = (
+    "general_recommender",
+    "context_aware_recommender",
+    "sequential_recommender",
+    "knowledge_aware_recommender",
+)
+
+
+class UnknownModelError(ValueError):
+    """A model name that neither the plugin nor RecBole provides."""
+
+
+def register_model(model_class: type, trainer: str = None) -> type:
+    """Register a model class (usable as a decorator) so the CLI and quick_start can run it by name."""
+    _RUNTIME_MODELS[model_class.__name__] = model_class
+    if trainer is not None:
+        _PLUGIN_TRAINERS[model_class.__name__] = trainer
+    return model_class
+
+
+def _recbole_properties_dir() -> str:
+    spec = importlib.util.find_spec("recbole")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(
+            "RecBole is not installed. Install it without its stale pins: pip install --no-deps recbole==1.2.1"
+        )
+    return os.path.join(os.path.dirname(spec.origin), "properties", "model")
+
+
+def _recbole_module_path(name: str):
+    """The RecBole module that defines model `name`, or None (never imports exlib)."""
+    try:
+        recbole_spec = importlib.util.find_spec("recbole")
+    except ValueError:
+        recbole_spec = None
+    if recbole_spec is None:
+        return None
+    for submodule in _RECBOLE_SUBMODULES:
+        module_path = f"recbole.model.{submodule}.{name.lower()}"
+        if importlib.util.find_spec(module_path) is not None:
+            return module_path
+    return None
+
+
+def plugin_model_names() -> List[str]:
+    return sorted(set(_PLUGIN_MODELS) | set(_RUNTIME_MODELS))
+
+
+def recbole_model_names() -> List[str]:
+    """RecBole's built-in model names (from its per-model property files), exlib models excluded."""
+    try:
+        properties_dir = _recbole_properties_dir()
+    except ModuleNotFoundError:
+        return []
+    names = [f[: -len(".yaml")] for f in os.listdir(properties_dir) if f.endswith(".yaml")]
+    return sorted(n for n in names if _recbole_module_path(n) is not None)
+
+
+def available_models() -> Dict[str, List[str]]:
+    return {"recbole_llmkd": plugin_model_names(), "recbole": recbole_model_names()}
+
+
+def _load(target: str):
+    module_path, attr = target.split(":")
+    return getattr(importlib.import_module(module_path), attr)
+
+
+def get_model(model_name: str) -> type:
+    """The model class for `model_name`: plugin models first, then RecBole's built-ins."""
+    if model_name in _RUNTIME_MODELS:
+        return _RUNTIME_MODELS[model_name]
+    if model_name in _PLUGIN_MODELS:
+        return _load(_PLUGIN_MODELS[model_name])
+    module_path = _recbole_module_path(model_name)
+    if module_path is not None:
+        module = importlib.import_module(module_path)
+        if hasattr(module, model_name):
+            return getattr(module, model_name)
+    models = available_models()
+    all_names = models["recbole_llmkd"] + models["recbole"]
+    close = difflib.get_close_matches(model_name, all_names, n=3, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise UnknownModelError(
+        f"Unknown model '{model_name}'.{hint}\n"
+        f"  recbole_llmkd models: {', '.join(models['recbole_llmkd']) or '(none)'}\n"
+        f"  RecBole models: {', '.join(models['recbole']) or '(RecBole is not installed)'}"
+    )
+
+
+def get_trainer(model_type, model_name: str) -> type:
+    """The trainer class: a plugin trainer registered for the model, else RecBole's choice.
+
+    Either way the class is given the checkpoint-loading fix from ``compat`` (torch >= 2.6).
+    """
+    from recbole_llmkd import compat
+
+    if model_name in _PLUGIN_TRAINERS:
+        trainer_class = _load(_PLUGIN_TRAINERS[model_name])
+    else:
+        from recbole.utils import get_trainer as recbole_get_trainer
+
+        trainer_class = recbole_get_trainer(model_type, model_name)
+    return compat.checkpoint_safe_trainer(trainer_class)

@@ -1,0 +1,47 @@
+"""Shared test set-up: every test runs in its own temporary working directory (RecBole writes there)."""
+import os
+import sys
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+import recbole_llmkd  # noqa: E402,F401  (numpy-2 shims before any RecBole import in the tests)
+
+# The smallest configuration RecBole's sequential models train with: 1 epoch, history 10, hidden 16.
+TINY_SEQ_CONFIG = {
+    "epochs": 1,
+    "MAX_ITEM_LIST_LENGTH": 10,
+    "hidden_size": 16,
+    "inner_size": 16,
+    "embedding_size": 16,
+    "n_layers": 1,
+    "n_heads": 1,
+    "gpu_id": "",
+    "show_progress": False,
+    "train_batch_size": 1024,
+    "eval_batch_size": 1024,
+    "metrics": ["Hit", "NDCG", "MRR"],
+    "topk": [10],
+    "valid_metric": "NDCG@10",
+    "seed": 2020,
+}
+
+
+@pytest.fixture(autouse=True)
+def _run_in_tmp_dir(tmp_path, monkeypatch):
+    """RecBole writes log/, saved/ and our runs/ into the cwd: keep them out of the repository."""
+    monkeypatch.chdir(tmp_path)
+    yield
+
+
+@pytest.fixture
+def tiny_seq_config():
+    return dict(TINY_SEQ_CONFIG)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gguf: loads the real embedded SmolLM2 GGUF weights (about a minute)")
+    config.addinivalue_line("markers", "slow: end-to-end runs that take more than ~20 s on 2 CPU cores")

@@ -1,0 +1,194 @@
+"""The plugin foundation: CLI, config precedence, model lookup, run directory, checkpoints, bad input."""
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from recbole_llmkd import cli, config as config_module, registry
+from recbole_llmkd.config import Config, ConfigFileError
+from recbole_llmkd.quick_start import DatasetNotFoundError, run_recbole_llmkd
+from tests.conftest import REPO_ROOT
+
+
+# ----- CLI smoke -----------------------------------------------------------------------------
+def test_cli_sasrec_prints_metrics_table(tmp_path):
+    tiny = tmp_path / "tiny.yaml"
+    from tests.conftest import TINY_SEQ_CONFIG
+
+    tiny.write_text(yaml.safe_dump(TINY_SEQ_CONFIG))
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "run_recbole_llmkd.py"), "--model", "SASRec", "--dataset=ml-100k",
+         f"--config_files={tiny}", "--run_dir=cli_run"],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "SASRec on ml-100k" in proc.stdout
+    assert "| ndcg@10" in proc.stdout
+    result = json.loads((tmp_path / "cli_run" / "results.json").read_text())
+    assert 0 < result["test_result"]["ndcg@10"] <= 1
+    # Everything the run wrote is inside its run directory.
+    assert sorted(os.listdir(tmp_path)) == ["cli_run", "tiny.yaml"]
+    assert {"run.log", "results.json", "tensorboard"} <= set(os.listdir(tmp_path / "cli_run"))
+
+
+def test_gru4rec_metrics_dict(tiny_seq_config, tmp_path):
+    result = run_recbole_llmkd("GRU4Rec", "ml-100k", config_dict={**tiny_seq_config, "run_dir": "gru"})
+    assert 0 < result["test_result"]["ndcg@10"] <= 1
+    assert 0 < result["best_valid_result"]["ndcg@10"] <= 1
+    assert result["run_dir"] == str(tmp_path / "gru")
+    assert os.path.dirname(result["checkpoint"]) == result["run_dir"]
+    assert sorted(os.listdir(tmp_path)) == ["gru"]
+
+
+def test_checkpoint_round_trip_gives_same_metrics(tiny_seq_config):
+    """train -> save -> load best (torch 2.13, weights_only default) -> evaluate reproduces the test metrics."""
+    from recbole.data import create_dataset, data_preparation
+
+    result = run_recbole_llmkd("SASRec", "ml-100k", config_dict={**tiny_seq_config, "run_dir": "rt"})
+    config = Config("SASRec", "ml-100k", config_dict={**tiny_seq_config, "run_dir": "rt2"})
+    _, _, test_data = data_preparation(config, create_dataset(config))
+    fresh_model = config.model_class(config, test_data._dataset)  # random weights
+    trainer = registry.get_trainer(config["MODEL_TYPE"], "SASRec")(config, fresh_model)
+    reloaded = trainer.evaluate(test_data, load_best_model=True, model_file=result["checkpoint"])
+    assert {k: float(v) for k, v in reloaded.items()} == pytest.approx(result["test_result"], abs=1e-12)
+
+
+# ----- config ---------------------------------------------------------------------------------
+def test_config_precedence_every_layer(tmp_path, monkeypatch):
+    """RecBole < RecBole parent yaml < overall < model < dataset < files < dict < command line."""
+    from recbole.model.sequential_recommender import SASRec
+
+    props = tmp_path / "props"
+    shutil.copytree(config_module.properties_dir(), props)
+    monkeypatch.setattr(config_module, "properties_dir", lambda: str(props))
+
+    class PrecedenceSASRec(SASRec):
+        pass
+
+    PrecedenceSASRec.__module__ = "recbole_llmkd.model.precedence_test"
+    (props / "overall.yaml").write_text("train_batch_size: 111\nlearning_rate: 0.111\nweight_decay: 0.111\n"
+                                        "eval_batch_size: 111\nstopping_step: 111\nn_layers: 5\n")
+    (props / "model" / "PrecedenceSASRec.yaml").write_text("learning_rate: 0.222\nweight_decay: 0.222\n"
+                                                           "eval_batch_size: 222\nstopping_step: 222\n")
+    (props / "dataset" / "ml-100k.yaml").write_text("weight_decay: 0.333\neval_batch_size: 333\nstopping_step: 333\n")
+    user_file = tmp_path / "user.yaml"
+    user_file.write_text("eval_batch_size: 444\nstopping_step: 444\nepochs: 444\n")
+    config = Config(PrecedenceSASRec, "ml-100k", config_file_list=[str(user_file)],
+                    config_dict={"stopping_step": 555, "epochs": 555, "gpu_id": ""},
+                    cmd_args={"epochs": "666"})
+    assert config["inner_size"] == 256          # RecBole's SASRec.yaml reached through the MRO
+    assert config["hidden_dropout_prob"] == 0.5
+    assert config["n_layers"] == 5              # our overall.yaml beats RecBole's SASRec.yaml (2)
+    assert config["train_batch_size"] == 111    # overall
+    assert config["learning_rate"] == 0.222     # model yaml beats overall
+    assert config["weight_decay"] == 0.333      # dataset yaml beats model yaml
+    assert config["eval_batch_size"] == 444     # user file beats dataset yaml
+    assert config["stopping_step"] == 555       # dict beats file
+    assert config["epochs"] == 666              # command line beats dict, converted to int
+    assert config["train_neg_sample_args"]["distribution"] == "none"  # CE sequential: sampling off
+
+
+def test_mro_subclass_without_any_yaml_gets_parent_defaults():
+    from recbole.model.sequential_recommender import GRU4Rec
+
+    class BareGRU4Rec(GRU4Rec):
+        pass
+
+    config = Config(BareGRU4Rec, "ml-100k", config_dict={"gpu_id": ""})
+    # RecBole alone would fail: "Either Model has attr 'input_type', or arg 'loss_type' should exist".
+    assert config["loss_type"] == "CE"
+    assert config["hidden_size"] == 128 and config["embedding_size"] == 64
+    assert config["model"] == "BareGRU4Rec"
+
+
+def test_config_does_not_read_sys_argv(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["ray_worker.py", "--epochs=99", "--node-ip-address=1.2.3.4"])
+    config = Config("SASRec", "ml-100k", config_dict={"gpu_id": ""})
+    assert config["epochs"] != 99 and config["node-ip-address"] is None
+
+
+def test_unknown_model_error_lists_models():
+    with pytest.raises(registry.UnknownModelError) as err:
+        registry.get_model("SASRecc")
+    message = str(err.value)
+    assert "lightgbm" not in message.lower()
+    assert "Did you mean: SASRec" in message
+    assert "GRU4Rec" in message and "BERT4Rec" in message
+
+
+def test_cli_unknown_model_is_a_clean_error(capsys):
+    assert cli.main(["--model=NoSuchModel", "--dataset=ml-100k"]) == 2
+    assert "Unknown model 'NoSuchModel'" in capsys.readouterr().err
+
+
+def test_missing_dataset_names_the_path_and_never_downloads(tiny_seq_config, tmp_path):
+    with pytest.raises(DatasetNotFoundError) as err:
+        run_recbole_llmkd("SASRec", "no-such-data", config_dict={**tiny_seq_config, "data_path": str(tmp_path / "d")})
+    assert str(tmp_path / "d" / "no-such-data" / "no-such-data.inter") in str(err.value)
+    assert not (tmp_path / "runs").exists()  # failed before anything was written
+
+
+def test_missing_benchmark_file_is_named(tiny_seq_config, tmp_path):
+    folder = tmp_path / "d" / "bench"
+    folder.mkdir(parents=True)
+    (folder / "bench.train.inter").write_text("user_id:token\titem_id:token\n")
+    with pytest.raises(DatasetNotFoundError, match=r"bench\.valid\.inter"):
+        run_recbole_llmkd("SASRec", "bench", config_dict={
+            **tiny_seq_config, "data_path": str(tmp_path / "d"), "benchmark_filename": ["train", "valid", "test"]})
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 1\nlearning_rate: 0.01\ntopk: [10, 20\n")
+    with pytest.raises(ConfigFileError, match=r"bad\.yaml, line 4"):
+        Config("SASRec", "ml-100k", config_file_list=[str(bad)])
+    not_a_mapping = tmp_path / "list.yaml"
+    not_a_mapping.write_text("- a\n- b\n")
+    with pytest.raises(ConfigFileError, match="mapping"):
+        Config("SASRec", "ml-100k", config_file_list=[str(not_a_mapping)])
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        Config("SASRec", "ml-100k", config_file_list=[str(tmp_path / "nope.yaml")])
+
+
+def test_unknown_command_line_key_warns(caplog):
+    config = Config("SASRec", "ml-100k", config_dict={"gpu_id": ""},
+                    cmd_args={"learnin_rate": "0.1", "epochs": "3"})
+    with caplog.at_level(logging.WARNING):
+        config.warn_unknown_cmd_keys()
+    assert config.unknown_cmd_keys == ["learnin_rate"]
+    assert "--learnin_rate" in caplog.text and "--epochs" not in caplog.text
+
+
+# ----- CLI parsing ----------------------------------------------------------------------------
+def test_cli_accepts_space_and_equals_forms():
+    args, overrides = cli.parse_args(["--model", "SASRec", "--dataset=ml-100k", "--epochs=3",
+                                      "--learning_rate", "0.01", "--config_files=a.yaml,b.yaml"])
+    assert (args.model, args.dataset) == ("SASRec", "ml-100k")
+    assert overrides == {"epochs": "3", "learning_rate": "0.01"}
+    assert cli.split_config_files(args.config_files) == ["a.yaml", "b.yaml"]
+    assert cli.split_config_files("a.yaml b.yaml") == ["a.yaml", "b.yaml"]
+
+
+def test_cli_rejects_dangling_option_and_conflicts():
+    with pytest.raises(cli.CLIError, match="--epochs=VALUE"):
+        cli.parse_config_overrides(["--epochs"])
+    with pytest.raises(cli.CLIError, match="twice"):
+        cli.parse_config_overrides(["--epochs=1", "--epochs=2"])
+    with pytest.raises(cli.CLIError, match="unexpected argument"):
+        cli.parse_config_overrides(["stray"])
+
+
+def test_help_lists_models(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "available models" in out and "SASRec" in out and "GRU4Rec" in out and "BERT4Rec" in out
