@@ -71,6 +71,8 @@ def test_config_precedence_every_layer(tmp_path, monkeypatch):
         pass
 
     PrecedenceSASRec.__module__ = "recbole_llmkd.model.precedence_test"
+    (props / "model").mkdir(exist_ok=True)
+    (props / "dataset").mkdir(exist_ok=True)
     (props / "overall.yaml").write_text("train_batch_size: 111\nlearning_rate: 0.111\nweight_decay: 0.111\n"
                                         "eval_batch_size: 111\nstopping_step: 111\nn_layers: 5\n")
     (props / "model" / "PrecedenceSASRec.yaml").write_text("learning_rate: 0.222\nweight_decay: 0.222\n"
