@@ -22,7 +22,6 @@ import csv
 import hashlib
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -451,21 +450,12 @@ def import_teacher(
 
 
 def build_dataset(dataset_name: str, config_files: Sequence[str] = (), model: str = "SASRec") -> Any:
-    """Load (and filter) a RecBole dataset to check item tokens against; RecBole's own argv parsing is off."""
-    from recbole.config import Config
+    """Load (and filter) a RecBole dataset to check item tokens against (the plugin's Config: no argv parsing)."""
     from recbole.data import create_dataset
 
-    saved_argv = sys.argv
-    sys.argv = sys.argv[:1]  # RecBole's Config would otherwise read this CLI's flags as config keys
-    try:
-        config = Config(
-            model=model,
-            dataset=dataset_name,
-            config_file_list=list(config_files) or None,
-            config_dict={"gpu_id": "", "train_neg_sample_args": None},  # no negative sampling: tokens only
-        )
-    finally:
-        sys.argv = saved_argv
+    from recbole_llmkd.config import Config
+
+    config = Config(model=model, dataset=dataset_name, config_file_list=list(config_files), config_dict={"gpu_id": ""})
     return create_dataset(config)
 
 
