@@ -19,6 +19,7 @@ from recbole.utils import init_seed, set_color
 from recbole.utils.logger import RemoveColorFilter, log_colors_config
 
 from recbole_llmkd.config import Config
+from recbole_llmkd.measure import count_parameters, full_ranking_throughput
 from recbole_llmkd.registry import get_trainer
 
 
@@ -119,8 +120,7 @@ def run_recbole_llmkd(
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = config.model_class(config, train_data._dataset).to(config["device"])
     logger.info(model)
-    n_params = sum(p.numel() for p in model.parameters())
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    params = count_parameters(model)
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     start = time.perf_counter()
@@ -129,6 +129,12 @@ def run_recbole_llmkd(
     )
     train_time = time.perf_counter() - start
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    throughput = {}
+    if config["measure_throughput"]:
+        throughput = full_ranking_throughput(
+            trainer.model, test_data, config["device"],
+            warmup_batches=config["throughput_warmup_batches"], max_batches=config["throughput_max_batches"],
+        )
 
     result = {
         "model": config["model"],
@@ -139,9 +145,9 @@ def run_recbole_llmkd(
         "best_valid_score": float(best_valid_score),
         "best_valid_result": _to_float_dict(best_valid_result),
         "test_result": _to_float_dict(test_result),
-        "params_total": n_params,
-        "params_trainable": n_trainable,
+        **params,
         "train_time_s": train_time,
+        **throughput,
         "seed": config["seed"],
         "device": str(config["device"]),
         "torch": torch.__version__,

@@ -1,0 +1,48 @@
+"""Measurements shared by runs, the pipeline report and the benchmarks: parameter counts, inference throughput."""
+import time
+from typing import Dict
+
+import torch
+
+
+def count_parameters(model: torch.nn.Module) -> Dict[str, int]:
+    """Total and trainable parameters of the module tree (a teacher kept outside the tree is not counted)."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"params_total": total, "params_trainable": trainable}
+
+
+def _synchronize(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def full_ranking_throughput(model, eval_data, device, warmup_batches: int = 1, max_batches: int = 0) -> Dict[str, float]:
+    """Users per second of full-ranking inference (``full_sort_predict`` over all items), after warm-up.
+
+    Iterates ``eval_data`` (a RecBole full-sort eval dataloader); the first ``warmup_batches`` batches are run and
+    not timed; ``max_batches`` > 0 caps the timed batches (0 = the whole split). Only the model's forward and
+    scoring are timed, not data loading.
+    """
+    model.eval()
+    timed_users, timed_seconds, seen = 0, 0.0, 0
+    for batch_idx, batched_data in enumerate(eval_data):
+        interaction = batched_data[0].to(device)
+        if batch_idx < warmup_batches:
+            model.full_sort_predict(interaction)
+            continue
+        _synchronize(device)
+        start = time.perf_counter()
+        model.full_sort_predict(interaction)
+        _synchronize(device)
+        timed_seconds += time.perf_counter() - start
+        timed_users += len(interaction)
+        seen += 1
+        if max_batches and seen >= max_batches:
+            break
+    if timed_users == 0:
+        raise ValueError(
+            f"no batch left to time after {warmup_batches} warm-up batch(es): use a smaller eval_batch_size or warm-up"
+        )
+    return {"throughput_users_per_s": timed_users / timed_seconds, "throughput_users_timed": timed_users}
