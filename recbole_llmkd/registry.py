@@ -13,10 +13,22 @@ import importlib.util
 import os
 from typing import Dict, List
 
-# name -> "module path:ClassName". Filled as models land; users may add their own with register_model.
-_PLUGIN_MODELS: Dict[str, str] = {}
+# name -> "module path:ClassName"; users may add their own with register_model.
+_PLUGIN_MODELS: Dict[str, str] = {
+    "LLMRec": "recbole_llmkd.model.llmrec:LLMRec",
+    "KDSASRec": "recbole_llmkd.model.kd_sasrec:KDSASRec",
+    "KDGRU4Rec": "recbole_llmkd.model.kd_gru4rec:KDGRU4Rec",
+    "KDBERT4Rec": "recbole_llmkd.model.kd_bert4rec:KDBERT4Rec",
+    "SLMRec": "recbole_llmkd.model.slmrec:SLMRec",
+}
 # model name -> "module path:TrainerClass" for plugin models that need a trainer of their own.
-_PLUGIN_TRAINERS: Dict[str, str] = {}
+_PLUGIN_TRAINERS: Dict[str, str] = {
+    "LLMRec": "recbole_llmkd.trainer.llm_trainer:LLMTrainer",
+    "KDSASRec": "recbole_llmkd.trainer.kd_trainer:KDTrainer",
+    "KDGRU4Rec": "recbole_llmkd.trainer.kd_trainer:KDTrainer",
+    "KDBERT4Rec": "recbole_llmkd.trainer.kd_trainer:KDTrainer",
+    "SLMRec": "recbole_llmkd.trainer.llm_trainer:SLMTrainer",
+}
 # classes registered at run time by users (register_model(cls)).
 _RUNTIME_MODELS: Dict[str, type] = {}
 

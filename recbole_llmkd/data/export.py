@@ -1,0 +1,290 @@
+"""Teacher artifact export: a trained LLMRec teacher -> one artifact file (docs/ARTIFACTS.md, METHODS.md §1.3).
+
+For every row of the train split (RecBole's default augmentation: every prefix of every user, whatever
+``llm_train_examples`` the teacher was trained with) and of the valid and test splits:
+
+- ``topk_ids`` [N, K]: the teacher's best K items (argsort of its all-item logits; PAD excluded; target and
+  history items are kept, as in the official code), best first;
+- ``topk_scores`` [N, K]: their logits (``score_kind: logit``);
+- ``confidence`` [N, K]: softmax over the K scores;
+- ``target_score`` [N]: the logit of the ground-truth target;
+- optionally ``user_state`` [N, d_llm].
+
+Plus ``item_text_emb`` [n_items, d_llm]: each item's title through the **base** LLM (LoRA disabled), last layer,
+last token, row 0 zeros (BIGRec recipe); for datasets without an ``.item`` file, ``input_proj(E)`` of the teacher
+(METHODS.md §1.3 fallback; recorded in ``teacher.item_text_emb_source``).
+
+The export is written chunk by chunk through ``ArtifactWriter``: an interrupted export, re-run with the same
+arguments, continues where it stopped. Default output: ``<teacher run dir>/teacher_artifacts.safetensors``.
+
+    python -m recbole_llmkd.data.export RUN_DIR_OR_CHECKPOINT [--output PATH] [--topk 50] [--batch-size 256]
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from recbole_llmkd.data.artifacts import ArtifactWriter, dataset_example_keys, dataset_metadata
+from recbole_llmkd.data.item_text import fallback_item_text, item_titles_for_dataset
+
+DEFAULT_OUTPUT_NAME = "teacher_artifacts.safetensors"
+ITEM_TEXT_SOURCES = ("auto", "titles", "item_table", "none")
+# Config keys that define what the teacher computes; copied into the artifact's metadata.
+TEACHER_CONFIG_KEYS = (
+    "llm_backbone",
+    "llm_n_layers",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_target_modules",
+    "item_table",
+    "item_dim",
+    "head",
+    "use_item_titles",
+    "llm_title_max_tokens",
+    "MAX_ITEM_LIST_LENGTH",
+    "llm_train_examples",
+    "learning_rate",
+    "epochs",
+    "seed",
+    "eval_args",
+)
+
+logger = logging.getLogger("recbole_llmkd")
+
+
+def resolve_checkpoint(checkpoint_or_run_dir: str | os.PathLike) -> Path:
+    """A checkpoint file, or the checkpoint of a run directory (``results.json``'s, else its only ``*.pth``)."""
+    path = Path(checkpoint_or_run_dir)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"teacher checkpoint or run directory not found: {path}")
+    results_file = path / "results.json"
+    if results_file.is_file():
+        checkpoint = json.loads(results_file.read_text(encoding="utf-8")).get("checkpoint")
+        if checkpoint and Path(checkpoint).is_file():
+            return Path(checkpoint)
+    candidates = sorted(glob.glob(str(path / "*.pth")))
+    if len(candidates) != 1:
+        raise FileNotFoundError(
+            f"{path}: expected exactly one checkpoint (*.pth) in the teacher run directory, found "
+            f"{len(candidates)}{': ' + ', '.join(os.path.basename(c) for c in candidates) if candidates else ''}; "
+            "pass the checkpoint file itself"
+        )
+    return Path(candidates[0])
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _teacher_metadata(model, config, checkpoint: Path, item_text_source: str, n_fallbacks: Optional[int]) -> dict:
+    from recbole_llmkd.llm import sha256_file
+
+    identity = dict(model.backbone_identity)
+    return _jsonable(
+        {
+            "name": type(model).__name__,
+            "checkpoint": str(checkpoint.resolve()),
+            "checkpoint_sha256": sha256_file(checkpoint),
+            "backbone": identity,
+            "config": {key: config[key] for key in TEACHER_CONFIG_KEYS},
+            "item_text_emb_source": item_text_source,
+            "item_text_fallbacks": n_fallbacks,
+        }
+    )
+
+
+def choose_item_text(config, dataset, item_text: str) -> tuple[str, Optional[list[str]], Optional[int]]:
+    """(source label, titles by internal id or None, number of 'item <token>' fallbacks or None)."""
+    if item_text not in ITEM_TEXT_SOURCES:
+        raise ValueError(f"item_text must be one of {list(ITEM_TEXT_SOURCES)}, got {item_text!r}")
+    item_file = Path(config["data_path"]) / f"{config['dataset']}.item"
+    if item_text == "auto":
+        item_text = "titles" if item_file.is_file() else "item_table"
+    if item_text == "none":
+        return "none", None, None
+    if item_text == "item_table":
+        return "input_proj(item_table) of the teacher (no item titles)", None, None
+    titles = item_titles_for_dataset(dataset, config, logger=logger)
+    item_tokens = dataset.field2id_token[dataset.iid_field]
+    n_fallbacks = sum(titles[i] == fallback_item_text(str(item_tokens[i])) for i in range(1, len(titles)))
+    return "base LLM (LoRA disabled) on item titles, last layer, last token", titles, n_fallbacks
+
+
+@torch.no_grad()
+def _item_text_embeddings(model, titles: Optional[list[str]], batch_size: int, device) -> torch.Tensor:
+    """[n_items, d_llm] float32, row 0 zeros: titles through the base LLM, or input_proj(E) without titles."""
+    from recbole_llmkd.llm import encode_texts
+
+    if titles is None:
+        item_vectors = model.input_proj(model.item_embedding.weight).float().cpu()  # [n_items, d_llm]
+    else:
+        with model.llm.disable_adapter():
+            item_vectors = encode_texts(
+                model.llm, model.tokenizer, titles[1:], batch_size=batch_size, device=device
+            )  # [n_items - 1, d_llm]
+        item_vectors = torch.cat([item_vectors.new_zeros(1, item_vectors.shape[1]), item_vectors], dim=0)
+    item_vectors[0] = 0.0
+    return item_vectors
+
+
+@torch.no_grad()
+def _teacher_rows(model, interaction, topk: int, with_user_state: bool) -> dict[str, torch.Tensor]:
+    """Artifact tensors for one batch of examples (interaction already on the model's device)."""
+    user_state = model.user_state(interaction)  # [b, d_llm]
+    logits = model.score(user_state)  # [b, n_items], PAD = -inf
+    topk_scores, topk_ids = torch.topk(logits, topk, dim=1)  # [b, K] each, best first
+    target = interaction[model.POS_ITEM_ID]  # [b]
+    rows = {
+        "topk_ids": topk_ids.cpu(),
+        "topk_scores": topk_scores.cpu(),
+        "confidence": torch.softmax(topk_scores, dim=1).cpu(),
+        "target_score": logits.gather(1, target[:, None]).squeeze(1).cpu(),
+    }
+    if with_user_state:
+        rows["user_state"] = user_state.cpu()
+    return rows
+
+
+def export_teacher(
+    checkpoint_or_run_dir: str | os.PathLike,
+    output: Optional[str | os.PathLike] = None,
+    topk: int = 50,
+    batch_size: Optional[int] = None,
+    with_user_state: bool = False,
+    chunk_rows: int = 4096,
+    key_history: int = 10,
+    item_text: str = "auto",
+    device: Any = None,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> Path:
+    """Export a trained LLMRec teacher's artifacts; returns the artifact path. See the module docstring.
+
+    Args:
+        checkpoint_or_run_dir: the teacher's checkpoint (``.pth``) or its run directory.
+        output: artifact file; default ``<checkpoint dir>/teacher_artifacts.safetensors``.
+        topk: K, teacher items per row (store more than the students use: they can truncate).
+        batch_size: rows per teacher forward; default the teacher's ``eval_batch_size``.
+        with_user_state: also store the teacher's user state [N, d_llm] per row.
+        chunk_rows: rows per resumable chunk.
+        key_history: history items in the example key (docs/ARTIFACTS.md).
+        item_text: ``auto`` (titles when the dataset has an .item file, else the item table), ``titles``,
+            ``item_table`` or ``none`` (no ``item_text_emb``).
+        device: where to run the teacher (default: its training device, CPU without CUDA).
+        overwrite: replace an existing finished artifact file.
+    """
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_llmkd.model.llmrec import load_llmrec
+
+    checkpoint = resolve_checkpoint(checkpoint_or_run_dir)
+    output = Path(output) if output is not None else checkpoint.parent / DEFAULT_OUTPUT_NAME
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} already exists; delete it or pass overwrite=True (--export-overwrite)")
+
+    from recbole_llmkd import compat
+
+    config = compat.load_checkpoint(str(checkpoint), map_location="cpu")["config"]
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    split_datasets = {"train": train_data._dataset, "valid": valid_data._dataset, "test": test_data._dataset}
+    split_datasets = {split: ds for split, ds in split_datasets.items() if len(ds.inter_feat) > 0}
+
+    model, config, _ = load_llmrec(str(checkpoint), dataset=train_data._dataset, device=device)
+    run_device = config["device"]
+    batch_size = int(batch_size or config["eval_batch_size"] or 256)
+
+    item_text_source, titles, n_fallbacks = choose_item_text(config, train_data._dataset, item_text)
+    metadata = dataset_metadata(
+        train_data._dataset,
+        key_history=key_history,
+        score_kind="logit",
+        teacher=_teacher_metadata(model, config, checkpoint, item_text_source, n_fallbacks),
+    )
+    writer = ArtifactWriter(
+        output,
+        metadata,
+        splits={split: len(ds.inter_feat) for split, ds in split_datasets.items()},
+        K=topk,
+        chunk_rows=chunk_rows,
+        overwrite=overwrite,
+    )
+    pending = {split: writer.pending_ranges(split) for split in split_datasets}
+    n_pending = sum(end - start for ranges in pending.values() for start, end in ranges)
+    n_total = sum(writer.splits.values())
+    if n_pending < n_total:
+        logger.info(f"export: resuming {writer.partial_dir}: {n_total - n_pending:,} of {n_total:,} rows already written")
+
+    from tqdm.auto import tqdm
+
+    start_time = time.perf_counter()
+    progress = tqdm(total=n_pending, desc="teacher export", unit="row", disable=not show_progress)
+    for split, ranges in pending.items():
+        split_dataset = split_datasets[split]
+        keys = dataset_example_keys(split_dataset, key_history) if ranges else None  # [N]
+        for chunk_start, chunk_end in ranges:
+            parts: dict[str, list[torch.Tensor]] = {}
+            for batch_start in range(chunk_start, chunk_end, batch_size):
+                batch_end = min(batch_start + batch_size, chunk_end)
+                interaction = split_dataset.inter_feat[batch_start:batch_end].to(run_device)
+                for name, tensor in _teacher_rows(model, interaction, topk, with_user_state).items():
+                    parts.setdefault(name, []).append(tensor)
+                progress.update(batch_end - batch_start)
+            chunk = {name: torch.cat(tensors) for name, tensors in parts.items()}
+            chunk["key"] = keys[chunk_start:chunk_end]
+            writer.write_chunk(split, chunk_start, chunk)
+    progress.close()
+    rows_seconds = time.perf_counter() - start_time
+
+    if item_text_source != "none" and "item_text_emb" not in writer.done_globals():
+        writer.write_global("item_text_emb", _item_text_embeddings(model, titles, batch_size, run_device))
+    path = writer.finalize()
+    logger.info(
+        f"export: wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB; {n_pending:,} rows computed in "
+        f"{rows_seconds:.1f} s, {n_pending / max(rows_seconds, 1e-9):,.0f} rows/s; K={topk})"
+    )
+    return path
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m recbole_llmkd.data.export", description="Export a trained LLMRec teacher's artifacts."
+    )
+    parser.add_argument("teacher", help="the teacher's run directory or checkpoint (.pth)")
+    parser.add_argument("--output", help=f"artifact file (default: <run dir>/{DEFAULT_OUTPUT_NAME})")
+    parser.add_argument("--topk", type=int, default=50, help="teacher items per row (default 50)")
+    parser.add_argument("--batch-size", type=int, help="rows per teacher forward (default: eval_batch_size)")
+    parser.add_argument("--with-user-state", action="store_true", help="also store the teacher's user states")
+    parser.add_argument("--item-text", choices=ITEM_TEXT_SOURCES, default="auto", help="source of item_text_emb")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing artifact file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    path = export_teacher(
+        args.teacher,
+        output=args.output,
+        topk=args.topk,
+        batch_size=args.batch_size,
+        with_user_state=args.with_user_state,
+        item_text=args.item_text,
+        overwrite=args.overwrite,
+    )
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,398 @@
+"""LLMRec: the E-LLMRec (E4SRec-style) LLM sequential recommender, the teacher of recbole_llmkd (METHODS.md §2.1).
+
+Prompt layout (one row per example, ``L = MAX_ITEM_LIST_LENGTH`` item slots)::
+
+    [embed_tokens(instruction)] ++ [L item slots, LEFT-padded] ++ [embed_tokens(response)]
+
+    item slot (default)               = input_proj(E[i])                              1 position
+    item slot (use_item_titles: True) = embed_tokens(title_i, left-padded to T) ++ input_proj(E[i])   T + 1 positions
+
+Attention mask: 1 on the instruction and response tokens, ``item > 0`` on an item's soft token, ``item > 0`` and
+"is a real title token" on its title tokens. Position ids are contiguous (padded slots still consume positions).
+The user state is the final (normed) state of the last response token, ``last_hidden_state[:, -1]``; the head
+scores every item (``head: dot``: ``Linear(d_llm, d_item)(h) @ Eᵀ``; ``head: linear``: ``Linear(d_llm, n_items)``),
+``logits[:, 0] = -inf`` (PAD), loss = cross-entropy over all items.
+
+Trained: LoRA adapters, ``input_proj``, the head and a trainable item table. Frozen: every base LLM weight and a
+pretrained (SASRec) item table. ``state_dict()`` holds the trained tensors only; ``other_parameter()`` holds the
+backbone's identity (spec, path, sha256, n_layers), which loading verifies. ``load_llmrec`` rebuilds a trained
+teacher from its checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+from torch import nn
+from torch.nn.modules.module import _IncompatibleKeys
+
+from recbole_llmkd import compat
+from recbole_llmkd.data.item_text import item_titles_for_dataset
+from recbole_llmkd.llm import (
+    apply_lora,
+    autocast_context,
+    count_parameters,
+    load_backbone,
+    prepare_for_training,
+    sha256_file,
+    tokenize_prompt,
+)
+
+ITEM_TABLE_TRAINABLE = "trainable"
+HEADS = ("dot", "linear")
+
+
+class CheckpointMismatchError(ValueError):
+    """A LLMRec checkpoint does not belong to this backbone, item table or dataset."""
+
+
+def _item_tokens_fingerprint(dataset) -> dict:
+    from recbole_llmkd.data.artifacts import dataset_fingerprint
+
+    fingerprint = dataset_fingerprint(dataset)
+    return {key: fingerprint[key] for key in ("dataset", "n_items", "item_tokens_sha256")}
+
+
+class LLMRec(SequentialRecommender):
+    r"""E-LLMRec: soft item tokens inside an Alpaca prompt, a LoRA-tuned HF decoder, a full-softmax item head."""
+
+    input_type = InputType.POINTWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.logger = logging.getLogger(__name__)
+
+        # load parameters info
+        self.loss_type = config["loss_type"] or "CE"
+        if self.loss_type != "CE":
+            raise ValueError(f"LLMRec is trained with full cross-entropy; loss_type={self.loss_type!r} is not supported")
+        self.head_type = config["head"]
+        if self.head_type not in HEADS:
+            raise ValueError(f"head must be one of {list(HEADS)}, got {self.head_type!r}")
+        self.use_item_titles = bool(config["use_item_titles"])
+        self.title_max_tokens = int(config["llm_title_max_tokens"] or 16)
+        self.use_bf16 = bool(config["llm_bf16"])
+        self.run_device = torch.device(config["device"])
+
+        # backbone: HF decoder without LM head, first llm_n_layers layers, LoRA on top, base frozen
+        backbone = load_backbone(
+            config["llm_backbone"],
+            n_layers=config["llm_n_layers"],
+            dtype=torch.float32,
+            tiny_config=config["llm_tiny_config"],
+        )
+        self.backbone_identity = backbone.identity
+        self.tokenizer = backbone.tokenizer
+        self.llm = apply_lora(
+            backbone.model,
+            r=int(config["lora_r"]),
+            alpha=int(config["lora_alpha"]),
+            dropout=float(config["lora_dropout"]),
+            target_modules=list(config["lora_target_modules"]),
+        )
+        gradient_checkpointing = bool(config["llm_gradient_checkpointing"]) and self.run_device.type == "cuda"
+        prepare_for_training(self.llm, self.run_device, gradient_checkpointing=gradient_checkpointing)
+        self.d_llm = int(self.backbone_identity["hidden_size"])
+
+        # item table E: trainable, or a pretrained SASRec table (frozen)
+        self.item_table_source = config["item_table"] or ITEM_TABLE_TRAINABLE
+        self.item_table_frozen = self.item_table_source != ITEM_TABLE_TRAINABLE
+        if self.item_table_frozen:
+            self.item_embedding, self.item_table_sha256 = self._load_pretrained_item_table(
+                self.item_table_source, config, dataset
+            )
+        else:
+            self.item_embedding = nn.Embedding(self.n_items, int(config["item_dim"]), padding_idx=0)
+            nn.init.normal_(self.item_embedding.weight, std=0.02)
+            with torch.no_grad():
+                self.item_embedding.weight[0].zero_()
+            self.item_table_sha256 = None
+        self.item_dim = self.item_embedding.weight.shape[1]
+        self.input_proj = nn.Linear(self.item_dim, self.d_llm)
+        if self.head_type == "dot":
+            self.head = nn.Linear(self.d_llm, self.item_dim, bias=False)
+        else:
+            self.head = nn.Linear(self.d_llm, self.n_items, bias=False)
+
+        # prompt token ids (tokenised once, no BOS/EOS); not saved: rebuilt from the config
+        self.register_buffer("instruction_ids", tokenize_prompt(self.tokenizer, config["llm_instruction"]), persistent=False)
+        self.register_buffer("response_ids", tokenize_prompt(self.tokenizer, config["llm_response"]), persistent=False)
+        if self.use_item_titles:
+            title_ids, title_mask = self._tokenize_titles(item_titles_for_dataset(dataset, config))
+            self.register_buffer("title_token_ids", title_ids, persistent=False)  # [n_items, T]
+            self.register_buffer("title_token_mask", title_mask, persistent=False)  # [n_items, T]
+
+        self.dataset_fingerprint = _item_tokens_fingerprint(dataset)
+        self.llm_forward_rows = 0  # rows sent through the LLM (predict deduplicates histories; tests count them)
+        total, trainable = count_parameters(self)
+        self.logger.info(
+            f"LLMRec: backbone {self.backbone_identity['spec']} ({self.backbone_identity['n_layers']} of "
+            f"{self.backbone_identity['n_layers_total']} layers, d_llm {self.d_llm}), item table "
+            f"{'frozen ' + self.item_table_source if self.item_table_frozen else 'trainable'} [{self.n_items}, "
+            f"{self.item_dim}], head {self.head_type}; parameters {total:,} total, {trainable:,} trainable"
+        )
+
+    # ----- construction helpers ---------------------------------------------------------------------------
+    def _load_pretrained_item_table(self, path: str, config, dataset) -> tuple[nn.Embedding, str]:
+        """``item_embedding.weight`` of a RecBole SASRec checkpoint trained on this dataset, frozen."""
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"item_table={path!r}: no such file; expected 'trainable' or the path of a RecBole SASRec checkpoint (.pth)"
+            )
+        checkpoint = compat.load_checkpoint(path, map_location="cpu")
+        state_dict = checkpoint.get("state_dict", {}) if isinstance(checkpoint, dict) else {}
+        if "item_embedding.weight" not in state_dict:
+            raise ValueError(
+                f"item_table={path!r} holds no 'item_embedding.weight' in its state_dict; expected a RecBole SASRec "
+                f"checkpoint (keys found: {sorted(state_dict)[:8]})"
+            )
+        weight = state_dict["item_embedding.weight"].float()  # [n_items, d_item]
+        checkpoint_dataset = checkpoint["config"]["dataset"] if "config" in checkpoint else None
+        if checkpoint_dataset is not None and checkpoint_dataset != config["dataset"]:
+            raise ValueError(
+                f"item_table {path} was trained on dataset {checkpoint_dataset!r}; this run uses {config['dataset']!r}"
+            )
+        if weight.dim() != 2 or weight.shape[0] != self.n_items:
+            raise ValueError(
+                f"item_table {path} has an item table of shape {list(weight.shape)} ({weight.shape[0]:,} ids incl. "
+                f"PAD); this dataset has {self.n_items:,} item ids incl. PAD: train the SASRec with the same dataset "
+                "and filtering config"
+            )
+        return nn.Embedding.from_pretrained(weight, freeze=True, padding_idx=0), sha256_file(path)
+
+    def _tokenize_titles(self, titles: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Title token ids per internal item id, truncated and left-padded to T tokens: ([n_items, T], [n_items, T])."""
+        encoded = self.tokenizer(
+            titles,
+            add_special_tokens=False,
+            truncation=True,
+            max_length=self.title_max_tokens,
+            padding="max_length",
+            padding_side="left",
+            return_tensors="pt",
+        )
+        return encoded["input_ids"].long(), encoded["attention_mask"].bool()
+
+    # ----- checkpoint: trained tensors + backbone identity ------------------------------------------------
+    def is_frozen_by_design(self, name: str) -> bool:
+        """Whether parameter/buffer ``name`` is a frozen base weight (LLM, pretrained item table): never saved."""
+        if name.startswith("llm.") and "lora_" not in name:
+            return True
+        return self.item_table_frozen and name.startswith("item_embedding.")
+
+    def state_dict(self, *args, **kwargs):
+        """The trained tensors only (LoRA, input_proj, head, a trainable item table): no base LLM weights."""
+        full_state = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", "")
+        for key in list(full_state.keys()):
+            if key.startswith(prefix) and self.is_frozen_by_design(key[len(prefix):]):
+                del full_state[key]
+        return full_state
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load the trained tensors saved by ``state_dict``; with ``strict`` the key sets must be equal."""
+        expected_keys = set(self.state_dict().keys())
+        given_keys = set(state_dict.keys())
+        missing_keys = sorted(expected_keys - given_keys)
+        unexpected_keys = sorted(given_keys - expected_keys)
+        if strict and (missing_keys or unexpected_keys):
+            raise CheckpointMismatchError(
+                f"LLMRec state_dict does not match this model: missing {missing_keys[:5]} ({len(missing_keys)} keys), "
+                f"unexpected {unexpected_keys[:5]} ({len(unexpected_keys)} keys). Was it saved with the same "
+                "llm_n_layers, lora_target_modules, head and item_table?"
+            )
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        missing_keys = [key for key in result.missing_keys if not self.is_frozen_by_design(key)]
+        return _IncompatibleKeys(missing_keys, list(result.unexpected_keys))
+
+    def other_parameter(self) -> dict:
+        return {
+            "backbone_identity": dict(self.backbone_identity),
+            "item_table": {"source": self.item_table_source, "sha256": self.item_table_sha256},
+            "dataset_fingerprint": dict(self.dataset_fingerprint),
+        }
+
+    def load_other_parameter(self, para: Optional[dict]) -> None:
+        """Verify that a checkpoint's backbone, item table and dataset are the ones this model was built with."""
+        if para is None:
+            return
+        saved = para.get("backbone_identity")
+        if saved is None:
+            raise CheckpointMismatchError("the checkpoint has no backbone identity: not an LLMRec checkpoint")
+        mine = self.backbone_identity
+        if saved["sha256"] != mine["sha256"]:
+            raise CheckpointMismatchError(
+                f"the checkpoint was trained on backbone {saved['spec']!r} ({saved.get('path')}, sha256 "
+                f"{saved['sha256']}), but this model loaded {mine['spec']!r} ({mine.get('path')}, sha256 "
+                f"{mine['sha256']}): a different weights file"
+            )
+        if saved["n_layers"] != mine["n_layers"]:
+            raise CheckpointMismatchError(
+                f"the checkpoint was trained with {saved['n_layers']} decoder layers, this model has "
+                f"{mine['n_layers']} (llm_n_layers)"
+            )
+        saved_table = para.get("item_table", {})
+        if saved_table.get("sha256") != self.item_table_sha256:
+            raise CheckpointMismatchError(
+                f"the checkpoint was trained with item table {saved_table.get('source')!r} (sha256 "
+                f"{saved_table.get('sha256')}), this model uses {self.item_table_source!r} (sha256 {self.item_table_sha256})"
+            )
+        saved_data = para.get("dataset_fingerprint", {})
+        if saved_data and saved_data != self.dataset_fingerprint:
+            raise CheckpointMismatchError(
+                f"the checkpoint was trained on dataset {saved_data.get('dataset')!r} with {saved_data.get('n_items'):,} "
+                f"items (item tokens sha256 {saved_data.get('item_tokens_sha256', '')[:12]}…); this dataset "
+                f"{self.dataset_fingerprint['dataset']!r} has {self.dataset_fingerprint['n_items']:,} items (sha256 "
+                f"{self.dataset_fingerprint['item_tokens_sha256'][:12]}…)"
+            )
+
+    # ----- forward, factored for SLMRec -------------------------------------------------------------------
+    @staticmethod
+    def left_pad(item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+        """RecBole's right-padded ``item_id_list`` -> the same items left-padded (last item in the last slot)."""
+        seq_width = item_seq.shape[1]
+        source_pos = torch.arange(seq_width, device=item_seq.device)[None, :] - (seq_width - item_seq_len[:, None])  # [B, L]
+        left_padded = item_seq.gather(1, source_pos.clamp(min=0))  # [B, L]
+        return left_padded.masked_fill(source_pos < 0, 0)
+
+    def encode(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt embeddings and attention mask: ([B, T_prompt, d_llm], [B, T_prompt] long)."""
+        batch_size = item_seq.shape[0]
+        embed_tokens = self.llm.get_input_embeddings()
+        item_ids = self.left_pad(item_seq, item_seq_len)  # [B, L]
+        item_mask = item_ids > 0  # [B, L]
+        item_tokens = self.input_proj(self.item_embedding(item_ids))  # [B, L, d_llm]
+        if self.use_item_titles:
+            title_embeds = embed_tokens(self.title_token_ids[item_ids])  # [B, L, T, d_llm]
+            title_mask = self.title_token_mask[item_ids] & item_mask[..., None]  # [B, L, T]
+            slot_embeds = torch.cat([title_embeds, item_tokens[:, :, None, :]], dim=2).flatten(1, 2)  # [B, L*(T+1), d_llm]
+            slot_mask = torch.cat([title_mask, item_mask[..., None]], dim=2).flatten(1, 2)  # [B, L*(T+1)]
+        else:
+            slot_embeds, slot_mask = item_tokens, item_mask  # [B, L, d_llm], [B, L]
+        instruction_embeds = embed_tokens(self.instruction_ids)[None].expand(batch_size, -1, -1)  # [B, T_i, d_llm]
+        response_embeds = embed_tokens(self.response_ids)[None].expand(batch_size, -1, -1)  # [B, T_r, d_llm]
+        inputs_embeds = torch.cat([instruction_embeds, slot_embeds.to(instruction_embeds.dtype), response_embeds], dim=1)
+        attention_mask = torch.cat(
+            [
+                slot_mask.new_ones(batch_size, self.instruction_ids.shape[0]),
+                slot_mask,
+                slot_mask.new_ones(batch_size, self.response_ids.shape[0]),
+            ],
+            dim=1,
+        ).long()  # [B, T_prompt]
+        return inputs_embeds, attention_mask
+
+    def backbone_hidden(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False
+    ) -> tuple[torch.Tensor, Optional[tuple[torch.Tensor, ...]]]:
+        """Run the decoder: (user state ``last_hidden_state[:, -1]`` [B, d_llm] fp32, all hidden states or None).
+
+        ``hidden_states`` (when asked) has n_layers + 1 entries ``[B, T_prompt, d_llm]``: index 0 = input embeddings,
+        the last = after the final norm (HF convention).
+        """
+        self.llm_forward_rows += inputs_embeds.shape[0]
+        with autocast_context(inputs_embeds.device, self.use_bf16):
+            outputs = self.llm(
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                output_hidden_states=output_hidden_states,
+                use_cache=False,
+            )
+        user_state = outputs.last_hidden_state[:, -1, :].float()  # [B, d_llm]
+        return user_state, (outputs.hidden_states if output_hidden_states else None)
+
+    def score(self, user_state: torch.Tensor) -> torch.Tensor:
+        """All-item logits from user states [B, d_llm] -> [B, n_items] fp32, PAD column = -inf."""
+        if self.head_type == "dot":
+            logits = self.head(user_state) @ self.item_embedding.weight.t()  # [B, n_items]
+        else:
+            logits = self.head(user_state)  # [B, n_items]
+        logits = logits.float()
+        logits[:, 0] = float("-inf")
+        return logits
+
+    def user_state(self, interaction, output_hidden_states: bool = False):
+        """The user state [B, d_llm] of every row; with ``output_hidden_states`` also all hidden states."""
+        inputs_embeds, attention_mask = self.encode(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        user_state, hidden_states = self.backbone_hidden(inputs_embeds, attention_mask, output_hidden_states)
+        return (user_state, hidden_states) if output_hidden_states else user_state
+
+    def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+        """User states [B, d_llm] for histories ``item_seq`` [B, L] (right-padded) of lengths ``item_seq_len`` [B]."""
+        inputs_embeds, attention_mask = self.encode(item_seq, item_seq_len)
+        return self.backbone_hidden(inputs_embeds, attention_mask)[0]
+
+    # ----- RecBole surface --------------------------------------------------------------------------------
+    def calculate_loss(self, interaction) -> torch.Tensor:
+        logits = self.score(self.user_state(interaction))  # [B, n_items]
+        return F.cross_entropy(logits, interaction[self.POS_ITEM_ID])
+
+    def predict(self, interaction) -> torch.Tensor:
+        """Score of each row's item [B]; one LLM forward per *unique* history in the batch (uni999 is cheap)."""
+        item_seq = interaction[self.ITEM_SEQ]  # [B, L]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]  # [B]
+        unique_seq, inverse = torch.unique(item_seq, dim=0, return_inverse=True)  # [U, L], [B]
+        first_row = torch.full((unique_seq.shape[0],), item_seq.shape[0], dtype=torch.long, device=item_seq.device)
+        first_row = first_row.scatter_reduce(0, inverse, torch.arange(item_seq.shape[0], device=item_seq.device), "amin")
+        unique_state = self.forward(unique_seq, item_seq_len[first_row])  # [U, d_llm]
+        test_item = interaction[self.ITEM_ID]  # [B]
+        if self.head_type == "dot":
+            user_vector = self.head(unique_state)[inverse]  # [B, d_item]
+            scores = (user_vector * self.item_embedding(test_item)).sum(dim=-1)  # [B]
+        else:
+            scores = self.head(unique_state)[inverse].gather(1, test_item[:, None]).squeeze(1)  # [B]
+        return scores.float()
+
+    def full_sort_predict(self, interaction) -> torch.Tensor:
+        return self.score(self.user_state(interaction))  # [B, n_items]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Rebuilding a trained teacher
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _resolve_device(config, device) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    saved = torch.device(config["device"]) if config["device"] is not None else torch.device("cpu")
+    if saved.type == "cuda" and not torch.cuda.is_available():
+        return torch.device("cpu")
+    return saved
+
+
+def load_llmrec(checkpoint_path: str, dataset: Any = None, device: Any = None) -> tuple[LLMRec, Any, Any]:
+    """Rebuild a trained LLMRec teacher from its checkpoint: ``(model, config, dataset)``.
+
+    The backbone is loaded again from the checkpoint config's ``llm_backbone`` and checked against the saved
+    identity (sha256, n_layers); the trained tensors are then loaded. ``dataset`` (e.g. ``train_data._dataset``)
+    must hold the same item tokens as the training dataset; ``None`` builds it from the saved config. The
+    model is returned in eval mode on ``device`` (default: the training device, CPU when CUDA is absent).
+    """
+    from recbole.data import create_dataset
+
+    if not os.path.isfile(checkpoint_path):
+        raise FileNotFoundError(f"LLMRec checkpoint not found: {checkpoint_path}")
+    checkpoint = compat.load_checkpoint(checkpoint_path, map_location="cpu")
+    if not isinstance(checkpoint, dict) or "config" not in checkpoint or "state_dict" not in checkpoint:
+        raise CheckpointMismatchError(f"{checkpoint_path} is not a RecBole checkpoint (no 'config' / 'state_dict')")
+    config = checkpoint["config"]
+    model_class = config.model_class if hasattr(config, "model_class") else None
+    if model_class is None or not issubclass(model_class, LLMRec):
+        raise CheckpointMismatchError(
+            f"{checkpoint_path} was written by model {config['model']!r}, not LLMRec (or a subclass)"
+        )
+    config["device"] = _resolve_device(config, device)
+    if dataset is None:
+        dataset = create_dataset(config)
+    model = model_class(config, dataset)
+    model.load_other_parameter(checkpoint.get("other_parameter"))  # identity first: a clear error before shapes
+    model.load_state_dict(checkpoint["state_dict"])
+    model = model.to(config["device"])
+    model.eval()
+    return model, config, dataset
