@@ -1,0 +1,658 @@
+"""Ray Tune sweeps over any RecBole or plugin model: validation-only trials, test read once for the best.
+
+``run_sweep(model, dataset, space_file, ...)`` (and ``run_recbole_llmkd.py --tune=SPACE.yaml``):
+
+1. validates the space file and the swept keys against the model's config, before Ray starts;
+2. starts Ray embedded in the process (``ray.init`` on this machine), or joins a cluster with
+   ``ray_address`` (``HOST:PORT`` or ``auto``); a Ray already initialised in the process is reused;
+3. runs one trial per sampled configuration: ``sweep_trainable`` builds ``recbole_llmkd.config.Config``
+   with the driver's command-line keys plus the trial's values (never ``sys.argv``), trains with the
+   plugin's trainer and reports the validation metrics after **every** evaluation (``Trainer.fit``'s
+   ``callback_fn`` -> ``tune.report``), so ASHA can stop bad trials early; trials never see test data;
+4. picks the best trial on validation, rebuilds its data and model in the driver, loads its best
+   checkpoint and evaluates the test split **once**;
+5. writes, under the sweep directory (``--run_dir`` or ``runs/sweep-<model>-<dataset>-<time>``):
+   ``trials.csv`` and ``trials.md`` (every trial: values, best validation metric, epochs run, status and
+   error), ``metric_vs_params.png``, ``best.json``, ``sweep.json`` (what resume needs), ``run.log``, and
+   Ray's experiment folder ``trials/`` (one folder per trial holding its RecBole run under ``run/``).
+
+Paths: every relative path the run's config names (``data_path``, config files, and any string value
+naming an existing file or folder, e.g. a teacher artifact file) is made absolute in the driver, so
+trials find them from Ray's per-trial working directories; the files are shared, never copied.
+
+Fault tolerance: a trial that raises is recorded (status ERROR and its error) and the sweep goes on
+(``FailureConfig(max_failures=0, fail_fast=False)``). An interrupted sweep (Ctrl-C, a killed driver) is
+resumed with ``resume=True`` / ``--resume`` and the same ``--run_dir``: ``Tuner.restore`` reruns only the
+unfinished trials, finished and errored ones keep their results. Resuming is explicit: starting a sweep
+in a directory that already holds one is an error, so two sweeps never mix.
+"""
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from logging import getLogger
+from typing import Any, Dict, Iterable, List, Optional, Union
+
+from recbole_llmkd.tune.space import SpaceError, SweepSpec, check_keys, load_space
+
+EXPERIMENT_NAME = "trials"
+TRIAL_RUN_SUBDIR = "run"
+TRIAL_SUMMARY = "trial_summary.json"
+# keys each trial sets itself; the driver's values for them are not passed on.
+_TRIAL_OWNED_KEYS = ("run_dir", "checkpoint_dir", "gpu_id", "data_path")
+
+
+class SweepError(RuntimeError):
+    """A sweep that cannot start, resume or produce a result (every trial failed, ...)."""
+
+
+class SweepInterrupted(SweepError):
+    """The sweep stopped before every trial finished (Ctrl-C); ``resume=True`` continues it."""
+
+
+@dataclass
+class SweepSetup:
+    """What every trial needs to rebuild the run's config; picklable, saved as ``sweep.json``."""
+
+    model: str
+    dataset: str
+    config_file_list: List[str]  # absolute paths
+    config_dict: Dict[str, Any]  # the user's config dict with relative paths made absolute
+    cmd_args: Dict[str, str]  # the driver's --key=value, minus the swept and trial-owned keys
+    data_path: str  # absolute folder holding <dataset>/
+    metric: str  # lower-case result key, e.g. "ndcg@10"
+    mode: str  # "max" | "min"
+    swept_keys: List[str]
+
+    def trial_config(self, params: Dict[str, Any], run_dir: str, gpu_id: str):
+        """The trial's Config: the driver's inputs, then the trial's values (they win), then its own paths."""
+        from recbole_llmkd.config import Config
+
+        config_dict = {
+            **self.config_dict,
+            **params,
+            "data_path": self.data_path,
+            "run_dir": run_dir,
+            "checkpoint_dir": run_dir,
+            "gpu_id": gpu_id,
+        }
+        return Config(_resolve_model(self.model), self.dataset, self.config_file_list, config_dict, self.cmd_args)
+
+
+# ----- trial side ---------------------------------------------------------------------------------
+class _ValidResultRecorder:
+    """Trainer mixin: keeps the full result of the latest validation (``fit``'s callback only gets the score)."""
+
+    last_valid_result: Optional[dict] = None
+
+    def _valid_epoch(self, *args, **kwargs):
+        valid_score, valid_result = super()._valid_epoch(*args, **kwargs)
+        self.last_valid_result = valid_result
+        return valid_score, valid_result
+
+
+def recording_trainer(trainer_class: type) -> type:
+    return type(trainer_class.__name__, (_ValidResultRecorder, trainer_class), {"__module__": trainer_class.__module__})
+
+
+def _float_dict(result) -> Dict[str, float]:
+    return {str(k): float(v) for k, v in (result or {}).items()}
+
+
+def _trial_gpu_id() -> str:
+    """The GPUs Ray gave this trial, as RecBole's ``gpu_id`` ('' = CPU; Config sets CUDA_VISIBLE_DEVICES)."""
+    import ray
+
+    return ",".join(str(g) for g in ray.get_gpu_ids())
+
+
+def sweep_trainable(params: Dict[str, Any], setup: SweepSetup) -> None:
+    """One trial: train on the trial's values, report validation metrics after every evaluation."""
+    from ray import tune
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_llmkd.quick_start import check_dataset_files, init_run_logger, prepare_run_dir
+    from recbole_llmkd.registry import get_trainer
+
+    trial_dir = tune.get_context().get_trial_dir()
+    run_dir = os.path.join(trial_dir, TRIAL_RUN_SUBDIR)
+    config = setup.trial_config(params, run_dir, _trial_gpu_id())
+    check_dataset_files(config)
+    prepare_run_dir(config)
+    init_seed(config["seed"], config["reproducibility"])
+    init_run_logger(config, run_dir)
+    logger = getLogger()
+    logger.info(f"sweep trial {tune.get_context().get_trial_id()}: {params}")
+    logger.info(config)
+
+    dataset = create_dataset(config)
+    train_data, valid_data, _ = data_preparation(config, dataset)  # the test split is never touched here
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = config.model_class(config, train_data._dataset).to(config["device"])
+    trainer = recording_trainer(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model)
+
+    def report(epoch_idx: int, valid_score: float) -> None:
+        tune.report(
+            {
+                **_float_dict(trainer.last_valid_result),
+                "valid_score": float(valid_score),
+                "best_valid_score": float(trainer.best_valid_score),
+                "epoch": int(epoch_idx),
+                "checkpoint": trainer.saved_model_file,
+            }
+        )
+
+    start = time.perf_counter()
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=True, show_progress=False, callback_fn=report
+    )
+    summary = {
+        "params": params,
+        "best_valid_score": float(best_valid_score),
+        "best_valid_result": _float_dict(best_valid_result),
+        "epochs_run": len(trainer.train_loss_dict),
+        "checkpoint": trainer.saved_model_file,
+        "train_time_s": time.perf_counter() - start,
+    }
+    with open(os.path.join(trial_dir, TRIAL_SUMMARY), "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)
+
+
+# ----- driver side --------------------------------------------------------------------------------
+def _absolute_paths(values: Dict[str, Any]) -> Dict[str, Any]:
+    """String values naming an existing relative file or folder -> absolute (trials run elsewhere)."""
+    fixed = {}
+    for key, value in values.items():
+        if isinstance(value, str) and value and not os.path.isabs(value) and os.path.exists(value):
+            fixed[key] = os.path.abspath(value)
+    return fixed
+
+
+def _default_sweep_dir(model: str, dataset: str) -> str:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = os.path.join("runs", f"sweep-{model}-{dataset}-{stamp}")
+    suffix = 1
+    while os.path.exists(path):
+        suffix += 1
+        path = os.path.join("runs", f"sweep-{model}-{dataset}-{stamp}-{suffix}")
+    return path
+
+
+def _model_name(model) -> str:
+    return model if isinstance(model, str) else model.__name__
+
+
+def prepare_setup(
+    model, dataset: str, spec: SweepSpec, config_file_list=None, config_dict=None, cmd_args=None
+):
+    """Build the driver's Config, validate the swept keys, resolve metric/mode and absolute paths."""
+    from recbole_llmkd.config import Config
+    from recbole_llmkd.quick_start import check_dataset_files
+
+    config_file_list = [os.path.abspath(f) for f in (config_file_list or [])]
+    config_dict = dict(config_dict or {})
+    cmd_args = dict(cmd_args or {})
+    config = Config(model, dataset, config_file_list, config_dict, cmd_args)
+    check_keys(spec, config.known_keys() | set(config.final_config_dict), _model_name(model))
+    check_dataset_files(config)
+
+    metric = spec.metric or str(config["valid_metric"]).lower()
+    mode = spec.mode or ("max" if config["valid_metric_bigger"] else "min")
+    recorded = {m.lower() for m in config["metrics"]}
+    topks = config["topk"] or []
+    known_metrics = {f"{m}@{k}" for m in recorded for k in topks} | recorded
+    if metric not in known_metrics:
+        raise SpaceError(
+            f"search.metric '{metric}' is not computed by this run (metrics {config['metrics']}, topk {topks}); "
+            f"choose one of {', '.join(sorted(known_metrics))}"
+        )
+    swept = set(spec.params)
+    for key in sorted(swept & set(cmd_args)):
+        getLogger().warning(f"--{key}={cmd_args[key]} is swept by the space file; the trials' values win")
+    trial_cmd_args = {k: v for k, v in cmd_args.items() if k not in swept and k not in _TRIAL_OWNED_KEYS}
+    # relative paths anywhere in the user's inputs (files, dict, command line) -> absolute for the trials.
+    external = dict(config.external_config_dict)
+    absolute = _absolute_paths({k: v for k, v in external.items() if k not in _TRIAL_OWNED_KEYS and k not in swept})
+    trial_cmd_args.update({k: v for k, v in absolute.items() if k in trial_cmd_args})
+    trial_config_dict = {k: v for k, v in config_dict.items() if k not in _TRIAL_OWNED_KEYS and k not in swept}
+    trial_config_dict.update({k: v for k, v in absolute.items() if k not in trial_cmd_args})
+    data_path = os.path.dirname(os.path.abspath(config["data_path"]))
+    setup = SweepSetup(
+        model=model if isinstance(model, str) else f"{model.__module__}:{model.__qualname__}",
+        dataset=dataset,
+        config_file_list=config_file_list,
+        config_dict=trial_config_dict,
+        cmd_args=trial_cmd_args,
+        data_path=data_path,
+        metric=metric,
+        mode=mode,
+        swept_keys=list(spec.params),
+    )
+    return config, setup
+
+
+def _resolve_model(model: str):
+    """A model saved as 'module:Class' (a class given to run_sweep) back to the class; names stay names."""
+    if ":" in model:
+        import importlib
+
+        module_path, attr = model.split(":")
+        return getattr(importlib.import_module(module_path), attr)
+    return model
+
+
+def _trial_resources(spec: SweepSpec, embedded: bool) -> Dict[str, float]:
+    import torch
+
+    gpu = spec.gpu
+    if gpu is None:
+        gpu = 1.0 if torch.cuda.is_available() else 0.0
+    elif gpu > 0 and embedded and not torch.cuda.is_available():
+        raise SpaceError(
+            f"resources.gpu: {gpu} GPU(s) per trial asked, but this machine has no CUDA device "
+            f"(trials would never be scheduled); use --gpus-per-trial=0 or --ray-address to a GPU cluster"
+        )
+    return {"cpu": spec.cpu, "gpu": gpu}
+
+
+def _search_alg(spec: SweepSpec, metric: str, mode: str, seed: Optional[int]):
+    if spec.alg in ("random", "grid"):
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=seed)
+    if spec.alg == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(seed=seed)
+    from ray.tune.search.hyperopt import HyperOptSearch
+
+    return HyperOptSearch(random_state_seed=seed)
+
+
+def _scheduler(spec: SweepSpec, max_t: int):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if spec.scheduler == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=max(max_t, spec.grace_period),
+        grace_period=spec.grace_period,
+        reduction_factor=spec.reduction_factor,
+    )
+
+
+def _evaluations(config) -> int:
+    """How many validation reports a trial that trains out makes (one per ``eval_step`` epochs)."""
+    eval_step = int(config["eval_step"] or 1)
+    return max(1, int(config["epochs"]) // eval_step) if eval_step > 0 else 1
+
+
+def _num_samples(spec: SweepSpec) -> int:
+    """``num_samples`` as given, else 1 for a pure grid (each combination once), else 8."""
+    if spec.num_samples:
+        return spec.num_samples
+    pure_grid = spec.alg == "grid" or all(p.type == "grid" for p in spec.params.values())
+    return 1 if pure_grid else 8
+
+
+def _start_ray(ray_address: Optional[str], embedded_cpus: Optional[int]) -> bool:
+    """Start (or join) Ray; returns whether this call started it (and so must shut it down)."""
+    import ray
+
+    if ray.is_initialized():
+        if ray_address:
+            getLogger().warning(f"Ray is already initialised in this process; --ray-address={ray_address} is ignored")
+        return False
+    if ray_address:
+        ray.init(address=ray_address, log_to_driver=False, logging_level=logging.WARNING)
+    else:
+        ray.init(
+            address="local",  # always a new Ray inside this process, never a cluster `ray start` left running
+            num_cpus=embedded_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+    return True
+
+
+def _last_line(error: Optional[BaseException]) -> str:
+    if error is None:
+        return ""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def _saved_trials(experiment_path: str) -> Dict[str, Any]:
+    """Ray's Trial objects as saved in the experiment state, by trial folder name.
+
+    Read back from disk on purpose: after an interruption the live trials are all marked TERMINATED by
+    Ray's cleanup, while the saved state (what ``Tuner.restore`` resumes from) keeps PENDING/RUNNING.
+    """
+    from ray.tune import ExperimentAnalysis
+
+    analysis_logger = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = analysis_logger.level
+    analysis_logger.setLevel(logging.ERROR)  # it warns about every trial that has not reported yet
+    try:
+        analysis = ExperimentAnalysis(experiment_path)
+    finally:
+        analysis_logger.setLevel(level)
+    return {os.path.basename(str(t.path).rstrip("/")): t for t in analysis.trials}
+
+
+def _plain(value):
+    """numpy scalars (Ray's sampled values) -> Python numbers, so best.json and the tables stay readable."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (list, dict, str)) else value
+
+
+def _stored_checkpoint(trial_dir: str, checkpoint: Optional[str]) -> Optional[str]:
+    """Trials write into Ray's local staging folder, which Ray moves to the sweep directory when they end."""
+    if not checkpoint:
+        return None
+    stored = os.path.join(trial_dir, TRIAL_RUN_SUBDIR, os.path.basename(checkpoint))
+    return stored if os.path.isfile(stored) else checkpoint
+
+
+def _trial_rows(results, setup: SweepSetup, experiment_path: str) -> List[dict]:
+    """One row per trial: its values, best validation metric, epochs run, status, error.
+
+    status: TERMINATED (trained to its last epoch or RecBole's early stop), STOPPED (stopped early by the
+    scheduler), ERROR (raised; ``error`` holds the message), or Ray's PENDING/RUNNING/PAUSED when the sweep
+    was interrupted.
+    """
+    saved_trials = _saved_trials(experiment_path)
+    rows = []
+    for result in results:
+        trial_dir = result.path
+        folder = os.path.basename(trial_dir.rstrip("/"))
+        trial = saved_trials.get(folder)
+        trial_id = trial.trial_id if trial is not None else folder
+        config = (trial.config if trial is not None else None) or result.config or {}
+        summary_file = os.path.join(trial_dir, TRIAL_SUMMARY)
+        summary = None
+        if os.path.isfile(summary_file):
+            with open(summary_file, "r", encoding="utf-8") as f:
+                summary = json.load(f)
+        frame = result.metrics_dataframe
+        reported = frame is not None and len(frame) > 0 and setup.metric in frame
+        best_value, epochs_run, checkpoint, best_row = math.nan, 0, None, None
+        if reported:
+            values = frame[setup.metric].astype(float)
+            best_index = values.idxmax() if setup.mode == "max" else values.idxmin()
+            best_row = frame.loc[best_index]
+            best_value = float(values.loc[best_index])
+            epochs_run = int(frame["epoch"].max()) + 1
+            checkpoint = frame["checkpoint"].iloc[-1]
+        if summary is not None:
+            epochs_run = summary["epochs_run"]
+            checkpoint = summary["checkpoint"]
+        status = str(trial.status) if trial is not None else "TERMINATED"
+        if result.error is not None:
+            status = "ERROR"
+        elif status == "TERMINATED" and summary is None:
+            status = "STOPPED"
+        valid_result = {}
+        if best_row is not None:
+            valid_result = {k: float(best_row[k]) for k in best_row.index if "@" in str(k)}
+        rows.append(
+            {
+                "trial_id": trial_id,
+                "status": status,
+                **{key: _plain(config.get(key)) for key in setup.swept_keys},
+                f"best_{setup.metric}": best_value,
+                "epochs_run": epochs_run,
+                "error": _last_line(result.error),
+                "trial_dir": os.path.join(EXPERIMENT_NAME, folder),
+                "_valid_result": valid_result,
+                "_checkpoint": _stored_checkpoint(trial_dir, checkpoint),
+                "_trial_dir": trial_dir,
+            }
+        )
+    rows.sort(key=lambda r: r["trial_id"])
+    return rows
+
+
+def _public(row: dict) -> dict:
+    return {k: v for k, v in row.items() if not k.startswith("_")}
+
+
+def write_trial_tables(rows: List[dict], sweep_dir: str) -> None:
+    import pandas as pd
+    from tabulate import tabulate
+
+    frame = pd.DataFrame([_public(r) for r in rows])
+    frame.to_csv(os.path.join(sweep_dir, "trials.csv"), index=False)
+    table = frame.drop(columns=["trial_dir"])
+    table["error"] = table["error"].map(lambda e: (e[:200] + "...") if isinstance(e, str) and len(e) > 200 else e)
+    with open(os.path.join(sweep_dir, "trials.md"), "w", encoding="utf-8") as f:
+        f.write(tabulate(table.values.tolist(), headers=list(table.columns), tablefmt="github", floatfmt=".4g"))
+        f.write("\n")
+
+
+def plot_metric_vs_params(rows: List[dict], spec: SweepSpec, metric: str, path: str) -> Optional[str]:
+    """One panel per numeric swept key: the trial's best validation metric against its value."""
+    numeric = [key for key, p in spec.params.items() if p.numeric]
+    if not numeric:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(numeric), figsize=(4 * len(numeric), 3.4), squeeze=False)
+    column = f"best_{metric}"
+    for ax, key in zip(axes[0], numeric):
+        plotted = [r for r in rows if r[key] is not None and not math.isnan(r[column])]
+        for label, color, keep in (("trained out", "tab:blue", True), ("stopped early", "tab:orange", False)):
+            group = [r for r in plotted if (r["status"] == "TERMINATED") == keep]
+            if group:
+                ax.scatter([r[key] for r in group], [r[column] for r in group], color=color, label=label)
+        if spec.params[key].log_scale:
+            ax.set_xscale("log")
+        ax.set_xlabel(key)
+        ax.set_ylabel(f"best valid {metric}")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize="small")
+    errors = sum(r["status"] == "ERROR" for r in rows)
+    fig.suptitle(f"{len(rows)} trials" + (f", {errors} failed (not shown)" if errors else ""), fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def evaluate_best_on_test(setup: SweepSetup, params: Dict[str, Any], checkpoint: str, trial_dir: str, gpu_id):
+    """Rebuild the best trial's data and model in the driver, load its best checkpoint, read test once."""
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_llmkd.registry import get_trainer
+
+    run_dir = os.path.join(trial_dir, TRIAL_RUN_SUBDIR)
+    config = setup.trial_config(params, run_dir, gpu_id)
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train_data, _, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = config.model_class(config, train_data._dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    test_result = trainer.evaluate(test_data, load_best_model=True, model_file=checkpoint, show_progress=False)
+    return _float_dict(test_result)
+
+
+def run_sweep(
+    model,
+    dataset: str,
+    space: Union[str, os.PathLike, dict],
+    config_file_list: Optional[Iterable[str]] = None,
+    config_dict: Optional[dict] = None,
+    cmd_args: Optional[Dict[str, str]] = None,
+    *,
+    ray_address: Optional[str] = None,
+    num_samples: Optional[int] = None,
+    max_concurrent: Optional[int] = None,
+    cpus_per_trial: Optional[float] = None,
+    gpus_per_trial: Optional[float] = None,
+    search_alg: Optional[str] = None,
+    resume: bool = False,
+    verbose: int = 1,
+) -> dict:
+    """Run (or resume) a sweep; returns ``best.json``'s content (best trial, its test metrics, paths).
+
+    Command-line style overrides (``num_samples`` ... ``search_alg``) win over the space file's settings.
+    The sweep directory is ``run_dir`` from ``cmd_args``/``config_dict`` or ``runs/sweep-<model>-<dataset>-<time>``.
+    """
+    import torch
+    from ray import tune
+    from ray.tune import FailureConfig, RunConfig, TuneConfig, Tuner
+
+    from recbole_llmkd.quick_start import init_run_logger
+
+    cmd_args = dict(cmd_args or {})
+    config_dict = dict(config_dict or {})
+    overrides = {
+        "num_samples": num_samples,
+        "max_concurrent": max_concurrent,
+        "cpu": cpus_per_trial,
+        "gpu": gpus_per_trial,
+        "alg": search_alg,
+    }
+    run_dir = cmd_args.get("run_dir") or config_dict.get("run_dir")
+    sweep_dir = os.path.abspath(run_dir or _default_sweep_dir(_model_name(model), dataset))
+    experiment_path = os.path.join(sweep_dir, EXPERIMENT_NAME)
+    setup_file = os.path.join(sweep_dir, "sweep.json")
+
+    if resume:
+        if not (os.path.isfile(setup_file) and Tuner.can_restore(experiment_path)):
+            raise SweepError(f"nothing to resume in {sweep_dir}: no sweep.json and Ray experiment {experiment_path}")
+        with open(setup_file, "r", encoding="utf-8") as f:
+            saved = json.load(f)
+        setup = SweepSetup(**saved["setup"])
+        given = {k: v for k, v in overrides.items() if v is not None}
+        spec = load_space(saved["space"], overrides={**saved["overrides"], **given})
+        spec.source = saved.get("space_source", "<dict>")
+    else:
+        if os.path.exists(experiment_path) or os.path.exists(setup_file):
+            raise SweepError(
+                f"{sweep_dir} already holds a sweep: pass --resume to continue it, or choose another --run_dir"
+            )
+        spec = load_space(space, overrides)
+        driver_config, setup = prepare_setup(model, dataset, spec, config_file_list, config_dict, cmd_args)
+        os.makedirs(sweep_dir, exist_ok=True)
+        with open(setup_file, "w", encoding="utf-8") as f:
+            json.dump(
+                {
+                    "setup": asdict(setup),
+                    "space": spec.raw,
+                    "space_source": spec.source,
+                    "overrides": {k: v for k, v in overrides.items() if v is not None},
+                    # default: one past the run's last evaluation, so a trial that trains out ends on its own
+                    "max_t": spec.max_t or _evaluations(driver_config) + 1,
+                    "expected_trials": _num_samples(spec) * spec.trials_per_sample(),
+                    "seed": spec.seed if spec.seed is not None else int(driver_config["seed"]),
+                },
+                f,
+                indent=2,
+                default=str,
+            )
+        with open(setup_file, "r", encoding="utf-8") as f:
+            saved = json.load(f)
+
+    # The sweep's own log (trials log into their own run directories).
+    init_run_logger({"state": "INFO"}, sweep_dir)
+    logger = getLogger()
+    print(f"recbole_llmkd sweep directory: {sweep_dir}", file=sys.stderr, flush=True)
+    resources = _trial_resources(spec, embedded=not ray_address)
+    owns_ray = _start_ray(ray_address, spec.embedded_cpus)
+    try:
+        trainable = tune.with_resources(tune.with_parameters(sweep_trainable, setup=setup), resources)
+        if resume:
+            logger.info(f"resuming sweep {experiment_path} (finished trials are kept, unfinished ones rerun)")
+            tuner = Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=False)
+        else:
+            num_samples = _num_samples(spec)
+            search = _search_alg(spec, setup.metric, setup.mode, saved["seed"])
+            tuner = Tuner(
+                trainable,
+                param_space=spec.param_space(),
+                tune_config=TuneConfig(
+                    metric=setup.metric,
+                    mode=setup.mode,
+                    search_alg=search,
+                    scheduler=_scheduler(spec, saved["max_t"]),
+                    num_samples=num_samples,
+                    max_concurrent_trials=spec.max_concurrent,
+                ),
+                run_config=RunConfig(
+                    name=EXPERIMENT_NAME,
+                    storage_path=sweep_dir,
+                    failure_config=FailureConfig(max_failures=0, fail_fast=False),
+                    verbose=verbose,
+                ),
+            )
+            logger.info(
+                f"sweep {setup.model} on {setup.dataset}: {num_samples} sample(s) x {spec.trials_per_sample()} "
+                f"({spec.alg}, {spec.scheduler}), metric {setup.metric} ({setup.mode}), resources per trial {resources}"
+            )
+        results = tuner.fit()
+    finally:
+        if owns_ray:
+            import ray
+
+            ray.shutdown()
+
+    rows = _trial_rows(results, setup, experiment_path)
+    write_trial_tables(rows, sweep_dir)
+    unfinished = [r["trial_id"] for r in rows if r["status"] not in ("TERMINATED", "STOPPED", "ERROR")]
+    if unfinished or len(rows) < saved["expected_trials"]:
+        raise SweepInterrupted(
+            f"sweep interrupted: {len(rows) - len(unfinished)} of {saved['expected_trials']} trial(s) finished "
+            f"(see {sweep_dir}/trials.md); continue it with --resume --run_dir={sweep_dir}"
+        )
+    plot_path = plot_metric_vs_params(rows, spec, setup.metric, os.path.join(sweep_dir, "metric_vs_params.png"))
+    column = f"best_{setup.metric}"
+    candidates = [r for r in rows if not math.isnan(r[column]) and r["_checkpoint"]]
+    if not candidates:
+        errors = "; ".join(f"{r['trial_id']}: {r['error']}" for r in rows if r["error"])
+        raise SweepError(
+            f"no trial reported {setup.metric} ({len(rows)} trial(s); see {sweep_dir}/trials.md). {errors}"
+        )
+    best = (max if setup.mode == "max" else min)(candidates, key=lambda r: r[column])
+    params = {key: best[key] for key in setup.swept_keys}
+    default_gpu = "0" if torch.cuda.is_available() else ""
+    gpu_id = str(cmd_args.get("gpu_id", config_dict.get("gpu_id", default_gpu)))
+    logger.info(f"best trial {best['trial_id']} on validation: {params}, {setup.metric}={best[column]:.4f}")
+    test_result = evaluate_best_on_test(setup, params, best["_checkpoint"], best["_trial_dir"], gpu_id)
+    logger.info(f"test result of the best trial (read once): {test_result}")
+
+    summary = {
+        "model": setup.model,
+        "dataset": setup.dataset,
+        "sweep_dir": sweep_dir,
+        "metric": setup.metric,
+        "mode": setup.mode,
+        "best_trial_id": best["trial_id"],
+        "best_params": params,
+        "best_valid_score": float(best[column]),
+        "best_valid_result": best["_valid_result"],
+        "test_result": test_result,
+        "checkpoint": best["_checkpoint"],
+        "trial_dir": best["_trial_dir"],
+        "num_trials": len(rows),
+        "status_counts": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})},
+        "trials_csv": os.path.join(sweep_dir, "trials.csv"),
+        "trials_md": os.path.join(sweep_dir, "trials.md"),
+        "plot": plot_path,
+        "trials": [_public(r) for r in rows],
+    }
+    with open(os.path.join(sweep_dir, "best.json"), "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2, default=str)
+    return summary
+
