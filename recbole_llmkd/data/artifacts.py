@@ -950,3 +950,30 @@ def load_artifacts(path: str | os.PathLike) -> TeacherArtifacts:
         if name in tensors:
             tensors[name] = _validate_global(name, tensors[name], n_items, where)
     return TeacherArtifacts(path=path, metadata=metadata, tensors=tensors)
+
+
+TEACHER_RUN_ARTIFACT = "teacher_artifacts.safetensors"
+
+
+def resolve_teacher_artifacts(path: str | os.PathLike | None) -> Path:
+    """The artifact file behind ``--teacher``: an artifact file itself, or a teacher run directory holding
+    ``teacher_artifacts.safetensors``. Raises ``FileNotFoundError`` naming what was looked for."""
+    if path is None or str(path).strip() in ("", "None", "~"):
+        raise FileNotFoundError(
+            "no teacher given: pass --teacher=<artifact file or teacher run dir holding "
+            f"{TEACHER_RUN_ARTIFACT}>"
+        )
+    candidate = Path(os.path.expanduser(str(path)))
+    if candidate.is_file():
+        return candidate
+    if candidate.is_dir():
+        inside = candidate / TEACHER_RUN_ARTIFACT
+        if inside.is_file():
+            return inside
+        found = sorted(p.name for p in candidate.glob("*.safetensors"))
+        raise FileNotFoundError(
+            f"teacher run directory {candidate} holds no {TEACHER_RUN_ARTIFACT}"
+            + (f" (it has: {', '.join(found[:_FIRST_FEW])}); pass the artifact file itself" if found else
+               "; export the teacher's artifacts first or pass the artifact file")
+        )
+    raise FileNotFoundError(f"teacher artifact not found: {candidate} is neither a file nor a directory")

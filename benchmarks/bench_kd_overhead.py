@@ -1,0 +1,292 @@
+"""KD training overhead: DLLM2Rec student epoch time / plain student epoch time, same config, and peak memory.
+
+Budget (DESIGN.md): KD / plain <= 1.2x, goal <= 1.1x, artifacts precomputed. The teacher is SYNTHETIC (popularity +
+noise top-K with the target first, random item text embeddings of width --d-llm, 576 = SmolLM2-135M's hidden size):
+the overhead does not depend on what the teacher knows, only on K and d_llm.
+
+Time: the plain model (RecBole's own SASRec/GRU4Rec/BERT4Rec with RecBole's Trainer) and the KD student (KDTrainer)
+are trained in ONE process, one batch each in turn, so both see the same machine load (the development machine is
+shared); per-batch seconds include data loading, forward, backward and the optimizer step. --batches timed batches per
+mode (0 = a whole epoch) after --warmup untimed ones. Memory: peak RSS of a fresh subprocess per mode (2 batches).
+
+    .venv/bin/python benchmarks/bench_kd_overhead.py --help
+    .venv/bin/python benchmarks/bench_kd_overhead.py --max-len 10 --batches 10      # CPU, a few minutes
+    .venv/bin/python benchmarks/bench_kd_overhead.py --batches 0 --gpu-id 0        # a whole epoch on a GPU
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STUDENT_PARENT = {"KDSASRec": "SASRec", "KDGRU4Rec": "GRU4Rec", "KDBERT4Rec": "BERT4Rec"}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="KDSASRec", choices=sorted(STUDENT_PARENT))
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--max-len", type=int, default=50, help="MAX_ITEM_LIST_LENGTH (RecBole default 50)")
+    parser.add_argument("--batch-size", type=int, default=2048, help="train_batch_size (RecBole default 2048)")
+    parser.add_argument("--rd-topk", type=int, default=10)
+    parser.add_argument("--d-llm", type=int, default=576, help="width of the synthetic item text embeddings")
+    parser.add_argument("--batches", type=int, default=12, help="timed batches per measurement; 0 = whole epoch")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed batches before timing")
+    parser.add_argument("--seed", type=int, default=2020)
+    parser.add_argument("--gpu-id", default="", help="'' = CPU (default); e.g. 0 for the first GPU")
+    parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch default)")
+    parser.add_argument("--out", default="", help="write the summary JSON here")
+    parser.add_argument("--_mode", choices=["plain", "kd"], help=argparse.SUPPRESS)
+    parser.add_argument("--_workdir", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def config_dict(args, kd: bool, artifact: str) -> dict:
+    return {
+        "gpu_id": args.gpu_id,
+        "seed": args.seed,
+        "MAX_ITEM_LIST_LENGTH": args.max_len,
+        "train_batch_size": args.batch_size,
+        "show_progress": False,
+        "epochs": 1,
+        "kd_method": "dllm2rec" if kd else "none",
+        "teacher": artifact if kd else None,
+        "rd_topk": args.rd_topk,
+    }
+
+
+def write_artifact(train_dataset, path: str, K: int, d_llm: int, seed: int) -> str:
+    import torch
+
+    from recbole_llmkd.data.artifacts import ArtifactWriter, dataset_example_keys, dataset_metadata
+
+    generator = torch.Generator().manual_seed(seed)
+    n_rows, n_items = len(train_dataset.inter_feat), train_dataset.item_num
+    targets = train_dataset.inter_feat[train_dataset.iid_field]  # [N]
+    popularity = torch.log1p(torch.bincount(targets, minlength=n_items).float())  # [n_items]
+    metadata = dataset_metadata(train_dataset, key_history=10, score_kind="logit", teacher={"name": "synthetic"})
+    writer = ArtifactWriter(path, metadata, splits={"train": n_rows}, K=K, overwrite=True)
+    keys = torch.from_numpy(dataset_example_keys(train_dataset, 10))
+    for start in range(0, n_rows, 8192):
+        end = min(n_rows, start + 8192)
+        noisy = popularity[None, :] + torch.randn(end - start, n_items, generator=generator)  # [n, n_items]
+        noisy[:, 0] = -1e9
+        noisy[torch.arange(end - start), targets[start:end]] = 1e9
+        scores, topk = noisy.topk(K, dim=1)  # [n, K]
+        scores = torch.where(scores > 1e8, scores.new_full((), 20.0), scores)
+        writer.write_chunk("train", start, {"key": keys[start:end], "topk_ids": topk, "topk_scores": scores})
+    text_emb = torch.randn(n_items, d_llm, generator=generator)
+    text_emb[0] = 0.0
+    writer.write_global("item_text_emb", text_emb)
+    return str(writer.finalize())
+
+
+class FirstBatches:
+    """The first ``n`` batches of a RecBole train loader (all of them when n = 0)."""
+
+    def __init__(self, loader, n: int):
+        self.loader, self.n = loader, n
+        self.shuffle = loader.shuffle
+
+    def __iter__(self):
+        for index, batch in enumerate(self.loader):
+            if self.n and index >= self.n:
+                return
+            yield batch
+
+    def __len__(self):
+        return min(self.n, len(self.loader)) if self.n else len(self.loader)
+
+
+def measure(args) -> dict:
+    """One measurement in this process: build data (+ artifact), train warmup + timed batches."""
+    import torch
+
+    sys.path.insert(0, REPO_ROOT)
+    import recbole_llmkd  # noqa: F401
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_llmkd.config import Config
+    from recbole_llmkd.registry import get_trainer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    os.chdir(args._workdir)
+    kd = args._mode == "kd"
+    artifact = os.path.join(args._workdir, f"teacher-{args.dataset}-{args.max_len}-K{args.rd_topk}-{args.d_llm}.safetensors")
+    # The plain run is RecBole's own model (e.g. SASRec) with RecBole's Trainer: the real baseline.
+    model_name = args.model if kd else STUDENT_PARENT[args.model]
+    config = Config(model_name, args.dataset, config_dict=config_dict(args, kd, artifact if kd else None))
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    if kd and not os.path.exists(artifact):
+        raise FileNotFoundError(f"{artifact} missing: the parent process writes it first")
+    init_seed(config["seed"], config["reproducibility"])
+    model = config.model_class(config, train_data._dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    if kd:
+        trainer.attach_teacher_fields(train_data)
+    if args.warmup:
+        trainer._train_epoch(FirstBatches(train_data, args.warmup), 0)
+    timed = FirstBatches(train_data, args.batches)
+    if config["device"].type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    # Per-batch times: timestamps taken after every optimizer step (data loading included).
+    stamps = []
+    optimizer_step = trainer.optimizer.step
+
+    def timed_step(*step_args, **step_kwargs):
+        result = optimizer_step(*step_args, **step_kwargs)
+        if config["device"].type == "cuda":
+            torch.cuda.synchronize()
+        stamps.append(time.perf_counter())
+        return result
+
+    trainer.optimizer.step = timed_step
+    start = time.perf_counter()
+    trainer._train_epoch(timed, 1)
+    seconds = time.perf_counter() - start
+    n_batches = len(timed)
+    batch_seconds = [b - a for a, b in zip([start] + stamps[:-1], stamps)]
+    result = {
+        "mode": args._mode,
+        "seconds": seconds,
+        "batches": n_batches,
+        "batch_seconds": batch_seconds,
+        "epoch_batches": len(train_data),
+        "epoch_seconds_est": seconds / n_batches * len(train_data),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "params": sum(p.numel() for p in model.parameters()),
+        "device": str(config["device"]),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if config["device"].type == "cuda":
+        result["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        result["gpu"] = torch.cuda.get_device_name()
+    return result
+
+
+def interleaved_times(args, workdir: str) -> dict:
+    """Plain and KD trainers in ONE process, one batch each in turn (plain, KD, plain, KD, ...), so both see the
+    same machine load: per-batch seconds of each (data loading, forward, backward and optimizer step)."""
+    import torch
+
+    sys.path.insert(0, REPO_ROOT)
+    import recbole_llmkd  # noqa: F401
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_llmkd.config import Config
+    from recbole_llmkd.registry import get_trainer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    os.chdir(workdir)
+    artifact = os.path.join(workdir, f"teacher-{args.dataset}-{args.max_len}-K{args.rd_topk}-{args.d_llm}.safetensors")
+    runs = {}
+    for mode in ("plain", "kd"):
+        kd = mode == "kd"
+        model_name = args.model if kd else STUDENT_PARENT[args.model]
+        config = Config(model_name, args.dataset, config_dict=config_dict(args, kd, artifact if kd else None))
+        init_seed(config["seed"], config["reproducibility"])
+        train_data, _, _ = data_preparation(config, create_dataset(config))
+        init_seed(config["seed"], config["reproducibility"])
+        model = config.model_class(config, train_data._dataset).to(config["device"])
+        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+        if kd:
+            trainer.attach_teacher_fields(train_data)
+        loss_func = trainer._kd_batch_loss if kd else model.calculate_loss
+        runs[mode] = (config, model, trainer, loss_func, iter(train_data), len(train_data))
+    n_batches = args.batches or min(n for *_, n in runs.values())
+    times = {"plain": [], "kd": []}
+    for index in range(args.warmup + n_batches):
+        for mode, (config, model, trainer, loss_func, batches, _) in runs.items():
+            model.train()
+            start = time.perf_counter()
+            interaction = next(batches).to(config["device"])
+            trainer.optimizer.zero_grad()
+            losses = loss_func(interaction)
+            loss = sum(losses) if isinstance(losses, tuple) else losses
+            loss.backward()
+            trainer.optimizer.step()
+            if config["device"].type == "cuda":
+                torch.cuda.synchronize()
+            if index >= args.warmup:
+                times[mode].append(time.perf_counter() - start)
+    return {"times": times, "epoch_batches": runs["plain"][5], "device": str(runs["plain"][0]["device"]),
+            "torch_threads": torch.get_num_threads()}
+
+
+def prepare_artifact(args, workdir: str) -> None:
+    sys.path.insert(0, REPO_ROOT)
+    import recbole_llmkd  # noqa: F401
+    from recbole.data import create_dataset, data_preparation
+
+    from recbole_llmkd.config import Config
+
+    os.chdir(workdir)
+    path = os.path.join(workdir, f"teacher-{args.dataset}-{args.max_len}-K{args.rd_topk}-{args.d_llm}.safetensors")
+    config = Config(args.model, args.dataset, config_dict=config_dict(args, False, None))
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    write_artifact(train_data._dataset, path, args.rd_topk, args.d_llm, args.seed)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args._mode:
+        print("RESULT " + json.dumps(measure(args)), flush=True)
+        return
+    argv = list(sys.argv[1:] if argv is None else argv)
+    with tempfile.TemporaryDirectory(prefix="bench_kd_") as workdir:
+        prepare_artifact(args, workdir)
+        timing = interleaved_times(args, workdir)
+        # Peak memory: one fresh subprocess per mode (a process's peak RSS cannot be split between two models).
+        results = {}
+        for mode in ("plain", "kd"):
+            out = subprocess.run(
+                [sys.executable, os.path.abspath(__file__), *argv, "--batches", "2", "--warmup", "0",
+                 "--_mode", mode, "--_workdir", workdir],
+                check=True, capture_output=True, text=True,
+            )
+            line = next(l for l in out.stdout.splitlines() if l.startswith("RESULT "))
+            results[mode] = json.loads(line[len("RESULT "):])
+    per_batch = timing["times"]
+    plain_med, kd_med = statistics.median(per_batch["plain"]), statistics.median(per_batch["kd"])
+    plain_min, kd_min = min(per_batch["plain"]), min(per_batch["kd"])
+    pair_ratios = [k / p for p, k in zip(per_batch["plain"], per_batch["kd"])]
+    summary = {
+        "model": args.model,
+        "plain_model": STUDENT_PARENT[args.model],
+        "config": {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "out"},
+        "timed_batches_per_mode": len(per_batch["plain"]),
+        "plain_s_per_batch": {"median": plain_med, "min": plain_min, "all": per_batch["plain"]},
+        "kd_s_per_batch": {"median": kd_med, "min": kd_min, "all": per_batch["kd"]},
+        "ratio_of_medians": kd_med / plain_med,
+        "ratio_of_mins": kd_min / plain_min,
+        "median_of_pair_ratios": statistics.median(pair_ratios),
+        "plain_peak_rss_mib": results["plain"]["peak_rss_mib"],
+        "kd_peak_rss_mib": results["kd"]["peak_rss_mib"],
+        "epoch_batches": timing["epoch_batches"],
+        "device": timing["device"],
+        "torch_threads": timing["torch_threads"],
+    }
+    results = {mode: [result] for mode, result in results.items()}
+    for key in ("peak_cuda_mib", "gpu"):
+        if key in results["plain"][0]:
+            summary[f"plain_{key}"] = results["plain"][0][key]
+            summary[f"kd_{key}"] = results["kd"][0][key]
+    print(json.dumps(summary, indent=2))
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""KDTrainer: RecBole's Trainer for the DLLM2Rec students (METHODS.md §1.8, §2.7, §4.3, §4.5).
+
+What it adds to RecBole's ``Trainer``:
+
+- before the first epoch, the per-example teacher fields (``teacher_topk`` [N, K], ``teacher_score`` [N, K], and the
+  extras some confidence modes need) are attached to ``train_data._dataset.inter_feat`` with
+  ``inter_feat.update(Interaction(...))``, so every shuffled batch carries the teacher rows of its own examples;
+  validation and test loaders get nothing;
+- every batch, the model's KD terms go through ``KDTermMonitor``: a NaN/inf term raises ``KDTermError`` at once, a
+  weighted term that is exactly 0 for a whole epoch raises at the end of the epoch;
+- every epoch, each loss component and diagnostic (base, rd / logit_kd / rd_tw, rd_pos, rd_neg, wc_entropy,
+  overlap = |O_T ∩ O_S|/K, ed_ratio = ‖ed·g(z)‖/‖b‖) is logged by name and written to TensorBoard under ``KD/``;
+- the best epoch is picked on validation (RecBole's early stopping); ``select_on: test`` (reproduction of the official
+  code only) selects on the test loader given to ``fit(..., test_data=...)`` and labels the run "test-selected".
+"""
+from typing import Dict, Optional
+
+from recbole.data.interaction import Interaction
+from recbole.trainer import Trainer
+from recbole.utils import set_color
+
+from recbole_llmkd.distill import KDTermMonitor
+
+
+class KDTrainer(Trainer):
+    """Trainer for models built on ``recbole_llmkd.model.distiller.Distiller``."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        if not hasattr(model, "kd_term_weights"):
+            raise TypeError(
+                f"KDTrainer trains Distiller models (KDSASRec, KDGRU4Rec, KDBERT4Rec, ...); got {type(model).__name__}"
+            )
+        self.kd_monitor = KDTermMonitor(model.kd_term_weights(), model.kd_term_weight_names())
+        # epoch -> {term: epoch mean}
+        self.kd_epoch_terms: Dict[int, Dict[str, float]] = {}
+        self.selection_label = "valid"
+
+    # ----------------------------------------------------------------------------------------------------------
+    def attach_teacher_fields(self, train_data) -> Dict[str, tuple]:
+        """Attach the model's per-example teacher tensors to the training split; returns ``{field: shape}``."""
+        dataset = train_data._dataset
+        fields = self.model.teacher_batch_fields(dataset)
+        if not fields:
+            return {}
+        n_rows = len(dataset.inter_feat)
+        for name, tensor in fields.items():
+            if tensor.shape[0] != n_rows:
+                raise ValueError(
+                    f"teacher field {name!r} has {tensor.shape[0]:,} rows but the training split has {n_rows:,}"
+                )
+        dataset.inter_feat.update(Interaction(fields))
+        shapes = {name: tuple(tensor.shape) for name, tensor in fields.items()}
+        self.logger.info(f"teacher fields attached to the {n_rows:,} training examples: {shapes}")
+        return shapes
+
+    def fit(
+        self,
+        train_data,
+        valid_data=None,
+        verbose=True,
+        saved=True,
+        show_progress=False,
+        callback_fn=None,
+        test_data=None,
+    ):
+        """RecBole's ``fit`` after attaching the teacher fields; ``select_on: test`` selects on ``test_data``."""
+        self.attach_teacher_fields(train_data)
+        selection_data = valid_data
+        if getattr(self.model, "select_on", "valid") == "test":
+            if test_data is None:
+                raise ValueError(
+                    "select_on: test (reproduction of the official DLLM2Rec code) needs fit(..., test_data=...); "
+                    "the default select_on: valid picks the best epoch on validation"
+                )
+            selection_data = test_data
+            self.selection_label = "test-selected"
+            self.logger.warning(
+                "select_on: test: the best epoch is chosen on the TEST split (official-code reproduction only); "
+                "label these results 'test-selected'"
+            )
+        return super().fit(
+            train_data, selection_data, verbose=verbose, saved=saved, show_progress=show_progress,
+            callback_fn=callback_fn,
+        )
+
+    # ----------------------------------------------------------------------------------------------------------
+    def _kd_batch_loss(self, interaction):
+        losses = self.model.calculate_loss(interaction)
+        self.kd_monitor.update(self.model.kd_last_terms)
+        return losses
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        total_loss = super()._train_epoch(
+            train_data, epoch_idx, loss_func=loss_func or self._kd_batch_loss, show_progress=show_progress
+        )
+        epoch_terms = self.kd_monitor.end_epoch(epoch_idx)  # raises KDTermError for a dead weighted term
+        self.kd_epoch_terms[epoch_idx] = epoch_terms
+        self.logger.info(
+            set_color(f"epoch {epoch_idx} KD terms (epoch means)", "green")
+            + ": "
+            + ", ".join(f"{name}: {value:.6g}" for name, value in epoch_terms.items())
+        )
+        for name, value in epoch_terms.items():
+            self.tensorboard.add_scalar(f"KD/{name}", value, epoch_idx)
+        return total_loss
+
+    def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
+        """RecBole's line, with the loss parts named (``base``, ``rd``, ...) instead of ``train_loss1..n``."""
+        names = getattr(self.model, "loss_names", None)
+        if not isinstance(losses, tuple) or names is None or len(names) != len(losses):
+            return super()._generate_train_loss_output(epoch_idx, s_time, e_time, losses)
+        des = self.config["loss_decimal_place"] or 4
+        parts = ", ".join(
+            set_color(f"{name}", "blue") + f": {value:.{des}f}" for name, value in zip(names, losses)
+        )
+        return (
+            set_color(f"epoch {epoch_idx} training", "green")
+            + " ["
+            + set_color("time", "blue")
+            + f": {e_time - s_time:.2f}s, {parts}]"
+        )
+
+    def _add_train_loss_to_tensorboard(self, epoch_idx, losses, tag="Loss/Train"):
+        names = getattr(self.model, "loss_names", None)
+        if isinstance(losses, tuple) and names is not None and len(names) == len(losses):
+            for name, value in zip(names, losses):
+                self.tensorboard.add_scalar(f"{tag}/{name}", value, epoch_idx)
+            return
+        super()._add_train_loss_to_tensorboard(epoch_idx, losses, tag)
+
+    def last_kd_terms(self) -> Optional[Dict[str, float]]:
+        """The KD term means of the last finished epoch (None before the first)."""
+        if not self.kd_epoch_terms:
+            return None
+        return self.kd_epoch_terms[max(self.kd_epoch_terms)]

@@ -1,0 +1,379 @@
+"""DLLM2Rec students: teacher loading and errors, state_dict hygiene, w^o from the student's current top-K, gradients,
+and the fold step (issue 4 points 1-3). End-to-end training runs are in test_kd_trainer.py."""
+import os
+
+import pytest
+import torch
+import yaml
+
+import recbole_llmkd  # noqa: F401  (numpy shims before RecBole)
+from recbole_llmkd.data.artifacts import (
+    ArtifactMismatchError,
+    ArtifactWriter,
+    dataset_example_keys,
+    dataset_metadata,
+    resolve_teacher_artifacts,
+)
+from recbole_llmkd.distill import consistency_weights
+from recbole_llmkd.model.distiller import (
+    KD_DEFAULTS,
+    TEACHER_SCORE_FIELD,
+    TEACHER_TOPK_FIELD,
+    TeacherConfigError,
+    student_topk_membership,
+)
+from tests.conftest import REPO_ROOT, TINY_SEQ_CONFIG
+
+# Tiny ml-100k: users with 20-24 ratings only (a few thousand training examples), history 10, hidden 16.
+KD_TEST_CONFIG = {
+    **TINY_SEQ_CONFIG,
+    "train_batch_size": 2048,
+    "eval_batch_size": 4096,
+    "user_inter_num_interval": "[20,24]",
+    "kd_method": "none",
+    "teacher": None,
+}
+KD_MODELS = ("KDSASRec", "KDGRU4Rec", "KDBERT4Rec")
+
+
+def build_split(model_name: str, workdir, **overrides):
+    """(config, train_data, valid_data, test_data) of the tiny ml-100k for ``model_name``."""
+    from recbole.data import create_dataset, data_preparation
+
+    from recbole_llmkd.config import Config
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(workdir)
+        config = Config(model_name, "ml-100k", config_dict={**KD_TEST_CONFIG, **overrides})
+        train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
+    return config, train_data, valid_data, test_data
+
+
+def write_synthetic_artifact(dataset, path, K=20, d=24, seed=0, dataset_name=None, drop_rows=0, target_first=True):
+    """A synthetic teacher for ``dataset`` (a built train split): column 0 = the true target (when ``target_first``),
+    then popular items with noise, scores descending; random item text embeddings of size ``d``."""
+    generator = torch.Generator().manual_seed(seed)
+    n_rows, n_items = len(dataset.inter_feat), dataset.item_num
+    targets = dataset.inter_feat[dataset.iid_field]  # [N]
+    counts = torch.bincount(targets, minlength=n_items).float()  # [n_items]
+    noisy = torch.log1p(counts)[None, :] + torch.randn(n_rows, n_items, generator=generator)  # [N, n_items]
+    noisy[:, 0] = -1e9
+    if target_first:
+        noisy[torch.arange(n_rows), targets] = 1e9
+    scores, topk = noisy.topk(K, dim=1)  # [N, K]
+    scores = torch.where(scores > 1e8, scores.new_full((), 20.0), scores)
+    keys = torch.from_numpy(dataset_example_keys(dataset, 10))
+    keep = slice(drop_rows, None)
+    metadata = dataset_metadata(dataset, key_history=10, score_kind="logit", teacher={"name": "synthetic"})
+    if dataset_name is not None:
+        metadata["dataset"] = dataset_name
+    writer = ArtifactWriter(path, metadata, splits={"train": n_rows - drop_rows}, K=K, overwrite=True)
+    writer.write_chunk("train", 0, {"key": keys[keep], "topk_ids": topk[keep], "topk_scores": scores[keep]})
+    if d:
+        text_emb = torch.randn(n_items, d, generator=generator)  # [n_items, d]
+        text_emb[0] = 0.0
+        writer.write_global("item_text_emb", text_emb)
+    return writer.finalize()
+
+
+@pytest.fixture(scope="module")
+def sasrec_data(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("kd_sasrec")
+    config, train_data, valid_data, test_data = build_split("KDSASRec", workdir)
+    artifact = write_synthetic_artifact(train_data._dataset, workdir / "teacher.safetensors")
+    return config, train_data, valid_data, test_data, artifact
+
+
+def make_model(config, train_data, **overrides):
+    saved = {key: config[key] for key in overrides}
+    for key, value in overrides.items():
+        config[key] = value
+    try:
+        torch.manual_seed(0)
+        return config.model_class(config, train_data._dataset)
+    finally:
+        for key, value in saved.items():
+            config[key] = value
+
+
+def first_batch(trainer_or_model, train_data):
+    """The first training batch with the teacher fields attached."""
+    model = trainer_or_model
+    dataset = train_data._dataset
+    fields = model.teacher_batch_fields(dataset)
+    from recbole.data.interaction import Interaction
+
+    if fields:
+        dataset.inter_feat.update(Interaction(fields))
+    return next(iter(train_data))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Property files
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model_name", KD_MODELS)
+def test_property_files_hold_every_kd_key_with_its_default(model_name):
+    with open(os.path.join(REPO_ROOT, "properties", "model", f"{model_name}.yaml"), encoding="utf-8") as f:
+        values = yaml.safe_load(f)
+    for key, default in KD_DEFAULTS.items():
+        assert key in values, f"{model_name}.yaml lacks {key}"
+        assert values[key] == default, f"{model_name}.yaml: {key}={values[key]!r}, code default {default!r}"
+    if model_name == "KDBERT4Rec":
+        assert values["transform"] == "mask_itemseq"
+
+
+def test_config_resolves_parent_defaults_and_kd_keys(sasrec_data):
+    config = sasrec_data[0]
+    assert config["n_layers"] == 1 and config["loss_type"] == "CE"  # SASRec's yaml + test overrides
+    assert config["rd_topk"] == 10 and config["gamma_c"] == 0.5 and config["rd_neg_term"] == "logsigmoid"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Teacher resolution and errors
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_kd_method_without_teacher_is_a_clear_error(sasrec_data):
+    config, train_data = sasrec_data[0], sasrec_data[1]
+    with pytest.raises(TeacherConfigError, match="needs a teacher: pass --teacher"):
+        make_model(config, train_data, kd_method="dllm2rec", teacher=None)
+    assert make_model(config, train_data, kd_method="none", teacher=None).teacher is None
+
+
+def test_missing_artifact_and_run_dir_resolution(sasrec_data, tmp_path):
+    config, train_data, artifact = sasrec_data[0], sasrec_data[1], sasrec_data[4]
+    with pytest.raises(FileNotFoundError, match="teacher artifact not found"):
+        make_model(config, train_data, kd_method="dllm2rec", teacher=str(tmp_path / "nope.safetensors"))
+    with pytest.raises(FileNotFoundError, match="holds no teacher_artifacts.safetensors"):
+        resolve_teacher_artifacts(tmp_path)
+    run_dir = tmp_path / "teacher_run"
+    run_dir.mkdir()
+    os.symlink(artifact, run_dir / "teacher_artifacts.safetensors")
+    assert resolve_teacher_artifacts(run_dir) == run_dir / "teacher_artifacts.safetensors"
+    model = make_model(config, train_data, kd_method="dllm2rec", teacher=str(run_dir))
+    assert model.teacher.topk.shape == (len(train_data._dataset.inter_feat), 10)
+
+
+def test_artifact_of_another_dataset_or_with_fewer_rows_is_refused(sasrec_data, tmp_path):
+    config, train_data = sasrec_data[0], sasrec_data[1]
+    other = write_synthetic_artifact(train_data._dataset, tmp_path / "other.safetensors", dataset_name="ml-1m")
+    with pytest.raises(ArtifactMismatchError, match="built for dataset 'ml-1m'"):
+        make_model(config, train_data, kd_method="dllm2rec", teacher=str(other))
+    fewer = write_synthetic_artifact(train_data._dataset, tmp_path / "fewer.safetensors", drop_rows=5)
+    with pytest.raises(ArtifactMismatchError, match="5 of .* rows of this dataset have no teacher row"):
+        make_model(config, train_data, kd_method="rd", teacher=str(fewer))
+
+
+def test_artifact_without_text_embeddings_or_too_small_k(sasrec_data, tmp_path):
+    config, train_data = sasrec_data[0], sasrec_data[1]
+    no_text = write_synthetic_artifact(train_data._dataset, tmp_path / "notext.safetensors", d=0)
+    with pytest.raises(TeacherConfigError, match="needs item_text_emb"):
+        make_model(config, train_data, kd_method="dllm2rec", teacher=str(no_text))
+    assert make_model(config, train_data, kd_method="dllm2rec", teacher=str(no_text), ed_weight=0.0).ed_projector is None
+    with pytest.raises(TeacherConfigError, match="stores only K=20"):
+        make_model(config, train_data, kd_method="dllm2rec", teacher=str(no_text), rd_topk=30)
+    with pytest.raises(TeacherConfigError, match="kd_method='distill' is not supported"):
+        make_model(config, train_data, kd_method="distill", teacher=str(no_text))
+
+
+def test_confidence_modes_need_what_they_use(sasrec_data):
+    config, train_data, artifact = sasrec_data[0], sasrec_data[1], sasrec_data[4]
+    with pytest.raises(TeacherConfigError, match="confidence_mode: code needs distances"):
+        make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact), confidence_mode="code")
+    with pytest.raises(TeacherConfigError, match="paper_target needs train.target_score"):
+        make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact), confidence_mode="paper_target")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Teacher data stays out of the module tree
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_teacher_data_not_in_state_dict_nor_optimizer(sasrec_data):
+    from recbole_llmkd.registry import get_trainer
+
+    config, train_data, artifact = sasrec_data[0], sasrec_data[1], sasrec_data[4]
+    model = make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact))
+    plain = make_model(config, train_data, kd_method="none", teacher=None)
+    extra_keys = set(model.state_dict()) - set(plain.state_dict())
+    assert extra_keys == {"ed_projector.weight", "ed_projector.bias"}  # the projector is the only new parameter
+    assert "item_text_emb" in dict(model.named_buffers())  # moves with .to(device) ...
+    assert not any("teacher" in key or "text" in key for key in model.state_dict())  # ... but is never saved
+    n_rows = len(train_data._dataset.inter_feat)
+    for tensor in list(model.state_dict().values()) + list(model.parameters()):
+        assert tensor.shape[0] != n_rows  # nothing per-example
+    assert "teacher" not in dict(model.named_modules()) and model.teacher is not None
+    trainer = get_trainer(config["MODEL_TYPE"], "KDSASRec")(config, model)
+    optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in model.parameters()}
+    assert id(model.item_text_emb) not in optimised
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Consistency weight w^o: the student's current top-K
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_fast_topk_membership_equals_consistency_weights_with_ties():
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randint(0, 4, (64, 30), generator=generator).float()  # many ties
+    teacher_topk = torch.randint(0, 30, (64, 6), generator=generator)  # includes padding 0
+    for k in (1, 3, 10):
+        assert torch.equal(student_topk_membership(teacher_topk, logits, k), consistency_weights(teacher_topk, logits, k))
+    logits = torch.randn(64, 30, generator=generator)  # no ties
+    assert torch.equal(student_topk_membership(teacher_topk, logits, 5), consistency_weights(teacher_topk, logits, 5))
+
+
+def test_consistency_weight_uses_the_students_current_topk(sasrec_data):
+    config, train_data, artifact = sasrec_data[0], sasrec_data[1], sasrec_data[4]
+    model = make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact))
+    batch = first_batch(model, train_data)
+    model.eval()
+    item_seq, item_len = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
+    teacher_topk, teacher_scores = batch[TEACHER_TOPK_FIELD], batch[TEACHER_SCORE_FIELD]
+
+    def weights_now():
+        with torch.no_grad():
+            logits = model.forward(item_seq, item_len) @ model.output_item_table().T  # [B, n_items]
+        return logits, model.rd_weights(logits, teacher_topk, teacher_scores, batch)
+
+    logits, before = weights_now()
+    student_top = logits[:, 1:].topk(model.rd_topk, dim=1).indices + 1  # [B, K]
+    expected = (teacher_topk[:, :, None] == student_top[:, None, :]).any(-1).float()  # [B, K]
+    assert torch.equal(before["w_o"], expected)
+    # Make the student rank the teacher's candidates of row 0 first: w^o of row 0 becomes all ones.
+    with torch.no_grad():
+        user_state = model.forward(item_seq[:1], item_len[:1])[0]  # [H]
+        model.item_embedding.weight[teacher_topk[0]] = 50.0 * user_state / user_state.norm()
+    _, after = weights_now()
+    assert torch.equal(after["w_o"][0], torch.ones(model.rd_topk))
+    assert not torch.equal(after["w_o"][0], before["w_o"][0])
+    # The combined weights follow: row-normalised, and rows with more overlaps weigh the candidates differently.
+    assert torch.allclose(after["w"].sum(dim=1), torch.ones(len(teacher_topk)))
+    assert not torch.allclose(after["w"][0], before["w"][0])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Gradients
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _gradients(model, batch):
+    model.train()
+    model.zero_grad()
+    torch.manual_seed(7)  # same dropout and same sampled negative
+    losses = model.calculate_loss(batch)
+    sum(losses).backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}, losses
+
+
+def test_kd_weight_changes_gradients_and_ed_trains_the_projector(sasrec_data):
+    config, train_data, artifact = sasrec_data[0], sasrec_data[1], sasrec_data[4]
+    with_kd = make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact), rd_weight=0.8)
+    no_kd = make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact), rd_weight=0.0)
+    assert torch.equal(with_kd.item_embedding.weight, no_kd.item_embedding.weight)  # same initial weights
+    batch = first_batch(with_kd, train_data)
+    grads_kd, losses_kd = _gradients(with_kd, batch)
+    grads_plain, losses_plain = _gradients(no_kd, batch)
+    assert torch.equal(losses_kd[0], losses_plain[0])  # same base loss
+    assert float(losses_kd[1].detach()) > 0 and float(losses_plain[1].detach()) == 0.0
+    assert not torch.allclose(grads_kd["item_embedding.weight"], grads_plain["item_embedding.weight"])
+    assert grads_kd["ed_projector.weight"].abs().sum() > 0  # ED is trained through the input embeddings
+    assert set(with_kd.kd_last_terms) >= {"base", "rd", "rd_pos", "rd_neg", "wc_entropy", "overlap", "ed_ratio"}
+
+
+def test_negatives_avoid_history_and_target(sasrec_data):
+    config, train_data = sasrec_data[0], sasrec_data[1]
+    model = make_model(config, train_data, kd_method="none")
+    batch = next(iter(train_data))
+    item_seq, pos_items = batch[model.ITEM_SEQ], batch[model.POS_ITEM_ID]
+    negatives = model.sample_negatives(item_seq, pos_items)
+    assert negatives.shape == pos_items.shape
+    assert bool(((negatives >= 1) & (negatives < model.n_items)).all())
+    assert not bool((negatives[:, None] == item_seq).any()) and not bool((negatives == pos_items).any())
+
+
+def test_training_without_kd_trainer_fields_is_a_clear_error(sasrec_data):
+    config, train_data, artifact = sasrec_data[0], sasrec_data[1], sasrec_data[4]
+    model = make_model(config, train_data, kd_method="logit", teacher=str(artifact))
+    from recbole.data.interaction import Interaction
+
+    batch = next(iter(train_data))
+    stripped = Interaction({k: v for k, v in batch.interaction.items() if not k.startswith("teacher_")})
+    with pytest.raises(KeyError, match="must be trained with recbole_llmkd.trainer.kd_trainer.KDTrainer"):
+        model.calculate_loss(stripped)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Fold step
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _eval_batch(test_data):
+    return next(iter(test_data))[0]
+
+
+def _load_plain(path, dataset):
+    from recbole_llmkd.compat import load_checkpoint
+    from recbole_llmkd.registry import get_model
+
+    checkpoint = load_checkpoint(path)
+    model_class = get_model(checkpoint["config"]["model"])
+    model = model_class(checkpoint["config"], dataset)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval(), checkpoint
+
+
+@pytest.mark.parametrize("ed_apply_to", ["input_and_output", "input"])
+def test_fold_gives_identical_scores_with_and_without_the_teacher_file(sasrec_data, tmp_path, ed_apply_to):
+    config, train_data, test_data = sasrec_data[0], sasrec_data[1], sasrec_data[3]
+    artifact = write_synthetic_artifact(train_data._dataset, tmp_path / "t.safetensors", seed=5)
+    model = make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact), ed_apply_to=ed_apply_to,
+                       ed_weight=0.5)
+    with torch.no_grad():  # a trained-looking projector, not the init
+        model.ed_projector.bias.normal_()
+    model.eval()
+    batch = _eval_batch(test_data)
+    with torch.no_grad():
+        before = model.full_sort_predict(batch)
+        before_pred = model.predict(batch)
+        model.fold_teacher()
+        folded = model.full_sort_predict(batch)
+    assert torch.allclose(folded, before, atol=1e-5)
+    assert torch.allclose(model.predict(batch), before_pred, atol=1e-5)
+    assert model.ed_projector is None and "item_text_emb" not in dict(model.named_buffers())
+
+    saved = model.save_folded(tmp_path / "folded.pth", config)
+    os.remove(artifact)  # served models never see the teacher file
+    reloaded, checkpoint = _load_plain(saved["path"], train_data._dataset)
+    if ed_apply_to == "input_and_output":
+        assert saved["model"] == "SASRec" and type(reloaded).__name__ == "SASRec"
+        assert type(checkpoint["config"]).__module__.startswith("recbole.")  # plain RecBole checkpoint
+    else:  # input items use b + ed·g(z), scoring uses b: RecBole's tied SASRec cannot hold that
+        assert saved["model"] == "KDSASRec" and checkpoint["config"]["ed_folded"] is True
+        assert checkpoint["config"]["teacher"] is None
+        with pytest.raises(TeacherConfigError, match="not a plain RecBole model"):
+            model.save_folded(tmp_path / "plain.pth", config, plain=True)
+    with torch.no_grad():
+        assert torch.allclose(reloaded.full_sort_predict(batch), before, atol=1e-5)
+
+
+def test_ed_replace_mode_and_mlp_projector(sasrec_data, tmp_path):
+    config, train_data, test_data, artifact = sasrec_data[0], sasrec_data[1], sasrec_data[3], sasrec_data[4]
+    model = make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact), ed_mode="replace",
+                       ed_projector="mlp")
+    assert isinstance(model.ed_projector, torch.nn.Sequential)
+    model.eval()
+    item_seq = torch.tensor([[3, 5, 0]])
+    with torch.no_grad():
+        embedded = model.embed_input_items(item_seq)  # [1, 3, H]
+        projected = model.ed_projector(model.item_text_emb[item_seq])  # [1, 3, H]
+    assert torch.allclose(embedded[0, :2], projected[0, :2])  # e_i = g(z_i)
+    assert torch.equal(embedded[0, 2], model.item_embedding.weight[0])  # [PAD] keeps its ID row, no text
+    batch = _eval_batch(test_data)
+    with torch.no_grad():
+        before = model.full_sort_predict(batch)
+        model.fold_teacher()
+        assert torch.allclose(model.full_sort_predict(batch), before, atol=1e-5)
