@@ -15,8 +15,8 @@ interactions, so that the SLMRec protocol finds 999 negatives) and evaluated in 
 (1 positive + 999 negatives outside the user's sequence).
 
     .venv/bin/python benchmarks/bench_slmrec.py --teacher-layers 8 --student-layers 2 --blocks 2 \
-        --out benchmarks/results/slmrec.md
-    .venv/bin/python benchmarks/bench_slmrec.py --quality --users 200 --epochs 1 --out benchmarks/results/slmrec.md
+        --out /tmp/slmrec.md (then paste into benchmarks/RESULTS.md)
+    .venv/bin/python benchmarks/bench_slmrec.py --quality --users 200 --epochs 1 --out /tmp/slmrec.md (then paste into benchmarks/RESULTS.md)
 
 Not part of ``make test``.
 """
@@ -55,7 +55,7 @@ def parse_args(argv=None):
     parser.add_argument("--gpu-id", default="", help="'' = CPU (default); '0' = first GPU (bf16 autocast there)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=2020)
-    parser.add_argument("--out", help="append a markdown fragment here (e.g. benchmarks/results/slmrec.md)")
+    parser.add_argument("--out", help="append a markdown fragment here (e.g. /tmp/slmrec.md (then paste into benchmarks/RESULTS.md))")
     return parser.parse_args(argv)
 
 

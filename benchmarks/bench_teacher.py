@@ -5,7 +5,7 @@ export; the extrapolation is labelled as such in the output. Optionally (``--met
 and a plain SASRec on the same split and reports their full-ranking test metrics.
 
     .venv/bin/python benchmarks/bench_teacher.py --layers 2 8 30 --batches 2 --batch-size 16 \
-        --out benchmarks/results/teacher.md
+        --out /tmp/teacher.md (then paste into benchmarks/RESULTS.md)
 
 Not part of ``make test``.
 """
@@ -39,7 +39,7 @@ def parse_args(argv=None):
     parser.add_argument("--metrics-epochs", type=int, default=2, help="epochs of the --metrics teacher")
     parser.add_argument("--metrics-examples", default="last_per_user", choices=["last_per_user", "all_prefixes"])
     parser.add_argument("--seed", type=int, default=2020)
-    parser.add_argument("--out", help="write a markdown fragment here (e.g. benchmarks/results/teacher.md)")
+    parser.add_argument("--out", help="write a markdown fragment here (e.g. /tmp/teacher.md (then paste into benchmarks/RESULTS.md))")
     return parser.parse_args(argv)
 
 

@@ -45,7 +45,71 @@ def build_parser() -> argparse.ArgumentParser:
         "--config_files", help="yaml files, comma- or space-separated, applied in order after the property files"
     )
     parser.add_argument("--list-models", action="store_true", help="print the available models and exit")
+    parser.add_argument(
+        "--export-teacher",
+        metavar="PATH",
+        help="export a trained LLMRec teacher's artifacts (PATH: its run dir or checkpoint) and exit",
+    )
+    parser.add_argument("--export-output", metavar="FILE", help="artifact file (default: <teacher run dir>/teacher_artifacts.safetensors)")
+    parser.add_argument("--export-topk", metavar="K", type=int, default=50, help="teacher items per example (default 50)")
+    add_tune_arguments(parser)
     return parser
+
+
+def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
+    """The sweep options (README "Sweeps (Ray Tune)"); each overrides the space file's own setting."""
+    group = parser.add_argument_group("sweeps (Ray Tune)")
+    group.add_argument("--tune", metavar="SPACE.yaml", help="run a Ray Tune sweep over the space file's keys")
+    group.add_argument(
+        "--ray-address", metavar="HOST:PORT|auto", help="join an existing Ray cluster (default: Ray embedded here)"
+    )
+    group.add_argument("--num-samples", type=int, metavar="N", help="trials (grid: repeats of the grid)")
+    group.add_argument("--max-concurrent", type=int, metavar="N", help="trials running at once")
+    group.add_argument("--cpus-per-trial", type=float, metavar="C", help="CPUs per trial (default 1)")
+    group.add_argument(
+        "--gpus-per-trial", type=float, metavar="G", help="GPUs per trial, fractions allowed (default: 1 if CUDA)"
+    )
+    group.add_argument("--search-alg", choices=["random", "grid", "optuna", "hyperopt"], help="search algorithm")
+    group.add_argument("--resume", action="store_true", help="continue the interrupted sweep in --run_dir")
+
+
+def run_tune(args, overrides: Dict[str, str]) -> int:
+    """``--tune``: run (or ``--resume``) a sweep and print the best trial's validation and test metrics."""
+    from recbole_llmkd.config import ConfigFileError
+    from recbole_llmkd.quick_start import DatasetNotFoundError
+    from recbole_llmkd.tune import SpaceError, SweepError, run_sweep
+    from recbole_llmkd.tune.sweep import SweepInterrupted
+
+    if args.resume and not overrides.get("run_dir"):
+        print("run_recbole_llmkd.py: error: --resume needs --run_dir=<the sweep directory>", file=sys.stderr)
+        return 2
+    try:
+        result = run_sweep(
+            args.model,
+            args.dataset,
+            args.tune,
+            config_file_list=split_config_files(args.config_files),
+            cmd_args=overrides,
+            ray_address=args.ray_address,
+            num_samples=args.num_samples,
+            max_concurrent=args.max_concurrent,
+            cpus_per_trial=args.cpus_per_trial,
+            gpus_per_trial=args.gpus_per_trial,
+            search_alg=args.search_alg,
+            resume=args.resume,
+        )
+    except SweepInterrupted as err:
+        print(f"run_recbole_llmkd.py: {err}", file=sys.stderr)
+        return 130
+    except (SpaceError, SweepError, registry.UnknownModelError, DatasetNotFoundError, ConfigFileError,
+            FileNotFoundError) as err:
+        print(f"run_recbole_llmkd.py: error: {err}", file=sys.stderr)
+        return 2
+    print(format_metrics(result))
+    print(f"best trial: {result['best_trial_id']}  {result['best_params']}")
+    print(f"trials ({result['status_counts']}): {result['trials_md']}")
+    print(f"sweep directory: {result['sweep_dir']}")
+    return 0
 
 
 def parse_config_overrides(extra: List[str]) -> Dict[str, str]:
@@ -101,10 +165,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.list_models:
         print(_models_epilog().split("\n\n")[0])
         return 0
+    if args.export_teacher:
+        from recbole_llmkd.data.export import export_teacher
+
+        try:
+            path = export_teacher(args.export_teacher, output=args.export_output, topk=args.export_topk)
+        except (FileNotFoundError, FileExistsError, ValueError) as err:
+            print(f"run_recbole_llmkd.py: error: {err}", file=sys.stderr)
+            return 2
+        print(f"teacher artifacts: {path}")
+        return 0
     if not args.model or not args.dataset:
         build_parser().print_usage(sys.stderr)
         print("run_recbole_llmkd.py: error: --model and --dataset are required", file=sys.stderr)
         return 2
+    if args.tune:
+        return run_tune(args, overrides)
 
     from recbole_llmkd.config import ConfigFileError
     from recbole_llmkd.quick_start import DatasetNotFoundError, run_recbole_llmkd
