@@ -52,8 +52,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--export-output", metavar="FILE", help="artifact file (default: <teacher run dir>/teacher_artifacts.safetensors)")
     parser.add_argument("--export-topk", metavar="K", type=int, default=50, help="teacher items per example (default 50)")
+    parser.add_argument(
+        "--pipeline", metavar="PROFILE",
+        help="run the main job (teacher -> export -> students -> SLMRec -> report): auto|tiny|cpu|full|FILE.yaml",
+    )
     add_tune_arguments(parser)
     return parser
+
+
+def run_pipeline(args, overrides: Dict[str, str]) -> int:
+    """``--pipeline``: every step in one run directory, finished steps reused, the report announced at the end."""
+    from recbole_llmkd.pipeline import Pipeline, PipelineError, resolve_profile
+
+    try:
+        pipeline = Pipeline(resolve_profile(args.pipeline), run_dir=overrides.pop("run_dir", None),
+                            dataset=args.dataset, overrides=overrides)
+        print(f"recbole_llmkd pipeline directory: {pipeline.run_dir}", file=sys.stderr, flush=True)
+        report = pipeline.run()
+    except (PipelineError, FileNotFoundError) as err:
+        print(f"run_recbole_llmkd.py: error: {err}", file=sys.stderr)
+        return 2
+    print(open(report["report_md"], encoding="utf-8").read())
+    print(f"report: {report['report_md']}\ncsv: {report['report_csv']}\nplot: {report['plot']}")
+    return 0
 
 
 def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
@@ -175,6 +196,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 2
         print(f"teacher artifacts: {path}")
         return 0
+    if args.pipeline:
+        return run_pipeline(args, overrides)
     if not args.model or not args.dataset:
         build_parser().print_usage(sys.stderr)
         print("run_recbole_llmkd.py: error: --model and --dataset are required", file=sys.stderr)

@@ -21,9 +21,10 @@ def _synchronize(device) -> None:
 def full_ranking_throughput(model, eval_data, device, warmup_batches: int = 1, max_batches: int = 0) -> Dict[str, float]:
     """Users per second of full-ranking inference (``full_sort_predict`` over all items), after warm-up.
 
-    Iterates ``eval_data`` (a RecBole full-sort eval dataloader); the first ``warmup_batches`` batches are run and
-    not timed; ``max_batches`` > 0 caps the timed batches (0 = the whole split). Only the model's forward and
-    scoring are timed, not data loading.
+    Iterates ``eval_data`` (a RecBole full-sort eval dataloader). Each of the first ``warmup_batches`` batches is
+    run once untimed before being timed like every other batch, so every user is timed exactly once, even when
+    the split fits in one batch. ``max_batches`` > 0 caps the timed batches (0 = the whole split). Only the
+    model's forward and scoring are timed, not data loading.
     """
     model.eval()
     timed_users, timed_seconds, seen = 0, 0.0, 0
@@ -31,7 +32,6 @@ def full_ranking_throughput(model, eval_data, device, warmup_batches: int = 1, m
         interaction = batched_data[0].to(device)
         if batch_idx < warmup_batches:
             model.full_sort_predict(interaction)
-            continue
         _synchronize(device)
         start = time.perf_counter()
         model.full_sort_predict(interaction)
@@ -42,7 +42,5 @@ def full_ranking_throughput(model, eval_data, device, warmup_batches: int = 1, m
         if max_batches and seen >= max_batches:
             break
     if timed_users == 0:
-        raise ValueError(
-            f"no batch left to time after {warmup_batches} warm-up batch(es): use a smaller eval_batch_size or warm-up"
-        )
+        raise ValueError("the evaluation split is empty: no user to time")
     return {"throughput_users_per_s": timed_users / timed_seconds, "throughput_users_timed": timed_users}

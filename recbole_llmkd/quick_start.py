@@ -124,8 +124,10 @@ def run_recbole_llmkd(
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     start = time.perf_counter()
+    # select_on: test (KD students only) reproduces the official DLLM2Rec code's test-set selection; labelled.
+    selection = {"test_data": test_data} if config["select_on"] == "test" else {}
     best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"], **selection
     )
     train_time = time.perf_counter() - start
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
@@ -142,6 +144,7 @@ def run_recbole_llmkd(
         "run_dir": run_dir,
         "checkpoint": trainer.saved_model_file if saved else None,
         "valid_metric": config["valid_metric"],
+        "selected_on": "test (reproduction only)" if selection else "valid",
         "best_valid_score": float(best_valid_score),
         "best_valid_result": _to_float_dict(best_valid_result),
         "test_result": _to_float_dict(test_result),

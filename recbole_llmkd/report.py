@@ -1,0 +1,186 @@
+"""The side-by-side report of a pipeline run: markdown table, CSV, quality-vs-throughput plot, training curves.
+
+Input: one ``results.json`` per model run (written by ``quick_start.run_recbole_llmkd``) plus the TensorBoard
+events RecBole's trainer wrote beside each run's log. Output, in the pipeline's run directory:
+``report.md``, ``report.csv``, ``quality_vs_throughput.png``, ``curves.png``.
+"""
+import csv
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+QUALITY_METRICS = ("hit@10", "hit@20", "ndcg@10", "ndcg@20", "mrr@20")
+# SLMRec protocol (1 positive + 999 sampled negatives), reported by SLMTrainer with slm_eval_sampled.
+SAMPLED_METRICS = ("sampled_hit@1", "sampled_hit@5", "sampled_ndcg@5", "sampled_mrr")
+
+
+@dataclass
+class ReportRow:
+    """One model of the report: what it is, what it costs, how good it is."""
+
+    name: str                      # e.g. "KDSASRec"
+    role: str                      # teacher | student | kd-student | slm-student | slm-twin
+    result: dict                   # the run's results.json
+    plain_twin: Optional[str] = None  # for KD students: the plain model it is compared with
+    extra: Dict[str, float] = field(default_factory=dict)
+
+    def metric(self, key: str) -> Optional[float]:
+        value = self.result.get("test_result", {}).get(key)
+        return None if value is None else float(value)
+
+
+def load_result(run_dir: str) -> dict:
+    with open(os.path.join(run_dir, "results.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def relative_gain(value: Optional[float], reference: Optional[float]) -> Optional[float]:
+    """(value − reference) / reference in percent; None when either is missing or the reference is 0."""
+    if value is None or reference is None or reference == 0:
+        return None
+    return 100.0 * (value - reference) / reference
+
+
+def report_table(rows: List[ReportRow], teacher_name: Optional[str]) -> List[dict]:
+    """One flat dict per model with the report's columns (None where a value does not apply)."""
+    by_name = {row.name: row for row in rows}
+    teacher = by_name.get(teacher_name) if teacher_name else None
+    table = []
+    for row in rows:
+        entry = {
+            "model": row.name,
+            "role": row.role,
+            "params_total": row.result.get("params_total"),
+            "params_trainable": row.result.get("params_trainable"),
+            "train_time_s": row.result.get("train_time_s"),
+            "throughput_users_per_s": row.result.get("throughput_users_per_s"),
+        }
+        for metric in QUALITY_METRICS + SAMPLED_METRICS:
+            entry[metric] = row.metric(metric)
+        twin = by_name.get(row.plain_twin) if row.plain_twin else None
+        entry["ndcg@10_gain_vs_twin_%"] = relative_gain(row.metric("ndcg@10"), twin.metric("ndcg@10") if twin else None)
+        entry["ndcg@10_vs_teacher_%"] = (
+            relative_gain(row.metric("ndcg@10"), teacher.metric("ndcg@10")) if teacher and row is not teacher else None
+        )
+        teacher_speed = teacher.result.get("throughput_users_per_s") if teacher else None
+        speed = row.result.get("throughput_users_per_s")
+        entry["speedup_vs_teacher"] = speed / teacher_speed if speed and teacher_speed and row is not teacher else None
+        entry.update(row.extra)
+        table.append(entry)
+    return table
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def write_csv(table: List[dict], path: str) -> None:
+    columns = list(table[0].keys())
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for entry in table:
+            writer.writerow({k: ("" if v is None else v) for k, v in entry.items()})
+
+
+def _fmt_cell(column: str, value) -> str:
+    if value is None:
+        return "–"
+    if column.endswith("%"):
+        return f"{value:+.1f}"
+    if column.startswith("speedup"):
+        return f"{value:,.1f}×"
+    return _fmt(value)
+
+
+def markdown_table(table: List[dict], columns: List[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for entry in table:
+        lines.append("| " + " | ".join(_fmt_cell(c, entry.get(c)) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def plot_quality_vs_throughput(table: List[dict], path: str, metric: str = "ndcg@10") -> None:
+    """Quality against full-ranking inference throughput (log x), one labelled point per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [(e["throughput_users_per_s"], e[metric], e["model"]) for e in table
+              if e.get("throughput_users_per_s") and e.get(metric) is not None]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for speed, quality, name in points:
+        ax.scatter(speed, quality)
+        ax.annotate(name, (speed, quality), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("inference throughput, users/s (full ranking, log scale)")
+    ax.set_ylabel(f"test {metric.upper()}")
+    ax.set_title("Quality vs inference speed")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def read_scalars(run_dir: str) -> Dict[str, List[tuple]]:
+    """Every scalar series RecBole's trainer (and our KD trainers) wrote to TensorBoard in ``run_dir``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    series: Dict[str, List[tuple]] = {}
+    tb_dir = os.path.join(run_dir, "tensorboard")
+    if not os.path.isdir(tb_dir):
+        return series
+    accumulator = EventAccumulator(tb_dir, size_guidance={"scalars": 0})
+    accumulator.Reload()
+    for tag in accumulator.Tags().get("scalars", []):
+        series[tag] = [(event.step, event.value) for event in accumulator.Scalars(tag)]
+    return series
+
+
+def plot_curves(run_dirs: Dict[str, str], path: str) -> None:
+    """Per-epoch validation score and every training loss term, one panel per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(run_dirs)
+    n_cols = min(3, max(1, len(names)))
+    n_rows = math.ceil(len(names) / n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(5 * n_cols, 3.2 * n_rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        series = read_scalars(run_dirs[name])
+        for tag, points in sorted(series.items()):
+            if not points or tag.startswith("hparam"):
+                continue
+            steps, values = zip(*points)
+            is_valid = "valid" in tag.lower() or "vaild" in tag.lower()  # RecBole's tag is "Vaild_score" (sic)
+            if is_valid:
+                valid_ax = ax.twinx()
+                valid_ax.plot(steps, values, marker="o", color="black", label="validation score")
+                valid_ax.set_ylabel("validation score", fontsize=7)
+            else:
+                ax.plot(steps, values, marker=".", label=tag)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch")
+        handles, labels = ax.get_legend_handles_labels()
+        if handles:
+            ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
