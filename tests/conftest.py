@@ -42,6 +42,23 @@ def tiny_seq_config():
     return dict(TINY_SEQ_CONFIG)
 
 
+@pytest.fixture(scope="session")
+def ml100k(tmp_path_factory):
+    """(train, valid, test) split datasets of ml-100k under the tiny config, built once per test session.
+
+    Shared: tests must treat them as read-only.
+    """
+    from recbole.data import create_dataset, data_preparation
+
+    from recbole_llmkd.config import Config
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path_factory.mktemp("recbole"))
+        config = Config(model="SASRec", dataset="ml-100k", config_dict=TINY_SEQ_CONFIG)
+        train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
+    return train_data._dataset, valid_data._dataset, test_data._dataset
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "gguf: loads the real embedded SmolLM2 GGUF weights (about a minute)")
     config.addinivalue_line("markers", "slow: end-to-end runs that take more than ~20 s on 2 CPU cores")

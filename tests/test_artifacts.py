@@ -1,7 +1,6 @@
 """Teacher artifact format: example keys, resumable writer, validated loader, alignment with a RecBole dataset."""
 import hashlib
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -24,31 +23,8 @@ from recbole_llmkd.data.artifacts import (
     load_artifacts,
 )
 
-TINY_CONFIG = {
-    "gpu_id": "",
-    "MAX_ITEM_LIST_LENGTH": 10,
-    "train_neg_sample_args": None,
-    "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"},
-    "show_progress": False,
-    "hidden_size": 16,
-    "inner_size": 16,
-    "n_layers": 1,
-    "n_heads": 1,
-}
 
 
-@pytest.fixture(scope="module")
-def ml100k(tmp_path_factory):
-    """(train, valid, test) split datasets of ml-100k under the tiny config, built once per module."""
-    from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(tmp_path_factory.mktemp("recbole"))
-        patch.setattr(sys, "argv", sys.argv[:1])
-        config = Config(model="SASRec", dataset="ml-100k", config_dict=TINY_CONFIG)
-        train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
-    return train_data._dataset, valid_data._dataset, test_data._dataset
 
 
 # ----------------------------------------------------------------------------------------------------------
