@@ -4,6 +4,8 @@ import importlib.util
 import socket
 
 import pytest
+
+from recbole_llmkd.measure import count_parameters
 import torch
 
 from recbole_llmkd.llm import (
@@ -12,7 +14,6 @@ from recbole_llmkd.llm import (
     BackboneSpecError,
     apply_lora,
     autocast_context,
-    count_parameters,
     encode_texts,
     find_smollm2_gguf,
     load_backbone,
@@ -194,9 +195,9 @@ def test_lora_wraps_only_target_modules():
 
     # per layer: gate and up are 32->64, down is 64->32; each LoRA pair has r * (d_in + d_out) = 16 * 96 params
     expected_trainable = TINY_LAYERS * 3 * 16 * (TINY_HIDDEN + TINY_INTERMEDIATE)  # 18432
-    total, trainable = count_parameters(lora_model)
+    total, trainable = count_parameters(lora_model).values()
     assert trainable == expected_trainable
-    base_total, base_trainable = count_parameters(load_backbone("tiny").model)
+    base_total, base_trainable = count_parameters(load_backbone("tiny").model).values()
     assert total == base_total + expected_trainable
     assert base_trainable == base_total
 
@@ -246,7 +247,7 @@ def test_lora_state_dict_round_trip():
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
     adapter_state = lora_state_dict(source)
     assert adapter_state and all("lora_" in key for key in adapter_state)
-    assert sum(tensor.numel() for tensor in adapter_state.values()) == count_parameters(source)[1]
+    assert sum(tensor.numel() for tensor in adapter_state.values()) == count_parameters(source)["params_trainable"]
 
     target = apply_lora(load_backbone("tiny").model)
     inputs_embeds = _input_embeds()

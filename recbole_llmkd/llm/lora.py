@@ -100,17 +100,6 @@ def load_lora_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor
         raise ValueError(f"peft did not place LoRA keys {load_result.unexpected_keys[:5]} into the model")
 
 
-def count_parameters(module: nn.Module) -> tuple[int, int]:
-    """(total, trainable) number of scalar parameters; shared parameters are counted once."""
-    total = 0
-    trainable = 0
-    for parameter in module.parameters():
-        total += parameter.numel()
-        if parameter.requires_grad:
-            trainable += parameter.numel()
-    return total, trainable
-
-
 def prepare_for_training(model: nn.Module, device: str | torch.device, gradient_checkpointing: bool) -> nn.Module:
     """Move ``model`` to ``device``, set train mode and ``use_cache=False``; optionally enable HF gradient checkpointing.
 

@@ -36,12 +36,12 @@ from recbole_llmkd.data.item_text import item_titles_for_dataset
 from recbole_llmkd.llm import (
     apply_lora,
     autocast_context,
-    count_parameters,
     load_backbone,
     prepare_for_training,
     sha256_file,
     tokenize_prompt,
 )
+from recbole_llmkd.measure import count_parameters
 
 ITEM_TABLE_TRAINABLE = "trainable"
 HEADS = ("dot", "linear")
@@ -129,7 +129,8 @@ class LLMRec(SequentialRecommender):
 
         self.dataset_fingerprint = _item_tokens_fingerprint(dataset)
         self.llm_forward_rows = 0  # rows sent through the LLM (predict deduplicates histories; tests count them)
-        total, trainable = count_parameters(self)
+        params = count_parameters(self)
+        total, trainable = params["params_total"], params["params_trainable"]
         self.logger.info(
             f"LLMRec: backbone {self.backbone_identity['spec']} ({self.backbone_identity['n_layers']} of "
             f"{self.backbone_identity['n_layers_total']} layers, d_llm {self.d_llm}), item table "
