@@ -38,6 +38,8 @@ def parse_args(argv=None):
     parser.add_argument("--metrics-layers", type=int, default=2, help="llm_n_layers of the --metrics teacher")
     parser.add_argument("--metrics-epochs", type=int, default=2, help="epochs of the --metrics teacher")
     parser.add_argument("--metrics-examples", default="last_per_user", choices=["last_per_user", "all_prefixes"])
+    parser.add_argument("--prefix-cache", nargs="+", default=["on"], choices=["on", "off"],
+                        help="llm_prefix_cache settings to measure per depth (e.g. 'on off' to compare)")
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--out", help="write a markdown fragment here (e.g. /tmp/teacher.md (then paste into benchmarks/RESULTS.md))")
     return parser.parse_args(argv)
@@ -61,13 +63,14 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def measure_depth(config, train_data, n_layers, args):
+def measure_depth(config, train_data, n_layers, args, prefix_cache=True):
     """(train sequences/s, export rows/s, prompt length, trainable parameters) for one depth."""
     from recbole_llmkd.data.export import _teacher_rows
     from recbole_llmkd.model.llmrec import LLMRec
     from recbole_llmkd.trainer.llm_trainer import LLMTrainer
 
     config["llm_n_layers"] = n_layers
+    config["llm_prefix_cache"] = prefix_cache
     torch.manual_seed(args.seed)
     model = LLMRec(config, train_data._dataset).to(config["device"])
     trainer = LLMTrainer(config, model)
@@ -161,17 +164,21 @@ def main(argv=None):
         f"- **extrapolated** from {args.batches} batches: epoch = {n_train:,} sequences (all prefixes) or {n_users:,} "
         f"(last_per_user); export = {n_export:,} rows (train prefixes + valid + test, K = 50)",
         "",
-        "| layers | prompt tokens | trainable params | train seq/s | epoch all_prefixes | epoch last_per_user | export rows/s | full export |",
-        "|---|---|---|---|---|---|---|---|",
+        "| layers | prefix cache | prompt tokens | trainable params | train seq/s | epoch all_prefixes | epoch last_per_user | export rows/s | full export |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for n_layers in args.layers:
-        train_rate, export_rate, prompt_length, n_trainable = measure_depth(config, train_data, n_layers, args)
-        row = (
-            f"| {n_layers} | {prompt_length} | {n_trainable:,} | {train_rate:.2f} | {n_train / train_rate / 60:,.0f} min | "
-            f"{n_users / train_rate / 60:,.1f} min | {export_rate:.2f} | {n_export / export_rate / 60:,.0f} min |"
-        )
-        print(row, flush=True)
-        lines.append(row)
+        for cache in args.prefix_cache:
+            train_rate, export_rate, prompt_length, n_trainable = measure_depth(
+                config, train_data, n_layers, args, prefix_cache=cache == "on"
+            )
+            row = (
+                f"| {n_layers} | {cache} | {prompt_length} | {n_trainable:,} | {train_rate:.2f} | "
+                f"{n_train / train_rate / 60:,.0f} min | {n_users / train_rate / 60:,.1f} min | {export_rate:.2f} | "
+                f"{n_export / export_rate / 60:,.0f} min |"
+            )
+            print(row, flush=True)
+            lines.append(row)
 
     if args.metrics:
         teacher, sasrec = run_metrics(args, run_root)

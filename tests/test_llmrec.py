@@ -225,6 +225,34 @@ def test_training_steps_lower_loss_and_leave_base_weights(slice_data):
     assert any(not torch.equal(p, lora_before[k]) for k, p in model.llm.named_parameters() if k in lora_before)
 
 
+@pytest.mark.parametrize("use_item_titles", [False, True])
+def test_instruction_prefix_cache_gives_the_same_outputs_and_gradients(slice_data, use_item_titles):
+    """The instruction run once and broadcast (llm_prefix_cache) == the whole prompt per row: scores, loss, grads."""
+    config, train_data, _, _ = slice_data
+    model = new_model(config, train_data, use_item_titles=use_item_titles, llm_title_max_tokens=4,
+                      llm_instruction=METHODS_INSTRUCTION)
+    batch = first_batch(train_data, 6)
+    results = {}
+    for cached in (True, False):
+        model.llm_prefix_cache = cached
+        model.eval()
+        with torch.no_grad():
+            scores = model.full_sort_predict(batch)
+        model.train()
+        model.zero_grad()
+        loss = model.calculate_loss(batch)
+        loss.backward()
+        grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
+        results[cached] = (scores, loss.detach(), grads)
+    assert model.instruction_ids.numel() > 30  # the METHODS instruction: the cache saves most of the prompt
+    (scores_c, loss_c, grads_c), (scores_f, loss_f, grads_f) = results[True], results[False]
+    torch.testing.assert_close(scores_c[:, 1:], scores_f[:, 1:], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(loss_c, loss_f, rtol=1e-5, atol=1e-6)
+    assert grads_c.keys() == grads_f.keys() and any("lora_" in k for k in grads_c)
+    for name in grads_c:
+        torch.testing.assert_close(grads_c[name], grads_f[name], rtol=1e-3, atol=1e-6, msg=name)
+
+
 def test_optimizer_and_schedule(slice_data):
     from recbole_llmkd.trainer.llm_trainer import LLMTrainer, cosine_with_warmup
 
@@ -417,5 +445,8 @@ def test_smollm2_llmrec_forward(data_root):
     with torch.no_grad():
         scores = model.full_sort_predict(batch)
         loss = model.calculate_loss(batch)
+        model.llm_prefix_cache = False
+        scores_uncached = model.full_sort_predict(batch)
     assert scores.shape == (4, model.n_items) and torch.isfinite(scores[:, 1:]).all()
     assert torch.isfinite(loss) and loss.item() > 0
+    torch.testing.assert_close(scores[:, 1:], scores_uncached[:, 1:], rtol=1e-3, atol=1e-4)

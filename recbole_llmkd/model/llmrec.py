@@ -77,6 +77,7 @@ class LLMRec(SequentialRecommender):
         self.use_item_titles = bool(config["use_item_titles"])
         self.title_max_tokens = int(config["llm_title_max_tokens"] or 16)
         self.use_bf16 = bool(config["llm_bf16"])
+        self.llm_prefix_cache = bool(config["llm_prefix_cache"]) if config["llm_prefix_cache"] is not None else True
         self.run_device = torch.device(config["device"])
 
         # backbone: HF decoder without LM head, first llm_n_layers layers, LoRA on top, base frozen
@@ -95,8 +96,8 @@ class LLMRec(SequentialRecommender):
             dropout=float(config["lora_dropout"]),
             target_modules=list(config["lora_target_modules"]),
         )
-        gradient_checkpointing = bool(config["llm_gradient_checkpointing"]) and self.run_device.type == "cuda"
-        prepare_for_training(self.llm, self.run_device, gradient_checkpointing=gradient_checkpointing)
+        self.gradient_checkpointing = bool(config["llm_gradient_checkpointing"]) and self.run_device.type == "cuda"
+        prepare_for_training(self.llm, self.run_device, gradient_checkpointing=self.gradient_checkpointing)
         self.d_llm = int(self.backbone_identity["hidden_size"])
 
         # item table E: trainable, or a pretrained SASRec table (frozen)
@@ -298,14 +299,48 @@ class LLMRec(SequentialRecommender):
         """
         self.llm_forward_rows += inputs_embeds.shape[0]
         with autocast_context(inputs_embeds.device, self.use_bf16):
-            outputs = self.llm(
-                inputs_embeds=inputs_embeds,
-                attention_mask=attention_mask,
-                output_hidden_states=output_hidden_states,
-                use_cache=False,
-            )
+            if self._use_prefix_cache():
+                outputs = self._forward_with_instruction_cache(inputs_embeds, attention_mask, output_hidden_states)
+            else:
+                outputs = self.llm(
+                    inputs_embeds=inputs_embeds,
+                    attention_mask=attention_mask,
+                    output_hidden_states=output_hidden_states,
+                    use_cache=False,
+                )
         user_state = outputs.last_hidden_state[:, -1, :].float()  # [B, d_llm]
         return user_state, (outputs.hidden_states if output_hidden_states else None)
+
+    def _use_prefix_cache(self) -> bool:
+        """The instruction-prefix KV cache is on unless disabled or HF gradient checkpointing (which drops caches) runs."""
+        if not self.llm_prefix_cache:
+            return False
+        return not (self.gradient_checkpointing and self.training)
+
+    def _forward_with_instruction_cache(self, inputs_embeds, attention_mask, output_hidden_states: bool):
+        """Run the instruction once (batch 1), broadcast its keys/values to the batch, then run the rest.
+
+        Under causal attention the instruction's states depend on the instruction alone, so they are the same for
+        every row: computing them once per forward (gradients flow through it) gives the same outputs as the full
+        prompt with ``(T_i + T_rest) / T_rest`` fewer token-layer evaluations. ``hidden_states`` then cover the
+        positions after the instruction only (the user state, the last position, is among them).
+        """
+        batch_size = inputs_embeds.shape[0]
+        n_instruction = self.instruction_ids.shape[0]
+        instruction_out = self.llm(
+            inputs_embeds=inputs_embeds[:1, :n_instruction],  # [1, T_i, d_llm]: identical in every row
+            attention_mask=attention_mask[:1, :n_instruction],
+            use_cache=True,
+        )
+        instruction_cache = instruction_out.past_key_values
+        instruction_cache.batch_repeat_interleave(batch_size)  # [B, heads, T_i, d_head] per layer
+        return self.llm(
+            inputs_embeds=inputs_embeds[:, n_instruction:],  # [B, T_rest, d_llm]
+            attention_mask=attention_mask,  # [B, T_i + T_rest]
+            past_key_values=instruction_cache,
+            output_hidden_states=output_hidden_states,
+            use_cache=True,
+        )
 
     def score(self, user_state: torch.Tensor) -> torch.Tensor:
         """All-item logits from user states [B, d_llm] -> [B, n_items] fp32, PAD column = -inf."""
