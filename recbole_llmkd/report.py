@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 QUALITY_METRICS = ("hit@10", "hit@20", "ndcg@10", "ndcg@20", "mrr@20")
-# SLMRec protocol (1 positive + 999 sampled negatives), reported by SLMTrainer with slm_eval_sampled.
+# SLMRec protocol (1 positive + 999 sampled negatives), reported by LLMTrainer (LLMRec, SLMRec) with slm_eval_sampled.
 SAMPLED_METRICS = ("sampled_hit@1", "sampled_hit@5", "sampled_ndcg@5", "sampled_mrr")
 
 

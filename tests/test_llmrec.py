@@ -339,6 +339,28 @@ def trained_teacher(slice_data, tmp_path_factory):
     return model, trainer.saved_model_file
 
 
+def test_teacher_reports_the_slmrec_sampled_protocol(slice_data, tmp_path):
+    """LLMTrainer (not only SLMTrainer) adds sampled_* metrics to the test result with slm_eval_sampled: test."""
+    from recbole_llmkd.registry import get_trainer
+
+    config, train_data, valid_data, test_data = slice_data
+    config["checkpoint_dir"] = str(tmp_path)
+    config["llm_train_examples"] = "last_per_user"
+    config["slm_eval_sampled"], config["slm_eval_negatives"] = "test", 50
+    try:
+        model = new_model(config, train_data)
+        trainer = get_trainer(config["MODEL_TYPE"], "LLMRec")(config, model)
+        trainer.fit(train_data, valid_data, saved=True)
+        valid_result = trainer.evaluate(valid_data, load_best_model=False)
+        test_result = trainer.evaluate(test_data, load_best_model=False)
+    finally:
+        config["llm_train_examples"], config["slm_eval_sampled"], config["slm_eval_negatives"] = "all_prefixes", None, 999
+    assert not any(key.startswith("sampled_") for key in valid_result)  # 'test' mode: validation stays full ranking
+    assert {"sampled_hit@1", "sampled_hit@5", "sampled_ndcg@5", "sampled_mrr"} <= set(test_result)
+    assert 0.0 <= test_result["sampled_hit@1"] <= test_result["sampled_hit@5"] <= 1.0
+    assert trainer.sampled_test_result["n_rows"] == len(test_data._dataset.inter_feat)
+
+
 def test_checkpoint_holds_only_trained_tensors(trained_teacher):
     from recbole_llmkd import compat
 

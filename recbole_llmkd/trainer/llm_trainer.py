@@ -48,8 +48,19 @@ def cosine_with_warmup(step: int, warmup_steps: int, total_steps: int) -> float:
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
 
 
+SAMPLED_EVAL_CHOICES = {None: None, False: None, True: "test", "test": "test", "valid_and_test": "valid_and_test"}
+
+
 class LLMTrainer(Trainer):
-    """RecBole Trainer for LLMRec: AdamW, clipped gradients, warmup + cosine schedule, trained-only checkpoints."""
+    """RecBole Trainer for LLMRec: AdamW, clipped gradients, warmup + cosine schedule, trained-only checkpoints.
+
+    - ``slm_eval_sampled: test`` (or True) adds the SLMRec protocol (1 positive + ``slm_eval_negatives`` negatives
+      outside the user's entire sequence, ``recbole_llmkd.evaluation``) to the test result as ``sampled_hit@1``,
+      ``sampled_hit@5``, ``sampled_ndcg@5``, ``sampled_mrr``, … beside RecBole's full-ranking metrics;
+      ``valid_and_test`` also adds them at every validation (negatives re-drawn: seed + 1, + 2, …), so that
+      ``valid_metric: sampled_mrr`` selects on the SLMRec protocol. The users' sequences come from the train and
+      valid data given to ``fit`` plus the evaluated split (LLMRec, its no-KD twin and SLMRec alike).
+    """
 
     train_examples_key = "llm_train_examples"
 
@@ -61,6 +72,17 @@ class LLMTrainer(Trainer):
         self.warmup_steps = int(config["warmup_steps"] or 0)
         self.scheduler = None
         self.global_step = 0
+        mode = config["slm_eval_sampled"]
+        if mode not in SAMPLED_EVAL_CHOICES:
+            raise ValueError(f"slm_eval_sampled must be one of ~, True, 'test', 'valid_and_test'; got {mode!r}")
+        self.sampled_mode = SAMPLED_EVAL_CHOICES[mode]
+        self.sampled_negatives = int(config["slm_eval_negatives"] or 999)
+        seed = config["slm_eval_seed"]
+        self.sampled_seed = int(config["seed"] if seed is None else seed)
+        self.sampled_valid_evaluations = 0
+        self.sampled_test_result = None
+        self._user_item_sources = []
+        self._valid_data = None
 
     # ----- optimizer and schedule -------------------------------------------------------------------------
     def trainable_parameters(self) -> list:
@@ -103,6 +125,8 @@ class LLMTrainer(Trainer):
         return type(train_data)(train_data.config, filtered, train_data._sampler, shuffle=train_data.shuffle)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        self._user_item_sources = [data for data in (train_data, valid_data) if data]  # before last_per_user filtering
+        self._valid_data = valid_data
         train_data = self.select_training_examples(train_data)
         self.scheduler = self._build_scheduler(len(train_data))
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
@@ -145,79 +169,6 @@ class LLMTrainer(Trainer):
         return total_loss
 
     # ----- checkpoints ------------------------------------------------------------------------------------
-    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        saved_model_file = kwargs.get("saved_model_file", self.saved_model_file)
-        super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
-        if os.path.isfile(saved_model_file) and verbose:
-            n_tensors = len(self.model.state_dict())
-            size_mb = os.path.getsize(saved_model_file) / 2**20
-            self.logger.info(
-                f"checkpoint size: {size_mb:.2f} MiB ({n_tensors} trained tensors + optimizer state; frozen backbone "
-                "weights not included)"
-            )
-
-
-SAMPLED_EVAL_CHOICES = {None: None, False: None, True: "test", "test": "test", "valid_and_test": "valid_and_test"}
-
-
-class SLMTrainer(LLMTrainer):
-    """Trainer for SLMRec (METHODS.md §2.3-§2.7): LLMTrainer plus the KD-term guard and the SLMRec protocol.
-
-    - ``slm_train_examples`` picks the training examples (``last_per_user`` by default, SLMRec §2.5).
-    - Every batch's unweighted terms (``model.last_kd_terms``) go to a ``KDTermMonitor``: a NaN/inf term stops
-      training at once, a term exactly 0 for a whole epoch while its weight > 0 stops it at the epoch's end; every
-      term's epoch mean is logged by name (``SLMRec terms epoch N: ce=… d_cos=… d_norm=… l_ms=…``).
-    - ``slm_eval_sampled: test`` (or True) adds the SLMRec protocol (1 positive + ``slm_eval_negatives`` negatives
-      outside the user's entire sequence, ``recbole_llmkd.evaluation``) to the test result as ``sampled_hit@1``,
-      ``sampled_hit@5``, ``sampled_ndcg@5``, ``sampled_mrr``, … beside RecBole's full-ranking metrics;
-      ``valid_and_test`` also adds them at every validation (negatives re-drawn: seed + 1, + 2, …), so that
-      ``valid_metric: sampled_mrr`` selects on the SLMRec protocol. The users' sequences come from the train and
-      valid data given to ``fit`` plus the evaluated split.
-    """
-
-    train_examples_key = "slm_train_examples"
-
-    def __init__(self, config, model):
-        from recbole_llmkd.distill.guards import KDTermMonitor
-
-        super().__init__(config, model)
-        self.kd_monitor = KDTermMonitor(model.kd_term_weights(), model.kd_weight_names())
-        mode = config["slm_eval_sampled"]
-        if mode not in SAMPLED_EVAL_CHOICES:
-            raise ValueError(f"slm_eval_sampled must be one of ~, True, 'test', 'valid_and_test'; got {mode!r}")
-        self.sampled_mode = SAMPLED_EVAL_CHOICES[mode]
-        self.sampled_negatives = int(config["slm_eval_negatives"] or 999)
-        seed = config["slm_eval_seed"]
-        self.sampled_seed = int(config["seed"] if seed is None else seed)
-        self.sampled_valid_evaluations = 0
-        self.sampled_test_result = None
-        self.kd_epoch_terms = []  # one {term: epoch mean} per epoch
-        self._user_item_sources = []
-        self._valid_data = None
-
-    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        self._user_item_sources = [data for data in (train_data, valid_data) if data]  # before last_per_user filtering
-        self._valid_data = valid_data
-        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
-
-    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        calculate_loss = loss_func or self.model.calculate_loss
-
-        def monitored_loss(interaction):
-            losses = calculate_loss(interaction)
-            self.kd_monitor.update(self.model.last_kd_terms)
-            return losses
-
-        total_loss = super()._train_epoch(train_data, epoch_idx, loss_func=monitored_loss, show_progress=show_progress)
-        means = self.kd_monitor.end_epoch(epoch_idx)
-        self.kd_epoch_terms.append(means)
-        self.logger.info(
-            f"SLMRec terms epoch {epoch_idx} (unweighted batch means; train_loss1.. = "
-            f"{', '.join(self.model.loss_names())}, weighted sums): "
-            + " ".join(f"{name}={value:.6g}" for name, value in means.items())
-        )
-        return total_loss
-
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         from recbole_llmkd.evaluation import evaluate_sampled, prefixed
 
@@ -246,3 +197,51 @@ class SLMTrainer(LLMTrainer):
         )
         result.update(prefixed(sampled))
         return result
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        saved_model_file = kwargs.get("saved_model_file", self.saved_model_file)
+        super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
+        if os.path.isfile(saved_model_file) and verbose:
+            n_tensors = len(self.model.state_dict())
+            size_mb = os.path.getsize(saved_model_file) / 2**20
+            self.logger.info(
+                f"checkpoint size: {size_mb:.2f} MiB ({n_tensors} trained tensors + optimizer state; frozen backbone "
+                "weights not included)"
+            )
+
+
+class SLMTrainer(LLMTrainer):
+    """Trainer for SLMRec (METHODS.md §2.3-§2.7): LLMTrainer plus the KD-term guard.
+
+    - ``slm_train_examples`` picks the training examples (``last_per_user`` by default, SLMRec §2.5).
+    - Every batch's unweighted terms (``model.last_kd_terms``) go to a ``KDTermMonitor``: a NaN/inf term stops
+      training at once, a term exactly 0 for a whole epoch while its weight > 0 stops it at the epoch's end; every
+      term's epoch mean is logged by name (``SLMRec terms epoch N: ce=… d_cos=… d_norm=… l_ms=…``).
+    """
+
+    train_examples_key = "slm_train_examples"
+
+    def __init__(self, config, model):
+        from recbole_llmkd.distill.guards import KDTermMonitor
+
+        super().__init__(config, model)
+        self.kd_monitor = KDTermMonitor(model.kd_term_weights(), model.kd_weight_names())
+        self.kd_epoch_terms = []  # one {term: epoch mean} per epoch
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        calculate_loss = loss_func or self.model.calculate_loss
+
+        def monitored_loss(interaction):
+            losses = calculate_loss(interaction)
+            self.kd_monitor.update(self.model.last_kd_terms)
+            return losses
+
+        total_loss = super()._train_epoch(train_data, epoch_idx, loss_func=monitored_loss, show_progress=show_progress)
+        means = self.kd_monitor.end_epoch(epoch_idx)
+        self.kd_epoch_terms.append(means)
+        self.logger.info(
+            f"SLMRec terms epoch {epoch_idx} (unweighted batch means; train_loss1.. = "
+            f"{', '.join(self.model.loss_names())}, weighted sums): "
+            + " ".join(f"{name}={value:.6g}" for name, value in means.items())
+        )
+        return total_loss
