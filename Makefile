@@ -1,11 +1,16 @@
-# The two commands of the README: `make demo` (main job on the embedded default) and `make test`.
-# Both create .venv and install everything on first use; afterwards they only run.
+# The two commands of the README: `make demo` (the main job on the embedded default: ml-100k + SmolLM2) and
+# `make test`. Both create .venv and install everything on first use; afterwards they only run.
+#   make demo                  profile auto: cpu here (~20 min on 2 cores), full on a machine with a GPU
+#   make demo PROFILE=tiny     smoke test (~1 min); PROFILE=cpu|full|path/to/profile.yaml, RUN_DIR=... also work
+#   make demo-sasrec           the plain SASRec baseline alone (properties/demo_cpu.yaml)
 PYTHON ?= python3
+PROFILE ?= auto
+RUN_DIR ?= runs/demo
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install clean-venv
+.PHONY: demo demo-sasrec test install clean-venv
 
 $(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,8 +24,12 @@ $(STAMP): setup.py Makefile
 
 install: $(STAMP)
 
+# The CLI prints the report and ends with its paths (report: <RUN_DIR>/report.md, csv: ..., plot: ...).
 demo: $(STAMP)
-	$(PY) run_recbole_llmkd.py --model=SASRec --dataset=ml-100k --config_files=properties/demo_cpu.yaml --run_dir=runs/demo
+	$(PY) run_recbole_llmkd.py --pipeline=$(PROFILE) --run_dir=$(RUN_DIR)
+
+demo-sasrec: $(STAMP)
+	$(PY) run_recbole_llmkd.py --model=SASRec --dataset=ml-100k --config_files=properties/demo_cpu.yaml --run_dir=runs/demo-sasrec
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -5,8 +5,10 @@
 
 A profile (``properties/pipeline/<name>.yaml``) fixes every step's config. Each step runs in its own
 sub-directory; a step whose ``results.json`` exists is reused, so a rerun after an interruption continues where it
-stopped (the artifact export resumes chunk by chunk). ``--key=value`` on the command line overrides the profile's
-``common`` config of every step.
+stopped (the artifact export resumes chunk by chunk). ``--key=value`` on the command line goes to every model step
+with the highest precedence (``cmd_args``): it overrides the profile's value of that key in every step, ``common``
+and per-step sections alike. ``Pipeline.plan()`` lists the steps and their configs; ``Pipeline.validate()`` (run
+first by ``run()``) rejects an impossible profile before anything trains.
 """
 import copy
 import json
@@ -17,7 +19,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import yaml
@@ -45,8 +47,16 @@ REPORT_COLUMNS = [
 SAMPLED_COLUMNS = ["model", "sampled_hit@1", "sampled_hit@5", "sampled_ndcg@5", "sampled_mrr"]
 
 
+EXPORT_STEP = "export"  # the model name plan() gives the artifact export step (not a model: export_teacher's kwargs)
+
+
 class PipelineError(ValueError):
     """A profile or pipeline input that cannot run."""
+
+
+def checkpoint_placeholder(step: str) -> str:
+    """What ``Pipeline.plan()`` writes where a step's checkpoint goes before that step has run."""
+    return f"<checkpoint of step {step}>"
 
 
 def resolve_profile(name: str) -> str:
@@ -110,7 +120,15 @@ class Pipeline:
     def step_dir(self, name: str) -> str:
         return os.path.join(self.run_dir, name)
 
-    def run_model(self, step: str, model: str, config: dict) -> dict:
+    def artifact_path(self) -> str:
+        return os.path.join(self.step_dir("teacher"), "teacher_artifacts.safetensors")
+
+    def step_config(self, step: str, config: dict) -> dict:
+        """One step's config_dict: the profile's ``common``, then the step's own keys, then its run directory."""
+        return {**copy.deepcopy(self.profile.get("common") or {}), **copy.deepcopy(config),
+                "run_dir": self.step_dir(step), "measure_throughput": True}
+
+    def run_model(self, step: str, model: str, config_dict: dict) -> dict:
         """Train/evaluate ``model`` in ``<run_dir>/<step>``, or reuse the results a previous run left there."""
         from recbole_llmkd.quick_start import run_recbole_llmkd
 
@@ -118,54 +136,198 @@ class Pipeline:
         if os.path.isfile(os.path.join(step_dir, "results.json")):
             self.steps_reused.append(step)
             return load_result(step_dir)
-        config_dict = {**copy.deepcopy(self.profile.get("common", {})), **config,
-                       "run_dir": step_dir, "measure_throughput": True}
         result = run_recbole_llmkd(model, self.dataset, config_dict=config_dict, cmd_args=self.overrides)
         self.steps_run.append(step)
         return result
+
+    # ----- the plan and its checks ------------------------------------------------------------------
+    def plan(self) -> List[Tuple[str, str, dict]]:
+        """Every step in run order as ``(step name, model, config_dict)``: exactly what ``run()`` executes.
+
+        ``config_dict`` is what the step passes to ``run_recbole_llmkd`` (the command-line overrides go on top of
+        it as ``cmd_args``). The export step is ``("export", "export", keyword arguments of export_teacher)``. A
+        value known only after an earlier step ran (the teacher's ``item_table: SASRec`` is that step's
+        checkpoint) is the placeholder ``checkpoint_placeholder(step)``; ``run()`` fills it in.
+        """
+        profile = self.profile
+        students = profile["students"]
+        artifact = self.artifact_path()
+        steps: List[Tuple[str, str, dict]] = []
+        # E4SRec: the teacher may read a plain student's item table (frozen): `teacher: {item_table: SASRec}`
+        teacher = dict(profile["teacher"])
+        table_source = teacher.get("item_table")
+        if not isinstance(table_source, str) or table_source not in students:
+            table_source = None
+        if table_source is not None:
+            steps.append((table_source, table_source, self.step_config(table_source, students[table_source] or {})))
+            teacher["item_table"] = checkpoint_placeholder(table_source)
+        steps.append(("teacher", "LLMRec", self.step_config("teacher", teacher)))
+        export = {**(profile.get("export") or {}), "checkpoint_or_run_dir": self.step_dir("teacher"),
+                  "output": artifact}
+        steps.append(("export", EXPORT_STEP, export))
+        for student, student_config in students.items():
+            if student != table_source:
+                steps.append((student, student, self.step_config(student, student_config or {})))
+            kd_config = {**(student_config or {}), **(profile.get("kd") or {}), "teacher": artifact}
+            steps.append((f"KD{student}", f"KD{student}", self.step_config(f"KD{student}", kd_config)))
+        slm = profile["slmrec"]
+        twin = {**teacher, **(slm.get("twin") or {}), "llm_n_layers": slm["llm_n_layers"]}
+        steps.append(("slm_twin", "LLMRec", self.step_config("slm_twin", twin)))
+        slm_config = {key: value for key, value in slm.items() if key != "twin"}
+        steps.append(("SLMRec", "SLMRec", self.step_config("SLMRec", {**teacher, **slm_config,
+                                                                       "teacher": self.step_dir("teacher")})))
+        return steps
+
+    def validate(self) -> List[Tuple[str, str, dict]]:
+        """Check the whole job before anything trains; returns ``plan()``. Cheap: no data loading, no model.
+
+        Raises ``PipelineError`` naming the step and the key when
+        - a student is not a RecBole/plugin model, or has no registered ``KD<name>`` twin;
+        - a step's recbole_llmkd ``Config`` cannot be built, or its config_dict has a key no property file of its
+          model defines (a typo would be ignored silently), or a command-line override is known to no step;
+        - the dataset's atomic files are missing;
+        - the steps would not see the same data (dataset keys such as filters and ``MAX_ITEM_LIST_LENGTH``, or
+          ``eval_args``, differ between steps), or ``MAX_ITEM_LIST_LENGTH`` < the export's ``key_history``;
+        - the teacher's ``item_table`` is neither ``trainable``, a student of the profile, nor an existing file;
+        - the export options are not export_teacher's;
+        - SLMRec: ``slm_blocks`` B does not divide the student's ``llm_n_layers`` N and the teacher's depth M (its
+          ``llm_n_layers``, else ``slm_teacher_n_layers``; not checked when both are ~ = the backbone's depth).
+        """
+        import inspect
+
+        from recbole_llmkd import registry
+        from recbole_llmkd.config import Config
+        from recbole_llmkd.data.export import export_teacher
+        from recbole_llmkd.distill.hidden import block_layer_pairs
+        from recbole_llmkd.quick_start import DatasetNotFoundError, check_dataset_files
+
+        steps = self.plan()
+        for student in self.profile["students"]:
+            try:
+                registry.get_model(student)
+            except registry.UnknownModelError as err:
+                raise PipelineError(f"students: unknown student model '{student}': {err}") from None
+            if f"KD{student}" not in registry.plugin_model_names():
+                raise PipelineError(
+                    f"students: '{student}' has no distilled twin KD{student} registered; students with one: "
+                    f"{sorted(name[2:] for name in registry.plugin_model_names() if name.startswith('KD'))}"
+                )
+
+        configs = {}
+        known_anywhere = set()
+        visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")  # RecBole's Config sets it from gpu_id
+        try:
+            for step, model, config_dict in steps:
+                if model == EXPORT_STEP:
+                    parameters = inspect.signature(export_teacher).parameters
+                    accepted = set(parameters)
+                    unknown = sorted(set(config_dict) - accepted)
+                    if unknown and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+                        raise PipelineError(
+                            f"step 'export': unknown export option(s) {unknown}; allowed: {sorted(accepted)}"
+                        )
+                    continue
+                try:
+                    config = Config(model, self.dataset, config_dict=copy.deepcopy(config_dict),  # Config edits it
+                                    cmd_args=self.overrides)
+                except (ValueError, KeyError, TypeError, FileNotFoundError) as err:
+                    raise PipelineError(f"step '{step}' ({model}): invalid config: {err}") from err
+                known = config.known_keys()
+                known_anywhere |= known
+                unknown = sorted(key for key in config_dict if key not in known)
+                if unknown:
+                    raise PipelineError(
+                        f"step '{step}' ({model}): config key(s) {unknown} are not defined by any property file "
+                        f"of {model} (typo, or a key of another model in the wrong profile section?)"
+                    )
+                configs[step] = config
+        finally:
+            if visible_devices is None:
+                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            else:
+                os.environ["CUDA_VISIBLE_DEVICES"] = visible_devices
+        unknown_overrides = sorted(key for key in self.overrides if key not in known_anywhere)
+        if unknown_overrides:
+            raise PipelineError(f"command line: --{', --'.join(unknown_overrides)} is a key of no step's model")
+
+        first_step = next(iter(configs))
+        try:
+            check_dataset_files(configs[first_step])
+        except DatasetNotFoundError as err:
+            raise PipelineError(f"step '{first_step}': {err}") from None
+
+        # Every step must see the same interactions and splits: the artifacts are matched row by row.
+        reference = configs["teacher"]
+        for step, config in configs.items():
+            for key in sorted(set(config.parameters["Dataset"]) | {"eval_args"}):
+                if config[key] != reference[key]:
+                    raise PipelineError(
+                        f"step '{step}': {key}={config[key]!r} differs from the teacher's {reference[key]!r}; every "
+                        f"step must see the same data (set {key} in the profile's 'common' section)"
+                    )
+        key_history = int((self.profile.get("export") or {}).get("key_history", 10))
+        if int(reference["MAX_ITEM_LIST_LENGTH"]) < key_history:
+            raise PipelineError(
+                f"every step: MAX_ITEM_LIST_LENGTH={reference['MAX_ITEM_LIST_LENGTH']} < export key_history="
+                f"{key_history}: the artifact keys need that many history items"
+            )
+
+        item_table = reference["item_table"]
+        placeholders = {checkpoint_placeholder(student) for student in self.profile["students"]}
+        if item_table not in (None, "trainable") and item_table not in placeholders \
+                and not os.path.isfile(str(item_table)):
+            raise PipelineError(
+                f"step 'teacher': item_table={item_table!r} is neither 'trainable', a student of this profile "
+                f"({', '.join(self.profile['students'])}) nor an existing checkpoint file"
+            )
+
+        slm = configs["SLMRec"]
+        n_student, n_blocks = slm["llm_n_layers"], slm["slm_blocks"]
+        if n_student is None:
+            raise PipelineError("step 'SLMRec': llm_n_layers (the student's decoder layers N) is required")
+        n_teacher = reference["llm_n_layers"] if slm["kd_mode"] != "online" else None
+        n_teacher = n_teacher if n_teacher is not None else slm["slm_teacher_n_layers"]
+        try:
+            block_layer_pairs(n_teacher if n_teacher is not None else n_blocks, n_student, n_blocks)
+        except ValueError as err:
+            depth = f"the teacher's depth M={n_teacher}" if n_teacher is not None else "(teacher depth ~: unchecked)"
+            raise PipelineError(
+                f"step 'SLMRec': slm_blocks={n_blocks!r} must divide the student's llm_n_layers N={n_student!r} and "
+                f"{depth}: {err}"
+            ) from None
+        return steps
 
     # ----- the job ----------------------------------------------------------------------------------
     def run(self) -> dict:
         from recbole_llmkd.data.export import export_teacher
 
-        profile = self.profile
-        students = profile["students"]
-        n_steps = 2 + 2 * len(students) + 2
-        progress = tqdm(total=n_steps, desc="pipeline", unit="step", file=sys.stderr)
+        steps = self.validate()
+        progress = tqdm(total=len(steps), desc="pipeline", unit="step", file=sys.stderr)
         started = time.perf_counter()
-
-        teacher_result = self.run_model("teacher", "LLMRec", profile["teacher"])
-        progress.update(1)
-        artifact = os.path.join(self.step_dir("teacher"), "teacher_artifacts.safetensors")
-        if os.path.isfile(artifact):
-            self.steps_reused.append("export")
-        else:
-            export_teacher(self.step_dir("teacher"), output=artifact, **profile.get("export", {}))
-            self.steps_run.append("export")
-        progress.update(1)
-
-        rows = [ReportRow("LLMRec (teacher)", "teacher", teacher_result)]
-        for student, student_config in students.items():
-            plain = self.run_model(student, student, dict(student_config or {}))
+        results: Dict[str, dict] = {}
+        for step, model, config_dict in steps:
+            if model == EXPORT_STEP:
+                if os.path.isfile(config_dict["output"]):
+                    self.steps_reused.append(step)
+                else:
+                    export_teacher(**config_dict)
+                    self.steps_run.append(step)
+            else:
+                checkpoints = {checkpoint_placeholder(name): result["checkpoint"] for name, result in results.items()}
+                config_dict = {key: checkpoints.get(value, value) if isinstance(value, str) else value
+                               for key, value in config_dict.items()}
+                results[step] = self.run_model(step, model, config_dict)
             progress.update(1)
-            kd_config = {**(student_config or {}), **profile.get("kd", {}), "teacher": artifact}
-            distilled = self.run_model(f"KD{student}", f"KD{student}", kd_config)
-            progress.update(1)
-            rows.append(ReportRow(student, "student", plain))
-            rows.append(ReportRow(f"KD{student}", "kd-student", distilled, plain_twin=student))
-
-        slm = profile["slmrec"]
-        twin_name = f"LLMRec-{slm['llm_n_layers']}L (no KD)"
-        twin = self.run_model("slm_twin", "LLMRec", {**profile["teacher"], **slm.get("twin", {}),
-                                                      "llm_n_layers": slm["llm_n_layers"]})
-        progress.update(1)
-        slm_config = {k: v for k, v in slm.items() if k != "twin"}
-        slmrec = self.run_model("SLMRec", "SLMRec", {**profile["teacher"], **slm_config,
-                                                     "teacher": self.step_dir("teacher")})
-        progress.update(1)
         progress.close()
-        rows.append(ReportRow(twin_name, "slm-twin", twin))
-        rows.append(ReportRow("SLMRec", "slm-student", slmrec, plain_twin=twin_name))
+
+        profile = self.profile
+        rows = [ReportRow("LLMRec (teacher)", "teacher", results["teacher"])]
+        for student in profile["students"]:
+            rows.append(ReportRow(student, "student", results[student]))
+            rows.append(ReportRow(f"KD{student}", "kd-student", results[f"KD{student}"], plain_twin=student))
+        twin_name = f"LLMRec-{profile['slmrec']['llm_n_layers']}L (no KD)"
+        rows.append(ReportRow(twin_name, "slm-twin", results["slm_twin"]))
+        rows.append(ReportRow("SLMRec", "slm-student", results["SLMRec"], plain_twin=twin_name))
 
         meta = {
             "profile": profile.get("profile"),

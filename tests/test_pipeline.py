@@ -1,45 +1,191 @@
-"""The main job end to end on the tiny profile: table, CSV and PNG with the expected rows, no NaN, reuse on rerun."""
+"""The main job: the README's command on the tiny profile (table, CSV and PNG with the expected rows, no NaN, reuse on
+rerun), the up-front validation of every shipped profile, and the automatic profile choice."""
 import csv
+import json
 import math
 import os
+import subprocess
+import sys
 
 import pytest
+import torch
 
-from recbole_llmkd.pipeline import Pipeline, PipelineError, resolve_profile
+from recbole_llmkd.pipeline import Pipeline, PipelineError, checkpoint_placeholder, resolve_profile
 
-pytestmark = pytest.mark.slow
-
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENTRY_POINT = os.path.join(REPO_ROOT, "run_recbole_llmkd.py")
 EXPECTED_MODELS = [
     "LLMRec (teacher)", "SASRec", "KDSASRec", "GRU4Rec", "KDGRU4Rec", "BERT4Rec", "KDBERT4Rec",
     "LLMRec-2L (no KD)", "SLMRec",
 ]
+ALL_STEPS = ["SASRec", "teacher", "export", "KDSASRec", "GRU4Rec", "KDGRU4Rec", "BERT4Rec", "KDBERT4Rec",
+             "slm_twin", "SLMRec"]
+SHIPPED_PROFILES = ["tiny", "cpu", "full"]
 
 
-def test_tiny_pipeline_report_and_reuse(tmp_path):
-    pipeline = Pipeline(resolve_profile("tiny"), run_dir=str(tmp_path / "pipe"))
-    report = pipeline.run()
-    with open(report["report_csv"], newline="") as f:
+@pytest.mark.slow
+def test_readme_main_command_on_tiny_profile_then_rerun_reuses_everything(tmp_path):
+    # The README's main command (`make demo PROFILE=tiny`), through the real entry point in a fresh process.
+    run_dir = tmp_path / "pipe"
+    completed = subprocess.run(
+        [sys.executable, ENTRY_POINT, "--pipeline=tiny", f"--run_dir={run_dir}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-4000:]
+    assert f"recbole_llmkd pipeline directory: {run_dir}" in completed.stderr
+    assert f"report: {run_dir / 'report.md'}" in completed.stdout
+    assert f"csv: {run_dir / 'report.csv'}" in completed.stdout
+    assert "| KDSASRec |" in completed.stdout  # the table itself is printed too
+
+    with open(run_dir / "report.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [row["model"] for row in rows] == EXPECTED_MODELS
     for row in rows:
-        for key in ("ndcg@10", "hit@10", "throughput_users_per_s", "params_total"):
+        for key in ("throughput_users_per_s", "params_total", "hit@20", "ndcg@20"):
             value = float(row[key])
             assert not math.isnan(value) and value > 0, (row["model"], key, row[key])
-    assert os.path.getsize(report["plot"]) > 10_000 and os.path.getsize(report["curves"]) > 10_000
-    markdown = open(report["report_md"]).read()
+        for key in ("hit@10", "ndcg@10", "mrr@20"):  # 1 epoch of a tiny model: 0 hits in the top 10 can happen
+            value = float(row[key])
+            assert 0 <= value <= 1, (row["model"], key, row[key])
+    kd = next(row for row in rows if row["model"] == "KDSASRec")
+    assert kd["ndcg@10_gain_vs_twin_%"] != ""  # the KD students are compared with their plain twins
+    assert os.path.getsize(run_dir / "quality_vs_throughput.png") > 10_000
+    assert os.path.getsize(run_dir / "curves.png") > 10_000
+    markdown = (run_dir / "report.md").read_text()
     assert "| KDSASRec |" in markdown and "device:" in markdown and "commit:" in markdown
-    assert pipeline.steps_reused == []
-    # The KD students are compared with their plain twins.
-    kd = next(r for r in rows if r["model"] == "KDSASRec")
-    assert kd["ndcg@10_gain_vs_twin_%"] != ""
+    meta = json.loads((run_dir / "report.json").read_text())["meta"]
+    assert meta["steps_run"] == ALL_STEPS and meta["steps_reused"] == []
+
+    # item_table: SASRec -> the plain SASRec ran first and the teacher (and its twin, SLMRec) read its checkpoint.
+    sasrec_checkpoint = json.loads((run_dir / "SASRec" / "results.json").read_text())["checkpoint"]
+    for step in ("teacher", "slm_twin", "SLMRec"):
+        assert f"item_table = {sasrec_checkpoint}" in (run_dir / step / "run.log").read_text(), step
 
     # A rerun reuses every finished step and rebuilds the same table.
-    again = Pipeline(resolve_profile("tiny"), run_dir=str(tmp_path / "pipe"))
+    again = Pipeline(resolve_profile("tiny"), run_dir=str(run_dir))
     report_again = again.run()
     assert again.steps_run == []
-    assert set(again.steps_reused) == {"teacher", "export", "SASRec", "KDSASRec", "GRU4Rec", "KDGRU4Rec",
-                                       "BERT4Rec", "KDBERT4Rec", "slm_twin", "SLMRec"}
-    assert [e["ndcg@10"] for e in report_again["table"]] == [e["ndcg@10"] for e in report["table"]]
+    assert again.steps_reused == ALL_STEPS
+    assert [entry["ndcg@10"] for entry in report_again["table"]] == [float(row["ndcg@10"]) for row in rows]
+
+
+# ----- the plan and its validation (cheap: Configs only, nothing trains) -----------------------------------------
+@pytest.mark.parametrize("name", SHIPPED_PROFILES)
+def test_shipped_profile_validates(name, tmp_path, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    pipeline = Pipeline(resolve_profile(name), run_dir=str(tmp_path / name))
+    steps = pipeline.validate()
+    assert [step for step, _, _ in steps] == ALL_STEPS  # every shipped teacher reads the plain SASRec's table
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ  # validate() leaves no trace of RecBole's device set-up
+    configs = {step: config for step, _, config in steps}
+    assert configs["teacher"]["item_table"] == checkpoint_placeholder("SASRec")
+    assert configs["KDSASRec"]["teacher"] == os.path.join(pipeline.run_dir, "teacher", "teacher_artifacts.safetensors")
+    assert configs["SLMRec"]["teacher"] == os.path.join(pipeline.run_dir, "teacher")
+    assert configs["slm_twin"]["llm_n_layers"] == configs["SLMRec"]["llm_n_layers"]
+    assert all(config["run_dir"] == os.path.join(pipeline.run_dir, step)
+               for step, model, config in steps if model != "export")
+    # One history length for every model step (the report compares like with like).
+    assert len({config["MAX_ITEM_LIST_LENGTH"] for _, model, config in steps if model != "export"}) == 1
+
+
+def test_full_profile_is_the_gpu_setting(tmp_path):
+    steps = {step: config for step, _, config in Pipeline(resolve_profile("full"), run_dir=str(tmp_path)).plan()}
+    teacher = steps["teacher"]
+    assert teacher["gpu_id"] == "0" and teacher["llm_bf16"] is True and teacher["llm_n_layers"] is None
+    assert teacher["llm_train_examples"] == "all_prefixes" and teacher["epochs"] == 3
+    assert "slm_eval_sampled" not in teacher  # full ml-100k has users with < 999 unseen items (see full.yaml)
+    assert (steps["SLMRec"]["llm_n_layers"], steps["SLMRec"]["slm_blocks"]) == (8, 2)
+    assert "user_inter_num_interval" not in steps["SASRec"]  # the whole ml-100k
+
+
+def _write_profile(tmp_path, **changes) -> str:
+    """The tiny profile with some sections replaced."""
+    import yaml
+
+    with open(resolve_profile("tiny")) as f:
+        profile = yaml.safe_load(f)
+    for section, value in changes.items():
+        if isinstance(value, dict) and isinstance(profile.get(section), dict) and section != "students":
+            profile[section] = {**profile[section], **value}
+        else:
+            profile[section] = value
+    path = tmp_path / "profile.yaml"
+    path.write_text(yaml.safe_dump(profile, sort_keys=False))
+    return str(path)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"slmrec": {"llm_n_layers": 3, "slm_blocks": 2}}, r"step 'SLMRec': slm_blocks=2 must divide .* N=3"),
+    ({"slmrec": {"llm_n_layers": 2, "slm_blocks": 2}, "teacher": {"llm_n_layers": 3}},
+     r"step 'SLMRec': slm_blocks=2 .* M=3"),
+    ({"students": {"SASRec": {}, "NoSuchRec": {}}}, r"students: unknown student model 'NoSuchRec'"),
+    ({"students": {"SASRec": {}, "Caser": {}}}, r"students: 'Caser' has no distilled twin KDCaser"),
+    ({"kd": {"rd_topkk": 5}}, r"step 'KDSASRec' \(KDSASRec\): config key\(s\) \['rd_topkk'\]"),
+    ({"students": {"SASRec": {"n_layer": 1}}}, r"step 'SASRec' \(SASRec\): config key\(s\) \['n_layer'\]"),
+    ({"teacher": {"item_table": "GRU4Rek"}}, r"step 'teacher': item_table='GRU4Rek' is neither"),
+    ({"teacher": {"MAX_ITEM_LIST_LENGTH": 20}}, r"MAX_ITEM_LIST_LENGTH=10 differs from the teacher's 20"),
+    ({"export": {"topk": 20, "key_histroy": 5}}, r"step 'export': unknown export option\(s\) \['key_histroy'\]"),
+])
+def test_impossible_profile_fails_before_anything_runs(tmp_path, changes, message):
+    pipeline = Pipeline(_write_profile(tmp_path, **changes), run_dir=str(tmp_path / "pipe"))
+    with pytest.raises(PipelineError, match=message):
+        pipeline.run()
+    assert pipeline.steps_run == [] and os.listdir(pipeline.run_dir) == []  # nothing trained, nothing written
+
+
+def test_unknown_override_and_missing_dataset_are_rejected(tmp_path):
+    with pytest.raises(PipelineError, match=r"--epochz is a key of no step's model"):
+        Pipeline(resolve_profile("tiny"), run_dir=str(tmp_path / "a"), overrides={"epochz": "2"}).validate()
+    with pytest.raises(PipelineError, match=r"dataset 'no-such-data' not found"):
+        Pipeline(resolve_profile("tiny"), run_dir=str(tmp_path / "b"), dataset="no-such-data").validate()
+
+
+def test_cli_reports_an_impossible_pipeline_before_training(tmp_path, capsys):
+    from recbole_llmkd.cli import main
+
+    assert main(["--pipeline=tiny", f"--run_dir={tmp_path / 'pipe'}", "--epochz=2"]) == 2
+    assert "error: command line: --epochz is a key of no step's model" in capsys.readouterr().err
+    assert os.listdir(tmp_path / "pipe") == []
+
+
+def test_run_follows_the_plan_fills_the_checkpoint_and_passes_overrides(tmp_path, monkeypatch):
+    # run() with the training replaced by a recorder: the cpu profile's steps, in plan order, nothing trained.
+    import recbole_llmkd.data.export as export_module
+    import recbole_llmkd.quick_start as quick_start
+
+    calls, exports = [], []
+
+    def fake_run(model, dataset, config_dict=None, cmd_args=None):
+        calls.append((model, dataset, config_dict, cmd_args))
+        return {"checkpoint": f"/ckpt/{model}.pth", "run_dir": config_dict["run_dir"], "seed": 2020}
+
+    monkeypatch.setattr(quick_start, "run_recbole_llmkd", fake_run)
+    monkeypatch.setattr(export_module, "export_teacher", lambda **kwargs: exports.append(kwargs))
+    monkeypatch.setattr(Pipeline, "write_report", lambda self, rows, meta: {"rows": rows, "meta": meta})
+    pipeline = Pipeline(resolve_profile("cpu"), run_dir=str(tmp_path / "pipe"), overrides={"seed": "7"})
+    report = pipeline.run()
+
+    plan = pipeline.plan()
+    model_steps = [(model, config) for _, model, config in plan if model != "export"]
+    assert [call[0] for call in calls] == [model for model, _ in model_steps]
+    assert all(call[1] == "ml-100k" and call[3] == {"seed": "7"} for call in calls)  # overrides: every step's cmd_args
+    for (model, planned), call in zip(model_steps, calls):
+        expected = {key: "/ckpt/SASRec.pth" if value == checkpoint_placeholder("SASRec") else value
+                    for key, value in planned.items()}
+        assert call[2] == expected, model  # plan() is what run() executes, the placeholder filled in
+    assert calls[1][0] == "LLMRec" and calls[1][2]["item_table"] == "/ckpt/SASRec.pth"
+    assert exports == [plan[2][2]]
+    assert [row.name for row in report["rows"]] == EXPECTED_MODELS
+    assert pipeline.steps_run == ALL_STEPS
+
+
+# ----- profile choice --------------------------------------------------------------------------------------------
+def test_auto_profile_is_cpu_without_cuda_and_full_with_it(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert os.path.basename(resolve_profile("auto")) == "cpu.yaml"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert os.path.basename(resolve_profile("auto")) == "full.yaml"
 
 
 def test_unknown_profile_is_a_clear_error():
