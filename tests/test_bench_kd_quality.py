@@ -1,0 +1,103 @@
+"""benchmarks/bench_kd_quality.py on the tiny profile: teacher + two method rows, CSV per run, reuse on rerun."""
+import csv
+import importlib.util
+import json
+import math
+import os
+import re
+
+import pytest
+
+from recbole_llmkd.pipeline import Pipeline, resolve_profile
+
+pytestmark = pytest.mark.slow
+
+BENCH_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
+                          "bench_kd_quality.py")
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("bench_kd_quality", BENCH_PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tiny_teacher_only(run_dir: str) -> Pipeline:
+    """The tiny profile's steps up to the artifact export only (what the benchmark reads of a pipeline run)."""
+    from recbole_llmkd.data.export import export_teacher
+    from recbole_llmkd.pipeline import EXPORT_STEP, checkpoint_placeholder
+
+    pipeline = Pipeline(resolve_profile("tiny"), run_dir=run_dir)
+    checkpoints = {}
+    for step, model, config_dict in pipeline.plan():
+        if model == EXPORT_STEP:
+            export_teacher(**config_dict, show_progress=False)
+            return pipeline
+        config_dict = {key: checkpoints.get(value, value) if isinstance(value, str) else value
+                       for key, value in config_dict.items()}
+        checkpoints[checkpoint_placeholder(step)] = pipeline.run_model(step, model, config_dict)["checkpoint"]
+    raise AssertionError("the tiny pipeline has no export step")
+
+
+def _row_cells(fragment: str, model: str, method: str):
+    for line in fragment.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) > 3 and cells[0] == model and cells[1] == method:
+            return cells
+    raise AssertionError(f"no row {model}/{method} in:\n{fragment}")
+
+
+def test_kd_quality_table_and_resume(tmp_path):
+    bench = _load_bench()
+    pipe_dir = str(tmp_path / "pipe")
+    pipeline = _tiny_teacher_only(pipe_dir)
+    out_dir = str(tmp_path / "kdq")
+    argv = ["--pipeline-dir", pipe_dir, "--profile", "tiny", "--seeds", "2020", "--students", "SASRec",
+            "--methods", "none", "dllm2rec", "--out-dir", out_dir, "--out", str(tmp_path / "fragment.md")]
+    cwd = os.getcwd()
+    first = bench.main(argv)
+    assert os.getcwd() == cwd  # the temporary cwd for RecBole is left again
+    assert sorted(first["runs_run"]) == ["SASRec-dllm2rec-seed2020", "SASRec-none-seed2020"]
+    assert first["runs_reused"] == []
+
+    fragment = first["fragment"]
+    assert open(tmp_path / "fragment.md").read().strip() == fragment.strip()
+    # Metric cells are plain means with one seed; the teacher row and both method rows hold finite numbers.
+    teacher = _row_cells(fragment, "LLMRec (teacher)", "–")
+    none = _row_cells(fragment, "KDSASRec", "none")
+    dllm2rec = _row_cells(fragment, "KDSASRec", "dllm2rec")
+    for cells in (teacher, none, dllm2rec):
+        numbers = [float(c) for c in cells[3:8]]  # NDCG@10, NDCG@20, HR@10, HR@20, MRR@20
+        assert all(math.isfinite(v) and 0 <= v <= 1 for v in numbers), cells
+        assert numbers[2] > 0, cells  # HR@10 of any trained model on ml-100k is above 0
+    teacher_test = json.load(open(os.path.join(pipe_dir, "teacher", "results.json")))["test_result"]
+    assert float(teacher[3]) == pytest.approx(teacher_test["ndcg@10"], abs=1e-4)
+    # The none row has no teacher knowledge (no RD, no ED); dllm2rec carries both. The vs-none column is relative.
+    assert none[2] == "no teacher" and "+ ED" in dllm2rec[2]
+    assert none[8] == "–" and re.fullmatch(r"[+-]\d+\.\d%", dllm2rec[8])
+    expected_gain = 100 * (float(dllm2rec[3]) - float(none[3])) / float(none[3])
+    assert float(dllm2rec[8][:-1]) == pytest.approx(expected_gain, abs=0.2)
+    assert "machine:" in fragment and "commit" in fragment and "Seeds: 2020" in fragment
+
+    with open(first["csv"], newline="") as f:
+        runs = list(csv.DictReader(f))
+    assert [(r["student"], r["method"], r["seed"]) for r in runs] == [("SASRec", "none", "2020"),
+                                                                      ("SASRec", "dllm2rec", "2020")]
+    for run in runs:
+        assert os.path.isfile(os.path.join(out_dir, f"SASRec-{run['method']}-seed2020", "results.json"))
+        assert math.isfinite(float(run["ndcg@10"]))
+    # The none model has no ED projector (module repr in run.log); the dllm2rec model has one.
+    none_log = open(os.path.join(out_dir, "SASRec-none-seed2020", "run.log")).read()
+    dllm2rec_log = open(os.path.join(out_dir, "SASRec-dllm2rec-seed2020", "run.log")).read()
+    assert "(ed_projector)" not in none_log and "(ed_projector)" in dllm2rec_log
+    assert json.load(open(first["json"]))["meta"]["runs_run"] == first["runs_run"]
+
+    # Once the pipeline has a report.json, the profile comes from it; the second call reuses both runs.
+    with open(os.path.join(pipe_dir, "report.json"), "w") as f:
+        json.dump({"meta": {"profile": "tiny", "profile_file": pipeline.profile_path, "dataset": "ml-100k",
+                            "overrides": {}, "commit": "test"}}, f)
+    second = bench.main(argv[:2] + argv[4:])
+    assert second["runs_run"] == []
+    assert sorted(second["runs_reused"]) == ["SASRec-dllm2rec-seed2020", "SASRec-none-seed2020"]
+    assert second["table"] == first["table"]
