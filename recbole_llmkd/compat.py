@@ -92,6 +92,26 @@ def apply_recbole_patches() -> None:
     if _recbole_get_tensorboard is None:
         _recbole_get_tensorboard = recbole_trainer_module.get_tensorboard
         recbole_trainer_module.get_tensorboard = _tensorboard_beside_log
+    _own_parameter_lists()
+
+
+def _own_parameter_lists() -> None:
+    """Give each RecBole Config its own copies of the parameter-category lists (idempotent)."""
+    from recbole.config.configurator import Config as RecBoleConfig
+
+    original = RecBoleConfig._init_parameters_category
+    if getattr(original, "_recbole_llmkd_copy", False):
+        return
+
+    @functools.wraps(original)
+    def _init_parameters_category(self):
+        # RecBole stores the module-level argument lists and then `+=` a dataset yaml's keys into the "Dataset"
+        # one, so every Config built later in the process inherits them; a copy per Config keeps them apart.
+        original(self)
+        self.parameters = {category: list(keys) for category, keys in self.parameters.items()}
+
+    _init_parameters_category._recbole_llmkd_copy = True
+    RecBoleConfig._init_parameters_category = _init_parameters_category
 
 
 # pandas 2.x warns (FutureWarning) on RecBole's chained fillna(inplace=True); it still works below pandas 3.

@@ -198,3 +198,29 @@ def test_help_lists_models(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "available models" in out and "SASRec" in out and "GRU4Rec" in out and "BERT4Rec" in out
+
+
+def test_dataset_keys_stay_in_their_own_config():
+    """RecBole's Config `+=`s dataset yaml keys into its module-level argument list; compat gives each Config a copy."""
+    from recbole.utils import argument_list
+
+    from recbole_llmkd.config import Config
+
+    global_before = list(argument_list.dataset_arguments)
+    config = Config("SASRec", "ml-100k", config_dict={"gpu_id": ""})
+    plugin_keys = set(load_yaml_file_keys("dataset/ml-100k.yaml"))
+    assert plugin_keys and plugin_keys <= set(config.parameters["Dataset"])
+    assert argument_list.dataset_arguments == global_before  # nothing leaks into the next Config
+    other = Config("SASRec", "lastfm", config_dict={"gpu_id": "", "data_path": "/nonexistent"})
+    assert "eval_batch_size" not in other.parameters["Dataset"]
+    assert config.parameters["Dataset"] is not other.parameters["Dataset"]
+
+
+def load_yaml_file_keys(relative_path):
+    import os
+
+    import yaml
+
+    from recbole_llmkd.config import load_yaml_file, properties_dir
+
+    return list(load_yaml_file(os.path.join(properties_dir(), relative_path), yaml.FullLoader) or {})
