@@ -29,10 +29,8 @@ import csv
 import json
 import math
 import os
-import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 from datetime import datetime, timezone
@@ -41,6 +39,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 import torch  # noqa: E402
+
+from recbole_llmkd.measure import device_description, git_commit  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 STUDENTS = ("SASRec", "GRU4Rec", "BERT4Rec")
@@ -81,20 +81,6 @@ def parse_args(argv=None):
     parser.add_argument("--show-progress", action="store_true", help="RecBole's per-epoch progress bars (off by default)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     return parser.parse_args(argv)
-
-
-def _commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, text=True).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _machine() -> str:
-    if torch.cuda.is_available():
-        return f"GPU: {torch.cuda.get_device_name(0)}"
-    return (f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"torch threads {torch.get_num_threads()}")
 
 
 def load_pipeline_run(pipeline_dir: str, profile: str = None, dataset: str = None) -> dict:
@@ -285,8 +271,8 @@ def fragment(pipeline, args, table, metric_keys, argv, n_ran, n_reused) -> str:
     lines = [
         f"## DLLM2Rec quality: students × kd_method ({pipeline['dataset']}, profile `{profile.get('profile')}`)",
         "",
-        f"- machine: {_machine()}",
-        f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d')}, commit {_commit()}, torch {torch.__version__}"
+        f"- machine: {device_description(torch_threads=True)}",
+        f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d')}, commit {git_commit()}, torch {torch.__version__}"
         f" (pipeline run at commit {pipeline['pipeline_commit'] or 'unknown'})",
         f"- profile: {profile.get('profile')} — {' '.join(str(profile.get('description', '')).split())}",
         f"- dataset slice / training: {pipeline['dataset']}, {data_slice}",
@@ -362,7 +348,7 @@ def main(argv=None) -> dict:
     text = fragment(pipeline, args, table, metric_keys, argv, len(ran), len(reused))
     meta = {"pipeline_dir": pipeline["pipeline_dir"], "profile_file": pipeline["profile_path"],
             "dataset": pipeline["dataset"], "seeds": args.seeds, "students": args.students, "methods": args.methods,
-            "commit": _commit(), "machine": _machine(), "torch": torch.__version__,
+            "commit": git_commit(), "machine": device_description(torch_threads=True), "torch": torch.__version__,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "runs_run": ran, "runs_reused": reused}
     csv_path, json_path = write_outputs(out_dir, rows, table, meta)
     print(text)

@@ -22,8 +22,6 @@ Not part of ``make test``.
 """
 import argparse
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +32,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 import torch  # noqa: E402
+
+from recbole_llmkd.measure import device_description, git_commit  # noqa: E402
 
 
 
@@ -57,19 +57,6 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--out", help="append a markdown fragment here (e.g. /tmp/slmrec.md (then paste into benchmarks/RESULTS.md))")
     return parser.parse_args(argv)
-
-
-def _commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, text=True).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"
 
 
 def make_user_slice(root: Path, n_users: int) -> str:
@@ -197,8 +184,8 @@ def main(argv=None):
         f"## SLMRec: teacher M={args.teacher_layers} vs SLMRec N={args.student_layers} (B={args.blocks}) vs no-KD twin "
         f"({args.backbone} truncated{', trained' if args.quality else ', untrained'})",
         "",
-        f"- machine: {_device_name(device)}; {'bf16 autocast' if device.type == 'cuda' else 'fp32'}",
-        f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d')}, commit {_commit()}, torch {torch.__version__}",
+        f"- machine: {device_description(device, torch_threads=True)}; {'bf16 autocast' if device.type == 'cuda' else 'fp32'}",
+        f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d')}, commit {git_commit()}, torch {torch.__version__}",
         f"- config: MAX_ITEM_LIST_LENGTH {args.max_len}, default Alpaca prompt, LoRA r16 on gate/up/down, dot head "
         f"(item_dim 64), eval batch {args.eval_batch_size}, {args.timed_batches} timed batches after 1 warm-up"
         f"{'' if args.quality else f', best of {args.rounds} interleaved rounds (per-round users/s in the last column)'}, "

@@ -32,7 +32,8 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(BENCH_DIR))
 sys.path.insert(0, BENCH_DIR)
 
-from bench_kd_quality import _commit, _machine, load_pipeline_run  # noqa: E402
+from bench_kd_quality import load_pipeline_run  # noqa: E402
+from recbole_llmkd.measure import device_description, git_commit  # noqa: E402
 
 ROWS = {  # row -> (pipeline step, model, config on top of the step's)
     "twin": ("slm_twin", "LLMRec", {}),
@@ -71,13 +72,16 @@ def cell(values) -> str:
 
 
 def main(argv=None) -> dict:
-    from recbole_llmkd.pipeline import checkpoint_placeholder
+    from recbole_llmkd.pipeline import fill_checkpoints
+    from recbole_llmkd.report import load_result
     from recbole_llmkd.quick_start import run_recbole_llmkd
 
     args = parse_args(argv)
     run = load_pipeline_run(args.pipeline_dir)
     pipeline = run["pipeline"]
     teacher_checkpoint_dir = os.path.join(run["pipeline_dir"], "teacher")
+    finished_checkpoints = {step: load_result(pipeline.step_dir(step))["checkpoint"] for step, _, _ in pipeline.plan()
+                            if os.path.isfile(os.path.join(pipeline.step_dir(step), "results.json"))}
     out_dir = os.path.abspath(args.out_dir or os.path.join(run["pipeline_dir"], "slmrec_quality"))
     os.makedirs(out_dir, exist_ok=True)
     cwd = os.getcwd()
@@ -92,10 +96,7 @@ def main(argv=None) -> dict:
                 if not os.path.isfile(path):
                     config = {**step_config(pipeline, step), **extra, "seed": seed, "run_dir": run_dir,
                               "measure_throughput": False, "show_progress": False}
-                    for student in run["profile"]["students"]:  # teacher on a plain student's table (E4SRec)
-                        if config.get("item_table") == checkpoint_placeholder(student):
-                            with open(os.path.join(run["pipeline_dir"], student, "results.json"), encoding="utf-8") as f:
-                                config["item_table"] = json.load(f)["checkpoint"]
+                    config = fill_checkpoints(config, finished_checkpoints)  # e.g. the teacher's SASRec item table
                     if model == "SLMRec":
                         config["teacher"] = teacher_checkpoint_dir
                     run_recbole_llmkd(model, run["dataset"], config_dict=config, cmd_args=dict(run["overrides"]))
@@ -110,7 +111,7 @@ def main(argv=None) -> dict:
     lines = [
         f"## SLMRec vs its no-KD twin over seeds ({run['dataset']}, profile `{run['profile'].get('profile')}`)",
         "",
-        f"- machine: {_machine()}; date {datetime.now(timezone.utc).strftime('%Y-%m-%d')}, commit {_commit()}",
+        f"- machine: {device_description(torch_threads=True)}; date {datetime.now(timezone.utc).strftime('%Y-%m-%d')}, commit {git_commit()}",
         f"- profile: {run['profile'].get('description', '').strip()}",
         f"- pipeline: `{run['pipeline_dir']}` (teacher: its `teacher` step, one run); seeds {args.seeds}; "
         "mean ± sample std over seeds",

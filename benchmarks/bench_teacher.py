@@ -11,8 +11,6 @@ Not part of ``make test``.
 """
 import argparse
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,6 +20,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 import torch  # noqa: E402
+
+from recbole_llmkd.measure import device_description, git_commit  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -43,19 +43,6 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--out", help="write a markdown fragment here (e.g. /tmp/teacher.md (then paste into benchmarks/RESULTS.md))")
     return parser.parse_args(argv)
-
-
-def _commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, text=True).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"
 
 
 def _sync(device):
@@ -156,8 +143,8 @@ def main(argv=None):
     lines = [
         f"## LLMRec teacher throughput ({args.backbone}, {args.dataset})",
         "",
-        f"- machine: {_device_name(device)}; {'bf16 autocast' if device.type == 'cuda' else 'fp32'}",
-        f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d')}, commit {_commit()}, torch {torch.__version__}",
+        f"- machine: {device_description(device, torch_threads=True)}; {'bf16 autocast' if device.type == 'cuda' else 'fp32'}",
+        f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d')}, commit {git_commit()}, torch {torch.__version__}",
         f"- config: MAX_ITEM_LIST_LENGTH {args.max_len}, default Alpaca prompt, LoRA r16 on gate/up/down, dot head "
         f"(item_dim 64), batch {args.batch_size}, {args.batches} timed batches after 1 warm-up, seed {args.seed}",
         f"- command: `.venv/bin/python benchmarks/bench_teacher.py {' '.join(sys.argv[1:] if argv is None else argv)}`",

@@ -1,8 +1,33 @@
-"""Measurements shared by runs, the pipeline report and the benchmarks: parameter counts, inference throughput."""
+"""Measurements shared by runs, the pipeline report and the benchmarks: parameter counts, inference throughput,
+and the context every reported figure carries (device, commit)."""
+import os
+import platform
+import subprocess
 import time
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
+
+
+def git_commit() -> str:
+    """Short commit of the checkout this package is imported from; ``unknown`` outside a git checkout."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_description(device: Optional[torch.device] = None, torch_threads: bool = False) -> str:
+    """``GPU: <name>`` or ``CPU: <processor>, <n> cores`` for ``device`` (default: the GPU when CUDA is present).
+
+    ``torch_threads`` appends torch's CPU thread count on CPU (benchmarks report it).
+    """
+    use_gpu = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
+    if use_gpu:
+        return f"GPU: {torch.cuda.get_device_name(device if device is not None else 0)}"
+    description = f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    return f"{description}, torch threads {torch.get_num_threads()}" if torch_threads else description
 
 
 def count_parameters(model: torch.nn.Module) -> Dict[str, int]:

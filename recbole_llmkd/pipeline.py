@@ -14,8 +14,6 @@ import copy
 import json
 import logging
 import os
-import platform
-import subprocess
 import sys
 import time
 from datetime import datetime
@@ -26,6 +24,7 @@ import yaml
 from tqdm import tqdm
 
 from recbole_llmkd.config import load_yaml_file, properties_dir
+from recbole_llmkd.measure import device_description, git_commit
 from recbole_llmkd.report import (
     ReportRow,
     load_result,
@@ -59,6 +58,13 @@ def checkpoint_placeholder(step: str) -> str:
     return f"<checkpoint of step {step}>"
 
 
+def fill_checkpoints(config_dict: dict, checkpoints: Dict[str, str]) -> dict:
+    """``config_dict`` with each ``checkpoint_placeholder(step)`` value replaced by ``checkpoints[step]``."""
+    by_placeholder = {checkpoint_placeholder(step): path for step, path in checkpoints.items()}
+    return {key: by_placeholder.get(value, value) if isinstance(value, str) else value
+            for key, value in config_dict.items()}
+
+
 def resolve_profile(name: str) -> str:
     """``auto`` -> ``full`` with a GPU, ``cpu`` without; a profile name -> its shipped yaml; else a path."""
     if name == "auto":
@@ -85,20 +91,6 @@ def load_profile(path: str) -> dict:
     if "llm_n_layers" not in profile["slmrec"]:
         raise PipelineError(f"{path}: 'slmrec' needs llm_n_layers (the student's decoder layers)")
     return profile
-
-
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def device_description() -> str:
-    if torch.cuda.is_available():
-        return f"GPU: {torch.cuda.get_device_name(0)}"
-    return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
 class Pipeline:
@@ -313,9 +305,7 @@ class Pipeline:
                     export_teacher(**config_dict)
                     self.steps_run.append(step)
             else:
-                checkpoints = {checkpoint_placeholder(name): result["checkpoint"] for name, result in results.items()}
-                config_dict = {key: checkpoints.get(value, value) if isinstance(value, str) else value
-                               for key, value in config_dict.items()}
+                config_dict = fill_checkpoints(config_dict, {name: result["checkpoint"] for name, result in results.items()})
                 results[step] = self.run_model(step, model, config_dict)
             progress.update(1)
         progress.close()
@@ -336,7 +326,7 @@ class Pipeline:
             "dataset": self.dataset,
             "device": device_description(),
             "date": datetime.now().isoformat(timespec="seconds"),
-            "commit": _git_commit(),
+            "commit": git_commit(),
             "seeds": sorted({int(r.result.get("seed", -1)) for r in rows}),
             "steps_run": self.steps_run,
             "steps_reused": self.steps_reused,

@@ -26,7 +26,7 @@ def _load_bench():
 def _tiny_teacher_only(run_dir: str) -> Pipeline:
     """The tiny profile's steps up to the artifact export only (what the benchmark reads of a pipeline run)."""
     from recbole_llmkd.data.export import export_teacher
-    from recbole_llmkd.pipeline import EXPORT_STEP, checkpoint_placeholder
+    from recbole_llmkd.pipeline import EXPORT_STEP, fill_checkpoints
 
     pipeline = Pipeline(resolve_profile("tiny"), run_dir=run_dir)
     checkpoints = {}
@@ -34,9 +34,7 @@ def _tiny_teacher_only(run_dir: str) -> Pipeline:
         if model == EXPORT_STEP:
             export_teacher(**config_dict, show_progress=False)
             return pipeline
-        config_dict = {key: checkpoints.get(value, value) if isinstance(value, str) else value
-                       for key, value in config_dict.items()}
-        checkpoints[checkpoint_placeholder(step)] = pipeline.run_model(step, model, config_dict)["checkpoint"]
+        checkpoints[step] = pipeline.run_model(step, model, fill_checkpoints(config_dict, checkpoints))["checkpoint"]
     raise AssertionError("the tiny pipeline has no export step")
 
 

@@ -224,3 +224,18 @@ def load_yaml_file_keys(relative_path):
     from recbole_llmkd.config import load_yaml_file, properties_dir
 
     return list(load_yaml_file(os.path.join(properties_dir(), relative_path), yaml.FullLoader) or {})
+
+
+def test_device_description_and_commit_for_reports():
+    """One description of the device (pipeline report and benchmarks): the device asked for, not just CUDA presence."""
+    import torch
+
+    from recbole_llmkd.measure import device_description, git_commit
+
+    cpu = device_description(torch.device("cpu"))
+    assert cpu.startswith("CPU: ") and cpu.endswith(" cores")
+    assert device_description("cpu", torch_threads=True) == f"{cpu}, torch threads {torch.get_num_threads()}"
+    if not torch.cuda.is_available():
+        assert device_description() == cpu
+    commit = git_commit()
+    assert commit == "unknown" or (4 <= len(commit) <= 40 and all(c in "0123456789abcdef" for c in commit))
