@@ -251,8 +251,8 @@ def test_consistency_weight_uses_the_students_current_topk(sasrec_data):
     assert torch.equal(after["w_o"][0], torch.ones(model.rd_topk))
     assert not torch.equal(after["w_o"][0], before["w_o"][0])
     # The combined weights follow: row-normalised, and rows with more overlaps weigh the candidates differently.
-    assert torch.allclose(after["w"].sum(dim=1), torch.ones(len(teacher_topk)))
-    assert not torch.allclose(after["w"][0], before["w"][0])
+    torch.testing.assert_close(after["w"].sum(dim=1), torch.ones(len(teacher_topk)), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(after["w"][0], before["w"][0], rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -277,9 +277,9 @@ def test_kd_weight_changes_gradients_and_ed_trains_the_projector(sasrec_data):
     batch = first_batch(with_kd, train_data)
     grads_kd, losses_kd = _gradients(with_kd, batch)
     grads_plain, losses_plain = _gradients(no_kd, batch)
-    assert torch.equal(losses_kd[0], losses_plain[0])  # same base loss
+    torch.testing.assert_close(losses_kd[0], losses_plain[0], rtol=1e-5, atol=1e-6)  # same base loss (two models)
     assert float(losses_kd[1].detach()) > 0 and float(losses_plain[1].detach()) == 0.0
-    assert not torch.allclose(grads_kd["item_embedding.weight"], grads_plain["item_embedding.weight"])
+    assert not torch.allclose(grads_kd["item_embedding.weight"], grads_plain["item_embedding.weight"], rtol=1e-5, atol=1e-6)
     assert grads_kd["ed_projector.weight"].abs().sum() > 0  # ED is trained through the input embeddings
     assert set(with_kd.kd_last_terms) >= {"base", "rd", "rd_pos", "rd_neg", "wc_entropy", "overlap", "ed_ratio"}
 
@@ -370,7 +370,8 @@ def test_ed_replace_mode_and_mlp_projector(sasrec_data, tmp_path):
     with torch.no_grad():
         embedded = model.embed_input_items(item_seq)  # [1, 3, H]
         projected = model.ed_projector(model.item_text_emb[item_seq])  # [1, 3, H]
-    assert torch.allclose(embedded[0, :2], projected[0, :2])  # e_i = g(z_i)
+    # e_i = g(z_i); the MLP on the whole table, then indexed, vs on the indexed rows: BLAS picks kernels by shape
+    torch.testing.assert_close(embedded[0, :2], projected[0, :2], rtol=1e-5, atol=1e-6)
     assert torch.equal(embedded[0, 2], model.item_embedding.weight[0])  # [PAD] keeps its ID row, no text
     batch = _eval_batch(test_data)
     with torch.no_grad():

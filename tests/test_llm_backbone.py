@@ -255,13 +255,14 @@ def test_lora_state_dict_round_trip():
     target.eval()
     with torch.no_grad():
         assert not torch.allclose(
-            target(inputs_embeds=inputs_embeds).last_hidden_state, source(inputs_embeds=inputs_embeds).last_hidden_state
+            target(inputs_embeds=inputs_embeds).last_hidden_state, source(inputs_embeds=inputs_embeds).last_hidden_state,
+            rtol=1e-5, atol=1e-6,
         )
         load_lora_state_dict(target, adapter_state)
         torch.testing.assert_close(
             target(inputs_embeds=inputs_embeds).last_hidden_state,
             source(inputs_embeds=inputs_embeds).last_hidden_state,
-            atol=0, rtol=0,
+            atol=1e-6, rtol=1e-5,  # same weights, two model objects: BLAS may differ in the last bits
         )
     assert _state_dicts_equal(lora_state_dict(target), adapter_state)
 
@@ -343,7 +344,7 @@ def test_encode_texts_is_independent_of_batch_composition():
     assert batched.shape == (5, TINY_HIDDEN)
     torch.testing.assert_close(batched, alone, atol=1e-5, rtol=0)
     torch.testing.assert_close(in_pairs, alone, atol=1e-5, rtol=0)
-    assert not torch.allclose(alone[0], alone[1])  # different texts, different vectors
+    assert not torch.allclose(alone[0], alone[1], rtol=1e-5, atol=1e-6)  # different texts, different vectors
 
 
 def test_encode_texts_truncates_and_validates():
