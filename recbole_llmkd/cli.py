@@ -11,9 +11,12 @@ import textwrap
 from typing import Dict, List, Optional, Tuple
 
 from recbole_llmkd import registry
+from recbole_llmkd.errors import DEBUG_FLAG, RecboleLLMKDError, run_reporting_errors
+
+PROG = "run_recbole_llmkd.py"
 
 
-class CLIError(ValueError):
+class CLIError(RecboleLLMKDError, ValueError):
     """Command-line input that cannot be turned into a run."""
 
 
@@ -46,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--list-models", action="store_true", help="print the available models and exit")
     parser.add_argument(
+        DEBUG_FLAG, action="store_true",
+        help="on an error, also print the full traceback (a failed run always writes it to its run.log)",
+    )
+    parser.add_argument(
         "--export-teacher",
         metavar="PATH",
         help="export a trained LLMRec teacher's artifacts (PATH: its run dir or checkpoint) and exit",
@@ -62,16 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_pipeline(args, overrides: Dict[str, str]) -> int:
     """``--pipeline``: every step in one run directory, finished steps reused, the report announced at the end."""
-    from recbole_llmkd.pipeline import Pipeline, PipelineError, resolve_profile
+    from recbole_llmkd.pipeline import Pipeline, resolve_profile
 
-    try:
-        pipeline = Pipeline(resolve_profile(args.pipeline), run_dir=overrides.pop("run_dir", None),
-                            dataset=args.dataset, overrides=overrides)
-        print(f"recbole_llmkd pipeline directory: {pipeline.run_dir}", file=sys.stderr, flush=True)
-        report = pipeline.run()
-    except (PipelineError, FileNotFoundError) as err:
-        print(f"run_recbole_llmkd.py: error: {err}", file=sys.stderr)
-        return 2
+    pipeline = Pipeline(resolve_profile(args.pipeline), run_dir=overrides.pop("run_dir", None),
+                        dataset=args.dataset, overrides=overrides, config_files=split_config_files(args.config_files))
+    print(f"recbole_llmkd pipeline directory: {pipeline.run_dir}", file=sys.stderr, flush=True)
+    report = pipeline.run()
     print(open(report["report_md"], encoding="utf-8").read())
     print(f"report: {report['report_md']}\ncsv: {report['report_csv']}\nplot: {report['plot']}")
     return 0
@@ -96,36 +99,24 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_tune(args, overrides: Dict[str, str]) -> int:
     """``--tune``: run (or ``--resume``) a sweep and print the best trial's validation and test metrics."""
-    from recbole_llmkd.config import ConfigFileError
-    from recbole_llmkd.quick_start import DatasetNotFoundError
-    from recbole_llmkd.tune import SpaceError, SweepError, run_sweep
-    from recbole_llmkd.tune.sweep import SweepInterrupted
+    from recbole_llmkd.tune import run_sweep
 
     if args.resume and not overrides.get("run_dir"):
-        print("run_recbole_llmkd.py: error: --resume needs --run_dir=<the sweep directory>", file=sys.stderr)
-        return 2
-    try:
-        result = run_sweep(
-            args.model,
-            args.dataset,
-            args.tune,
-            config_file_list=split_config_files(args.config_files),
-            cmd_args=overrides,
-            ray_address=args.ray_address,
-            num_samples=args.num_samples,
-            max_concurrent=args.max_concurrent,
-            cpus_per_trial=args.cpus_per_trial,
-            gpus_per_trial=args.gpus_per_trial,
-            search_alg=args.search_alg,
-            resume=args.resume,
-        )
-    except SweepInterrupted as err:
-        print(f"run_recbole_llmkd.py: {err}", file=sys.stderr)
-        return 130
-    except (SpaceError, SweepError, registry.UnknownModelError, DatasetNotFoundError, ConfigFileError,
-            FileNotFoundError) as err:
-        print(f"run_recbole_llmkd.py: error: {err}", file=sys.stderr)
-        return 2
+        raise CLIError("--resume needs --run_dir=<the sweep directory>")
+    result = run_sweep(
+        args.model,
+        args.dataset,
+        args.tune,
+        config_file_list=split_config_files(args.config_files),
+        cmd_args=overrides,
+        ray_address=args.ray_address,
+        num_samples=args.num_samples,
+        max_concurrent=args.max_concurrent,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        search_alg=args.search_alg,
+        resume=args.resume,
+    )
     print(format_metrics(result))
     print(f"best trial: {result['best_trial_id']}  {result['best_params']}")
     print(f"trials ({result['status_counts']}): {result['trials_md']}")
@@ -178,46 +169,37 @@ def format_metrics(result: dict) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    try:
-        args, overrides = parse_args(argv)
-    except CLIError as err:
-        print(f"run_recbole_llmkd.py: error: {err}", file=sys.stderr)
-        return 2
+    """The command line; a bad input or a stopped run is one ``run_recbole_llmkd.py: error: ...`` line (see errors)."""
+    return run_reporting_errors(_main, argv, PROG)
+
+
+def _main(argv: List[str]) -> int:
+    args, overrides = parse_args(argv)
     if args.list_models:
         print(_models_epilog().split("\n\n")[0])
         return 0
     if args.export_teacher:
         from recbole_llmkd.data.export import export_teacher
 
-        try:
-            path = export_teacher(args.export_teacher, output=args.export_output, topk=args.export_topk)
-        except (FileNotFoundError, FileExistsError, ValueError) as err:
-            print(f"run_recbole_llmkd.py: error: {err}", file=sys.stderr)
-            return 2
+        path = export_teacher(args.export_teacher, output=args.export_output, topk=args.export_topk)
         print(f"teacher artifacts: {path}")
         return 0
     if args.pipeline:
         return run_pipeline(args, overrides)
     if not args.model or not args.dataset:
         build_parser().print_usage(sys.stderr)
-        print("run_recbole_llmkd.py: error: --model and --dataset are required", file=sys.stderr)
-        return 2
+        raise CLIError("--model and --dataset are required")
     if args.tune:
         return run_tune(args, overrides)
 
-    from recbole_llmkd.config import ConfigFileError
-    from recbole_llmkd.quick_start import DatasetNotFoundError, run_recbole_llmkd
+    from recbole_llmkd.quick_start import run_recbole_llmkd
 
-    try:
-        result = run_recbole_llmkd(
-            model=args.model,
-            dataset=args.dataset,
-            config_file_list=split_config_files(args.config_files),
-            cmd_args=overrides,
-        )
-    except (registry.UnknownModelError, DatasetNotFoundError, ConfigFileError, FileNotFoundError) as err:
-        print(f"run_recbole_llmkd.py: error: {err}", file=sys.stderr)
-        return 2
+    result = run_recbole_llmkd(
+        model=args.model,
+        dataset=args.dataset,
+        config_file_list=split_config_files(args.config_files),
+        cmd_args=overrides,
+    )
     print(format_metrics(result))
     print(f"run directory: {result['run_dir']}")
     return 0

@@ -15,8 +15,8 @@ Precedence, lowest first (each layer overrides the ones before it):
 9. the command line (``cmd_args``, parsed by our CLI; ``sys.argv`` is never read here, so Ray workers
    and notebooks get no junk keys)
 """
+import difflib
 import os
-from logging import getLogger
 from typing import Dict, Iterable, List, Optional
 
 import yaml
@@ -24,14 +24,19 @@ from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
 from recbole_llmkd import compat, registry
+from recbole_llmkd.errors import RecboleLLMKDError
 
 compat.apply_recbole_patches()
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-class ConfigFileError(ValueError):
+class ConfigFileError(RecboleLLMKDError, ValueError):
     """A property or config file that cannot be read as a yaml mapping."""
+
+
+class UnknownConfigKeyError(RecboleLLMKDError, ValueError):
+    """A command-line ``--key`` that no property file, config file or RecBole argument list defines (a typo)."""
 
 
 def properties_dir() -> str:
@@ -105,7 +110,6 @@ class Config(RecBoleConfig):
             if not os.path.isfile(file):
                 raise FileNotFoundError(f"config file not found: {file}")
         super().__init__(model, dataset, config_file_list, config_dict)
-        self.unknown_cmd_keys: List[str] = []
 
     # ----- external input -------------------------------------------------------------------
     def _load_config_files(self, file_list):
@@ -176,10 +180,24 @@ class Config(RecBoleConfig):
                 known.update(load_yaml_file(os.path.join(root, "dataset", name), self.yaml_loader))
         return known
 
-    def warn_unknown_cmd_keys(self):
-        """Record (and log) command-line keys no property file defines: most often a typo."""
-        self.unknown_cmd_keys = sorted(k for k in self._cmd_args if k not in self.known_keys())
-        for key in self.unknown_cmd_keys:
-            getLogger().warning(
-                f"command-line key --{key} is not defined by any property file (kept as given; check the spelling)"
-            )
+    def unknown_cmd_keys(self) -> List[str]:
+        """Command-line keys that nothing defines for this run: not RecBole, not a property file of the model or
+        dataset, not the user's ``--config_files`` or config dict. Almost always a typo."""
+        known = self.known_keys() | set(self.file_config_dict) | set(self.variable_config_dict)
+        return sorted(key for key in self._cmd_args if key not in known)
+
+    def check_cmd_keys(self) -> None:
+        """Raise ``UnknownConfigKeyError`` (with a did-you-mean) for every unknown command-line key."""
+        unknown = self.unknown_cmd_keys()
+        if not unknown:
+            return
+        known = sorted(self.known_keys())
+        problems = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, known, n=3, cutoff=0.75)
+            hint = f" (did you mean {', '.join('--' + c for c in close)}?)" if close else ""
+            problems.append(f"--{key}{hint}")
+        raise UnknownConfigKeyError(
+            f"unknown config key(s) for {self['model']} on {self['dataset']}: {'; '.join(problems)}. No RecBole "
+            "argument, property file or --config_files entry defines them"
+        )

@@ -31,10 +31,12 @@ from typing import Dict, Iterable, Sequence, Union
 import numpy as np
 import torch
 
+from recbole_llmkd.errors import RecboleLLMKDError
+
 SAMPLED_PREFIX = "sampled_"
 
 
-class SampledEvaluationError(ValueError):
+class SampledEvaluationError(RecboleLLMKDError, ValueError):
     """The SLMRec protocol cannot be applied to these data (too few candidate items, bad arguments)."""
 
 

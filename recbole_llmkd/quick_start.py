@@ -19,11 +19,12 @@ from recbole.utils import init_seed, set_color
 from recbole.utils.logger import RemoveColorFilter, log_colors_config
 
 from recbole_llmkd.config import Config
+from recbole_llmkd.errors import RecboleLLMKDError
 from recbole_llmkd.measure import count_parameters, full_ranking_throughput
 from recbole_llmkd.registry import get_trainer
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(RecboleLLMKDError, FileNotFoundError):
     """The dataset's atomic files are not where the config points (nothing is ever downloaded)."""
 
 
@@ -97,20 +98,24 @@ def run_recbole_llmkd(
     config_dict: Optional[dict] = None,
     cmd_args: Optional[Dict[str, str]] = None,
     saved: bool = True,
+    check_cmd_keys: bool = True,
 ) -> dict:
     """Train ``model`` on ``dataset``, pick the best epoch on validation, evaluate test once.
 
     Returns (and writes to ``<run_dir>/results.json``) the validation and test metrics, the run
-    directory, the checkpoint path, parameter counts and timings.
+    directory, the checkpoint path, parameter counts and timings. A command-line key that nothing defines is an
+    ``UnknownConfigKeyError`` before anything runs (``check_cmd_keys=False``: the pipeline, which checks its
+    overrides against all of its steps at once).
     """
     config = Config(model, dataset, config_file_list, config_dict, cmd_args)
+    if check_cmd_keys:
+        config.check_cmd_keys()
     check_dataset_files(config)
     run_dir = prepare_run_dir(config)
     print(f"recbole_llmkd run directory: {run_dir}", file=sys.stderr, flush=True)
     init_seed(config["seed"], config["reproducibility"])
     init_run_logger(config, run_dir)
     logger = getLogger()
-    config.warn_unknown_cmd_keys()
     logger.info(config)
 
     data = create_dataset(config)

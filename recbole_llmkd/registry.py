@@ -13,6 +13,8 @@ import importlib.util
 import os
 from typing import Dict, List
 
+from recbole_llmkd.errors import RecboleLLMKDError
+
 # name -> "module path:ClassName"; users may add their own with register_model.
 _PLUGIN_MODELS: Dict[str, str] = {
     "LLMRec": "recbole_llmkd.model.llmrec:LLMRec",
@@ -41,7 +43,7 @@ _RECBOLE_SUBMODULES = (
 )
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(RecboleLLMKDError, ValueError):
     """A model name that neither the plugin nor RecBole provides."""
 
 

@@ -1,6 +1,5 @@
 """The plugin foundation: CLI, config precedence, model lookup, run directory, checkpoints, bad input."""
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -10,7 +9,7 @@ import pytest
 import yaml
 
 from recbole_llmkd import cli, config as config_module, registry
-from recbole_llmkd.config import Config, ConfigFileError
+from recbole_llmkd.config import Config, ConfigFileError, UnknownConfigKeyError
 from recbole_llmkd.quick_start import DatasetNotFoundError, run_recbole_llmkd
 from tests.conftest import REPO_ROOT
 
@@ -164,13 +163,20 @@ def test_missing_config_file_is_named(tmp_path):
         Config("SASRec", "ml-100k", config_file_list=[str(tmp_path / "nope.yaml")])
 
 
-def test_unknown_command_line_key_warns(caplog):
+def test_unknown_command_line_key_is_an_error_with_did_you_mean(tmp_path):
     config = Config("SASRec", "ml-100k", config_dict={"gpu_id": ""},
                     cmd_args={"learnin_rate": "0.1", "epochs": "3"})
-    with caplog.at_level(logging.WARNING):
-        config.warn_unknown_cmd_keys()
-    assert config.unknown_cmd_keys == ["learnin_rate"]
-    assert "--learnin_rate" in caplog.text and "--epochs" not in caplog.text
+    assert config.unknown_cmd_keys() == ["learnin_rate"]
+    with pytest.raises(UnknownConfigKeyError, match=r"--learnin_rate \(did you mean --learning_rate\?\)") as raised:
+        config.check_cmd_keys()
+    assert "--epochs" not in str(raised.value)
+    # RecBole's own keys, dataset keys, keys of the user's config files and config dict are all known
+    own = tmp_path / "own.yaml"
+    own.write_text("my_custom_key: 1\n")
+    config = Config("SASRec", "ml-100k", config_file_list=[str(own)], config_dict={"gpu_id": "", "other_key": 2},
+                    cmd_args={"my_custom_key": "2", "other_key": "3", "seed": "7", "user_inter_num_interval": "[5,inf)",
+                              "MAX_ITEM_LIST_LENGTH": "10", "benchmark_filename": "~"})
+    config.check_cmd_keys()
 
 
 # ----- CLI parsing ----------------------------------------------------------------------------

@@ -186,11 +186,11 @@ def test_bad_jsonl_and_duplicates(ml100k, fixture_records, tmp_path):
         import_teacher(duplicated, dataset=train, output=tmp_path / "x.safetensors")
 
 
-def test_cli(ml100k, fixture_records, tmp_path, monkeypatch):
+def test_cli(ml100k, fixture_records, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     rankings = write_csv(tmp_path / "rankings.csv", fixture_records)
     output = tmp_path / "cli.safetensors"
-    path = main(["--rankings", str(rankings), "--dataset", "ml-100k", "--output", str(output), "--K", "3"])
-    assert path == output
+    assert main(["--rankings", str(rankings), "--dataset", "ml-100k", "--output", str(output), "--K", "3"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"wrote {output}"
     aligned = load_artifacts(output).align(ml100k[1], split="valid")
     assert aligned.K == 3 and torch.equal(aligned.topk[:, 0], ml100k[1].inter_feat["item_id"])

@@ -35,6 +35,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from recbole_llmkd.errors import RecboleLLMKDError
+
 FORMAT_VERSION = 1
 METADATA_KEY = "recbole_llmkd"
 PAD_TOKEN = "[PAD]"
@@ -57,7 +59,7 @@ _ITEM_SEP = "\x1f"
 _FIRST_FEW = 5
 
 
-class ArtifactError(ValueError):
+class ArtifactError(RecboleLLMKDError, ValueError):
     """A teacher artifact (file, partial export or input to the writer) is malformed."""
 
 

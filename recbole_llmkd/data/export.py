@@ -35,6 +35,7 @@ import torch
 
 from recbole_llmkd.data.artifacts import ArtifactWriter, dataset_example_keys, dataset_metadata
 from recbole_llmkd.data.item_text import fallback_item_text, item_titles_for_dataset
+from recbole_llmkd.errors import ConfigValueError, run_reporting_errors
 
 DEFAULT_OUTPUT_NAME = "teacher_artifacts.safetensors"
 ITEM_TEXT_SOURCES = ("auto", "titles", "item_table", "none")
@@ -108,7 +109,7 @@ def _teacher_metadata(model, config, checkpoint: Path, item_text_source: str, n_
 def choose_item_text(config, dataset, item_text: str) -> tuple[str, Optional[list[str]], Optional[int]]:
     """(source label, titles by internal id or None, number of 'item <token>' fallbacks or None)."""
     if item_text not in ITEM_TEXT_SOURCES:
-        raise ValueError(f"item_text must be one of {list(ITEM_TEXT_SOURCES)}, got {item_text!r}")
+        raise ConfigValueError(f"item_text must be one of {list(ITEM_TEXT_SOURCES)}, got {item_text!r}")
     item_file = Path(config["data_path"]) / f"{config['dataset']}.item"
     if item_text == "auto":
         item_text = "titles" if item_file.is_file() else "item_table"
@@ -260,10 +261,16 @@ def export_teacher(
     return path
 
 
+EXPORT_PROG = "python -m recbole_llmkd.data.export"
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m recbole_llmkd.data.export", description="Export a trained LLMRec teacher's artifacts."
-    )
+    """``python -m recbole_llmkd.data.export RUN_DIR [...]``; bad input is one ``error:`` line, exit status 2."""
+    return run_reporting_errors(_main, argv, EXPORT_PROG)
+
+
+def _main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog=EXPORT_PROG, description="Export a trained LLMRec teacher's artifacts.")
     parser.add_argument("teacher", help="the teacher's run directory or checkpoint (.pth)")
     parser.add_argument("--output", help=f"artifact file (default: <run dir>/{DEFAULT_OUTPUT_NAME})")
     parser.add_argument("--topk", type=int, default=50, help="teacher items per row (default 50)")
@@ -271,6 +278,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--with-user-state", action="store_true", help="also store the teacher's user states")
     parser.add_argument("--item-text", choices=ITEM_TEXT_SOURCES, default="auto", help="source of item_text_emb")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing artifact file")
+    parser.add_argument("--debug", action="store_true", help="on an error, also print the full traceback")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     path = export_teacher(

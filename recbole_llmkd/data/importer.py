@@ -22,9 +22,10 @@ import csv
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ from recbole_llmkd.data.artifacts import (
     example_keys,
     item_tokens,
 )
+from recbole_llmkd.errors import RecboleLLMKDError, run_reporting_errors
 
 RANKING_COLUMNS = (
     "user", "prefix", "target", "key", "items", "scores", "distances", "target_score", "target_distance", "split",
@@ -45,7 +47,7 @@ RANKING_COLUMNS = (
 KEY_SEPARATOR = "|"
 
 
-class ImportFormatError(ValueError):
+class ImportFormatError(RecboleLLMKDError, ValueError):
     """A row of an external teacher's file is malformed; the message starts with ``file:line``."""
 
 
@@ -459,9 +461,17 @@ def build_dataset(dataset_name: str, config_files: Sequence[str] = (), model: st
     return create_dataset(config)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Path:
+IMPORTER_PROG = "python -m recbole_llmkd.data.importer"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m recbole_llmkd.data.importer ...``; bad input is one ``error:`` line and exit status 2."""
+    return run_reporting_errors(_main, argv, IMPORTER_PROG)
+
+
+def _main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m recbole_llmkd.data.importer",
+        prog=IMPORTER_PROG,
         description="Convert an external teacher's rankings (+ item embeddings) into a recbole_llmkd teacher artifact.",
     )
     parser.add_argument("--rankings", required=True, help="rankings file, .csv or .jsonl (see docs/ARTIFACTS.md)")
@@ -477,6 +487,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     parser.add_argument("--key-history", type=int, default=DEFAULT_KEY_HISTORY, help="history items in the example key")
     parser.add_argument("--teacher-name", default="external", help="teacher name stored in the metadata")
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    parser.add_argument("--debug", action="store_true", help="on an error, also print the full traceback")
     args = parser.parse_args(argv)
 
     config_files = [name for entry in args.config_files for name in entry.split()]
@@ -486,8 +497,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         key_history=args.key_history, teacher_name=args.teacher_name, overwrite=args.overwrite,
     )
     print(f"wrote {path}")
-    return path
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

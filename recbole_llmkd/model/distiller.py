@@ -64,6 +64,7 @@ from recbole_llmkd.distill import (
     position_weights,
     tang_wang_rd_loss,
 )
+from recbole_llmkd.errors import RecboleLLMKDError
 
 KD_METHODS = ("none", "logit", "rd", "dllm2rec")
 ED_PROJECTORS = ("linear", "mlp")
@@ -135,7 +136,7 @@ def student_topk_membership(teacher_topk: Tensor, student_logits: Tensor, k: int
     return membership
 
 
-class TeacherConfigError(ValueError):
+class TeacherConfigError(RecboleLLMKDError, ValueError):
     """The distillation config is inconsistent (no teacher, unknown switch, artifact without what is needed)."""
 
 

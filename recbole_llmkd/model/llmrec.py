@@ -33,6 +33,7 @@ from torch.nn.modules.module import _IncompatibleKeys
 
 from recbole_llmkd import compat
 from recbole_llmkd.data.item_text import item_titles_for_dataset
+from recbole_llmkd.errors import ConfigValueError, RecboleLLMKDError
 from recbole_llmkd.llm import (
     apply_lora,
     autocast_context,
@@ -47,7 +48,7 @@ ITEM_TABLE_TRAINABLE = "trainable"
 HEADS = ("dot", "linear")
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(RecboleLLMKDError, ValueError):
     """A LLMRec checkpoint does not belong to this backbone, item table or dataset."""
 
 
@@ -70,10 +71,10 @@ class LLMRec(SequentialRecommender):
         # load parameters info
         self.loss_type = config["loss_type"] or "CE"
         if self.loss_type != "CE":
-            raise ValueError(f"LLMRec is trained with full cross-entropy; loss_type={self.loss_type!r} is not supported")
+            raise ConfigValueError(f"LLMRec is trained with full cross-entropy; loss_type={self.loss_type!r} is not supported")
         self.head_type = config["head"]
         if self.head_type not in HEADS:
-            raise ValueError(f"head must be one of {list(HEADS)}, got {self.head_type!r}")
+            raise ConfigValueError(f"head must be one of {list(HEADS)}, got {self.head_type!r}")
         self.use_item_titles = bool(config["use_item_titles"])
         self.title_max_tokens = int(config["llm_title_max_tokens"] or 16)
         self.use_bf16 = bool(config["llm_bf16"])
@@ -149,18 +150,18 @@ class LLMRec(SequentialRecommender):
         checkpoint = compat.load_checkpoint(path, map_location="cpu")
         state_dict = checkpoint.get("state_dict", {}) if isinstance(checkpoint, dict) else {}
         if "item_embedding.weight" not in state_dict:
-            raise ValueError(
+            raise CheckpointMismatchError(
                 f"item_table={path!r} holds no 'item_embedding.weight' in its state_dict; expected a RecBole SASRec "
                 f"checkpoint (keys found: {sorted(state_dict)[:8]})"
             )
         weight = state_dict["item_embedding.weight"].float()  # [n_items, d_item]
         checkpoint_dataset = checkpoint["config"]["dataset"] if "config" in checkpoint else None
         if checkpoint_dataset is not None and checkpoint_dataset != config["dataset"]:
-            raise ValueError(
+            raise CheckpointMismatchError(
                 f"item_table {path} was trained on dataset {checkpoint_dataset!r}; this run uses {config['dataset']!r}"
             )
         if weight.dim() != 2 or weight.shape[0] != self.n_items:
-            raise ValueError(
+            raise CheckpointMismatchError(
                 f"item_table {path} has an item table of shape {list(weight.shape)} ({weight.shape[0]:,} ids incl. "
                 f"PAD); this dataset has {self.n_items:,} item ids incl. PAD: train the SASRec with the same dataset "
                 "and filtering config"

@@ -51,6 +51,7 @@ from recbole_llmkd.distill import (
     multi_supervision_loss,
     norm_alignment,
 )
+from recbole_llmkd.errors import RecboleLLMKDError
 from recbole_llmkd.model.llmrec import LLMRec, load_llmrec
 
 KD_MODES = ("offline", "online")
@@ -60,7 +61,7 @@ ONLINE_TEACHER = "online_teacher"
 _LAYER_INDEX = re.compile(r"\.layers\.(\d+)\.")
 
 
-class SLMRecSetupError(ValueError):
+class SLMRecSetupError(RecboleLLMKDError, ValueError):
     """The SLMRec teacher/student set-up is invalid (blocks, backbone family, hidden size, dataset, options)."""
 
 

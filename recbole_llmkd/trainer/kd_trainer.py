@@ -19,10 +19,10 @@ from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
-from recbole_llmkd.distill import KDTermMonitor
+from recbole_llmkd.trainer.kd_monitor import KDMonitoring
 
 
-class KDTrainer(Trainer):
+class KDTrainer(KDMonitoring, Trainer):
     """Trainer for models built on ``recbole_llmkd.model.distiller.Distiller``."""
 
     def __init__(self, config, model):
@@ -31,7 +31,7 @@ class KDTrainer(Trainer):
             raise TypeError(
                 f"KDTrainer trains Distiller models (KDSASRec, KDGRU4Rec, KDBERT4Rec, ...); got {type(model).__name__}"
             )
-        self.kd_monitor = KDTermMonitor(model.kd_term_weights(), model.kd_term_weight_names())
+        self.init_kd_monitor(model.kd_term_weights(), model.kd_term_weight_names())
         # epoch -> {term: epoch mean}
         self.kd_epoch_terms: Dict[int, Dict[str, float]] = {}
         self.selection_label = "valid"
@@ -85,16 +85,13 @@ class KDTrainer(Trainer):
         )
 
     # ----------------------------------------------------------------------------------------------------------
-    def _kd_batch_loss(self, interaction):
-        losses = self.model.calculate_loss(interaction)
-        self.kd_monitor.update(self.model.kd_last_terms)
-        return losses
-
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        total_loss = super()._train_epoch(
-            train_data, epoch_idx, loss_func=loss_func or self._kd_batch_loss, show_progress=show_progress
+        loss = self.monitored_loss(loss_func or self.model.calculate_loss, lambda: self.model.kd_last_terms)
+        # raises KDTermError (epoch, term, kept checkpoint) for a NaN term or a dead weighted term
+        total_loss, epoch_terms = self.monitored_epoch(
+            lambda: super(KDTrainer, self)._train_epoch(train_data, epoch_idx, loss_func=loss, show_progress=show_progress),
+            epoch_idx,
         )
-        epoch_terms = self.kd_monitor.end_epoch(epoch_idx)  # raises KDTermError for a dead weighted term
         self.kd_epoch_terms[epoch_idx] = epoch_terms
         self.logger.info(
             set_color(f"epoch {epoch_idx} KD terms (epoch means)", "green")

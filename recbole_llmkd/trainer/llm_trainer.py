@@ -25,6 +25,8 @@ from recbole.utils import set_color
 from torch.nn.utils.clip_grad import clip_grad_norm_
 from tqdm import tqdm
 
+from recbole_llmkd.trainer.kd_monitor import KDMonitoring
+
 TRAIN_EXAMPLE_CHOICES = ("all_prefixes", "last_per_user")
 
 
@@ -210,7 +212,7 @@ class LLMTrainer(Trainer):
             )
 
 
-class SLMTrainer(LLMTrainer):
+class SLMTrainer(KDMonitoring, LLMTrainer):
     """Trainer for SLMRec (METHODS.md §2.3-§2.7): LLMTrainer plus the KD-term guard.
 
     - ``slm_train_examples`` picks the training examples (``last_per_user`` by default, SLMRec §2.5).
@@ -222,22 +224,16 @@ class SLMTrainer(LLMTrainer):
     train_examples_key = "slm_train_examples"
 
     def __init__(self, config, model):
-        from recbole_llmkd.distill.guards import KDTermMonitor
-
         super().__init__(config, model)
-        self.kd_monitor = KDTermMonitor(model.kd_term_weights(), model.kd_weight_names())
+        self.init_kd_monitor(model.kd_term_weights(), model.kd_weight_names())
         self.kd_epoch_terms = []  # one {term: epoch mean} per epoch
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        calculate_loss = loss_func or self.model.calculate_loss
-
-        def monitored_loss(interaction):
-            losses = calculate_loss(interaction)
-            self.kd_monitor.update(self.model.last_kd_terms)
-            return losses
-
-        total_loss = super()._train_epoch(train_data, epoch_idx, loss_func=monitored_loss, show_progress=show_progress)
-        means = self.kd_monitor.end_epoch(epoch_idx)
+        loss = self.monitored_loss(loss_func or self.model.calculate_loss, lambda: self.model.last_kd_terms)
+        total_loss, means = self.monitored_epoch(
+            lambda: super(SLMTrainer, self)._train_epoch(train_data, epoch_idx, loss_func=loss, show_progress=show_progress),
+            epoch_idx,
+        )
         self.kd_epoch_terms.append(means)
         self.logger.info(
             f"SLMRec terms epoch {epoch_idx} (unweighted batch means; train_loss1.. = "

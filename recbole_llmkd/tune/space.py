@@ -40,6 +40,8 @@ from typing import Any, Dict, Iterable, List, Optional, Union
 
 import yaml
 
+from recbole_llmkd.errors import RecboleLLMKDError
+
 SPACE_TYPES = ("choice", "grid", "uniform", "loguniform", "randint")
 SEARCH_ALGS = ("random", "grid", "optuna", "hyperopt")
 SCHEDULERS = ("asha", "fifo")
@@ -53,7 +55,7 @@ RESOURCE_KEYS = ("cpu", "gpu", "embedded_cpus")
 ALG_PACKAGES = {"optuna": "optuna", "hyperopt": "hyperopt"}
 
 
-class SpaceError(ValueError):
+class SpaceError(RecboleLLMKDError, ValueError):
     """A search-space file (or a sweep option) that cannot be turned into a sweep; names the bad entry."""
 
 
