@@ -7,7 +7,15 @@ import pandas as pd
 import pytest
 
 import recbole_llmkd  # noqa: F401  (numpy-2 shims before RecBole)
-from recbole_llmkd.data.convert import ConversionError, convert_dllm2rec, main, read_id2name
+from recbole_llmkd.data.convert import (
+    ConversionError,
+    SplitRows,
+    convert_dllm2rec,
+    main,
+    read_conversion_report,
+    read_id2name,
+    read_split,
+)
 from recbole_llmkd.data.item_text import read_item_text
 
 PROTOCOL_YAML = Path(__file__).resolve().parents[1] / "properties" / "dllm2rec_protocol.yaml"
@@ -166,6 +174,100 @@ def test_read_id2name_detects_each_format(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# empty-history rows (LLaRA/DLLM2Rec splits clamp len_seq to at least 1)
+# ---------------------------------------------------------------------------------------------
+
+CLAMPED = "all-padding seq with len_seq 1 (length clamped to 1 by the writer)"
+NO_HISTORY = "len_seq 0 (no history)"
+# (history, len_seq, next); history None: an all-padding seq
+QUIRK_TRAIN = [
+    ([1, 2, 3], 3, 4),
+    (None, 1, 5),
+    ([6], 1, 7),
+    (None, 1, 8),
+    (None, 0, 9),
+    (list(range(10, 20)), 10, 0),  # full length: decides no padding side
+    (None, 1, 11),
+    ([12, 13], 2, 14),
+]
+QUIRK_TEST = [(None, 1, 1), ([2, 3], 2, 4), ([5, 6, 7, 8], 4, 9), (None, 1, 10)]
+
+
+def write_quirk_fixture(input_dir, padding):
+    """The standard fixture with train and test rewritten to hold empty-history rows.
+
+    Returns {split: [(user, history, target)]} of the rows that must be kept."""
+    expected = write_fixture(input_dir, padding=padding)
+    for split, split_file, rows in (("train", "train_data.df", QUIRK_TRAIN), ("test", "test_data.df", QUIRK_TEST)):
+        frame = pd.DataFrame(
+            {
+                "seq": [padded(history or [], padding) for history, _, _ in rows],
+                "len_seq": [len_seq for _, len_seq, _ in rows],
+                "next": [target for _, _, target in rows],
+            }
+        )
+        write_split(input_dir, split_file, frame)
+        expected[split] = [
+            (f"{split}_{position}", history, target)
+            for position, (history, _, target) in enumerate(rows)
+            if history is not None
+        ]
+    return expected
+
+
+@pytest.mark.parametrize("padding", ["right", "left"])
+def test_empty_history_rows_are_dropped_and_counted(tmp_path, caplog, padding):
+    expected = write_quirk_fixture(tmp_path / "in", padding)
+    assert [user for user, _, _ in expected["train"]] == ["train_0", "train_2", "train_5", "train_7"]
+    assert [user for user, _, _ in expected["test"]] == ["test_1", "test_2"]
+
+    split_rows = read_split(tmp_path / "in" / "train_data.df", "train", N_ITEMS)
+    assert isinstance(split_rows, SplitRows)
+    assert [tuple(example) for example in split_rows.examples] == expected["train"]
+    assert split_rows.dropped == {CLAMPED: 3, NO_HISTORY: 1}
+    assert list(split_rows.dropped) == [CLAMPED, NO_HISTORY]
+    assert split_rows.n_rows == len(QUIRK_TRAIN)
+    assert read_split(tmp_path / "in" / "val_data.df", "valid", N_ITEMS).dropped == {}
+
+    with caplog.at_level("WARNING", logger="recbole_llmkd"):
+        dataset_dir = convert_dllm2rec(tmp_path / "in", tmp_path / "out", "toy")
+    assert dataset_dir == tmp_path / "out" / "toy"
+    for split in ("train", "valid", "test"):
+        assert read_lines(dataset_dir / f"toy.{split}.inter") == expected_inter_lines(expected[split])
+
+    report = read_conversion_report(dataset_dir)
+    assert report["n_items"] == N_ITEMS
+    assert report["splits"] == {
+        "train": {"file": "train_data.df", "rows_read": 8, "rows_written": 4, "dropped": {CLAMPED: 3, NO_HISTORY: 1}},
+        "valid": {"file": "val_data.df", "rows_read": 12, "rows_written": 12, "dropped": {}},
+        "test": {"file": "test_data.df", "rows_read": 4, "rows_written": 2, "dropped": {CLAMPED: 2}},
+    }
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert warnings == [
+        f"{tmp_path / 'in' / 'train_data.df'}: train: dropped 4 of 8 rows: 3 {CLAMPED}; 1 {NO_HISTORY}",
+        f"{tmp_path / 'in' / 'test_data.df'}: test: dropped 2 of 4 rows: 2 {CLAMPED}",
+    ]
+
+
+def test_cli_prints_dropped_rows_per_split(tmp_path, capsys):
+    write_quirk_fixture(tmp_path / "in", "left")
+    assert main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--name", "toy"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    dataset_dir = tmp_path / "out" / "toy"
+    assert printed == [
+        f"{dataset_dir / 'toy.train.inter'}\t4 rows",
+        f"{dataset_dir / 'toy.valid.inter'}\t12 rows",
+        f"{dataset_dir / 'toy.test.inter'}\t2 rows",
+        f"{dataset_dir / 'toy.item'}\t{N_ITEMS} items with titles",
+        "longest history: 10 items (MAX_ITEM_LIST_LENGTH must be at least this)",
+        "train: dropped 4 of 8 rows: 3 all-padding seq with len_seq 1 (length clamped to 1 by the writer); "
+        "1 len_seq 0 (no history)",
+        "valid: dropped 0 of 12 rows",
+        "test: dropped 2 of 4 rows: 2 all-padding seq with len_seq 1 (length clamped to 1 by the writer)",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
 # loading the converted files with RecBole
 # ---------------------------------------------------------------------------------------------
 
@@ -245,15 +347,17 @@ def test_cli_prints_written_files_and_row_counts(tmp_path, capsys):
     assert printed[2] == f"{dataset_dir / 'toy.test.inter'}\t12 rows"
     assert printed[3] == f"{dataset_dir / 'toy.item'}\t{N_ITEMS} items with titles"
     assert printed[4].startswith("longest history: 10 items")
+    assert printed[5:] == ["train: dropped 0 of 36 rows", "valid: dropped 0 of 12 rows", "test: dropped 0 of 12 rows"]
 
 
 def test_cli_reports_bad_input_and_exits_2(tmp_path, capsys):
     write_fixture(tmp_path / "in")
     (tmp_path / "in" / "test_data.df").unlink()
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--name", "toy", "--n-items", "30"])
-    assert exit_info.value.code == 2
-    assert "test split file" in capsys.readouterr().err
+    status = main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--name", "toy", "--n-items", "30"])
+    assert status == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"python -m recbole_llmkd.data.convert: error: {tmp_path / 'in'}: missing the test split file (test_data.df)"
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,7 +418,8 @@ def test_target_equal_to_pad_is_out_of_range(tmp_path):
         ([1, 2, 3, 30], 2, r"len_seq is 2 but seq holds 3 items that are not the pad value 30"),
         ([1, 30, 2, 30], 2, r"the pad value 30 is neither all on the left nor all on the right"),
         ([1, 2, 30, 30], 5, r"len_seq is 5, expected an integer in \[0, 4\]"),
-        ([30, 30, 30, 30], 0, r"len_seq is 0; a row without history"),
+        ([30, 30, 30, 30], 2, r"len_seq is 2 but seq holds 0 items that are not the pad value 30"),
+        ([1, 30, 30, 30], 0, r"len_seq is 0 but seq holds 1 items that are not the pad value 30"),
         ([1, 2, 30, 30], "2", r"len_seq is '2', expected an integer"),
     ],
 )
@@ -323,6 +428,33 @@ def test_len_seq_inconsistent_with_padding(tmp_path, seq, len_seq, message):
     write_split(tmp_path / "in", "train_data.df", pd.DataFrame({"seq": [[1, 2, 3, 4], seq], "len_seq": [4, len_seq], "next": [1, 2]}))
     with pytest.raises(ValueError, match=r"train_data\.df row 1: " + message):
         convert_dllm2rec(tmp_path / "in", tmp_path / "out", "toy")
+
+
+def test_all_padding_rows_are_still_checked_before_being_dropped(tmp_path):
+    """An empty-history row is dropped only when it is otherwise valid: its ids and next are checked."""
+    write_fixture(tmp_path / "in")
+    frame = pd.DataFrame({"seq": [[1, 2, 30], [30, 30, 30]], "len_seq": [2, 1], "next": [1, 30]})
+    write_split(tmp_path / "in", "train_data.df", frame)
+    with pytest.raises(ValueError, match=r"train_data\.df row 1: next is item id 30, out of range"):
+        convert_dllm2rec(tmp_path / "in", tmp_path / "out", "toy")
+    frame = pd.DataFrame({"seq": [[1, 2, 30], [30, 31, 30]], "len_seq": [2, 0], "next": [1, 2]})
+    write_split(tmp_path / "in", "train_data.df", frame)
+    with pytest.raises(ValueError, match=r"train_data\.df row 1: seq holds item id 31, out of range"):
+        convert_dllm2rec(tmp_path / "in", tmp_path / "out", "toy")
+
+
+def test_split_whose_every_row_is_empty_is_an_error(tmp_path):
+    write_fixture(tmp_path / "in")
+    frame = pd.DataFrame({"seq": [[30, 30, 30], [30, 30, 30], [30, 30, 30]], "len_seq": [1, 0, 1], "next": [1, 2, 3]})
+    write_split(tmp_path / "in", "val_data.df", frame)
+    with pytest.raises(ConversionError) as error_info:
+        convert_dllm2rec(tmp_path / "in", tmp_path / "out", "toy")
+    assert str(error_info.value) == (
+        f"{tmp_path / 'in' / 'val_data.df'}: every row of the valid split has an empty history, "
+        "nothing is left to convert (valid: dropped 3 of 3 rows: "
+        "2 all-padding seq with len_seq 1 (length clamped to 1 by the writer); 1 len_seq 0 (no history))"
+    )
+    assert not (tmp_path / "out").exists()  # nothing written
 
 
 def test_mixed_left_and_right_padding_in_one_file(tmp_path):

@@ -20,18 +20,38 @@ Output folder ``<output_dir>/<name>/``::
         user_id:token  item_id_list:token_seq  item_id:token      (history oldest first)
     <name>.item
         item_id:token  title:token_seq
+    conversion.json
+        per split: input file, rows read, rows written, rows dropped by reason (see below)
 
 Load it with ``properties/dllm2rec_protocol.yaml`` (``benchmark_filename: [train, valid, test]``).
 Only convert pickles you trust: ``pd.read_pickle`` can run arbitrary code.
 
+Empty-history rows are dropped, not converted: a row whose ``seq`` is all padding (no real item)
+gives a sequential model nothing to read. Two forms are accepted, counted per split and reason
+(logged as a warning, written to ``conversion.json`` and printed by the CLI)::
+
+    len_seq 1   "all-padding seq with len_seq 1 (length clamped to 1 by the writer)": the splits
+                as they circulate; the code that wrote them clamps the length to at least 1
+    len_seq 0   "len_seq 0 (no history)": an honest empty row
+
+The kept rows keep their file order (and, without a user column, their ``<split>_<row>`` token of
+the original row position). Every other inconsistency (an all-padding ``seq`` with ``len_seq`` 2,
+``len_seq`` not the number of non-pad items, mixed padding, out-of-range ids, ...) is an error, and
+so is a split in which every row is dropped.
+
 CLI::
 
     python -m recbole_llmkd.data.convert --input DIR --output DIR --name NAME [--n-items N]
+
+prints each written file with its row count, the longest history, then one line per split such as
+``train: dropped 3 of 40 rows: 3 all-padding seq with len_seq 1 (length clamped to 1 by the writer)``
+(``valid: dropped 0 of 12 rows`` when none).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 import numbers
 import os
@@ -41,6 +61,8 @@ from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
 import pandas as pd
+
+from recbole_llmkd.errors import RecboleLLMKDError, run_reporting_errors
 
 logger = logging.getLogger("recbole_llmkd")
 
@@ -52,13 +74,15 @@ SPLIT_FILE_CANDIDATES = {
 """Split name in the output -> accepted input file names (matched case-insensitively)."""
 
 ID2NAME_FILE = "id2name.txt"
+CONVERSION_REPORT_FILE = "conversion.json"
+"""Written into the dataset folder: per split, the input file and the rows read, written, dropped."""
 REQUIRED_COLUMNS = ("seq", "len_seq", "next")
 USER_COLUMN_CANDIDATES = ("user", "uid", "user_id")
 INTER_HEADER = ("user_id:token", "item_id_list:token_seq", "item_id:token")
 ITEM_HEADER = ("item_id:token", "title:token_seq")
 
 
-class ConversionError(ValueError):
+class ConversionError(RecboleLLMKDError, ValueError):
     """The input folder cannot be converted; the message names the file and the problem."""
 
 
@@ -68,6 +92,38 @@ class SequenceExample(NamedTuple):
     user: str
     history: list[int]
     target: int
+
+
+DROPPED_CLAMPED_EMPTY = "all-padding seq with len_seq 1 (length clamped to 1 by the writer)"
+DROPPED_NO_HISTORY = "len_seq 0 (no history)"
+DROP_REASONS = (DROPPED_CLAMPED_EMPTY, DROPPED_NO_HISTORY)
+"""Why :func:`read_split` drops a row, in the order the counts are listed."""
+
+
+class SplitRows(NamedTuple):
+    """What :func:`read_split` read from one split file.
+
+    Attributes:
+        examples: the kept rows, in file order.
+        dropped: ``{reason: number of rows}`` for the rows dropped, reasons from
+            :data:`DROP_REASONS` in that order, only those that occurred (``{}`` when none).
+    """
+
+    examples: list[SequenceExample]
+    dropped: dict[str, int]
+
+    @property
+    def n_rows(self) -> int:
+        """Rows in the file: kept plus dropped."""
+        return len(self.examples) + sum(self.dropped.values())
+
+
+def describe_dropped(split: str, n_rows: int, dropped: dict[str, int]) -> str:
+    """``"train: dropped 3 of 40 rows: 3 <reason>; ..."``, or ``"train: dropped 0 of 40 rows"``."""
+    line = f"{split}: dropped {sum(dropped.values())} of {n_rows} rows"
+    if dropped:
+        line += ": " + "; ".join(f"{count} {reason}" for reason, count in dropped.items())
+    return line
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,8 +298,12 @@ def _real_items(
     return real_items, padding_side if row_side is None else row_side
 
 
-def read_split(path: str | Path, split: str, n_items: int) -> list[SequenceExample]:
-    """Read one split pickle into examples with the padding removed.
+def read_split(path: str | Path, split: str, n_items: int) -> SplitRows:
+    """Read one split pickle into examples with the padding removed, dropping empty-history rows.
+
+    A row whose ``seq`` holds no real item (every entry is the pad value) is dropped when its
+    ``len_seq`` is 1 (:data:`DROPPED_CLAMPED_EMPTY`, the writer clamped the length to at least 1)
+    or 0 (:data:`DROPPED_NO_HISTORY`); its ids and ``next`` are still checked like any other row's.
 
     Args:
         path: the pickled DataFrame (``seq``, ``len_seq``, ``next``, optional user column).
@@ -252,12 +312,15 @@ def read_split(path: str | Path, split: str, n_items: int) -> list[SequenceExamp
         n_items: number of items; real ids are in ``[0, n_items)`` and ``n_items`` is the pad value.
 
     Returns:
-        One :class:`SequenceExample` per row, in file order, with 1 <= len(history) <= L.
+        :class:`SplitRows`: ``examples``, one :class:`SequenceExample` per kept row, in file order,
+        with 1 <= len(history) <= L (without a user column, the user token keeps the original row
+        position); ``dropped``, ``{reason: count}`` of the dropped rows (``{}`` when none).
 
     Raises:
         ConversionError: not a DataFrame, missing columns (lists those present), an empty split,
             a value that is not an item id, an id out of range (first bad row, value, n_items),
-            ``len_seq`` inconsistent with the padding, or a row with no history.
+            ``len_seq`` inconsistent with the padding (an all-padding ``seq`` with ``len_seq``
+            other than 0 or 1 included), or a split whose every row is dropped (with the counts).
     """
     path = Path(path)
     try:
@@ -285,6 +348,7 @@ def read_split(path: str | Path, split: str, n_items: int) -> list[SequenceExamp
     pad_id = n_items
     padding_side = None
     examples = []
+    drop_counts = dict.fromkeys(DROP_REASONS, 0)
     for row_position, (seq, len_seq, target, user) in enumerate(
         zip(
             frame["seq"],
@@ -319,15 +383,22 @@ def read_split(path: str | Path, split: str, n_items: int) -> list[SequenceExamp
         n_real = _as_int(len_seq)
         if n_real is None or not 0 <= n_real <= len(item_ids):
             raise ConversionError(f"{where}: len_seq is {len_seq!r}, expected an integer in [0, {len(item_ids)}]")
-        if n_real == 0:
-            raise ConversionError(f"{where}: len_seq is 0; a row without history is not a sequential example")
+        if n_real in (0, 1) and all(item_id == pad_id for item_id in item_ids):
+            drop_counts[DROPPED_NO_HISTORY if n_real == 0 else DROPPED_CLAMPED_EMPTY] += 1
+            continue
         history, padding_side = _real_items(item_ids, n_real, pad_id, padding_side, where)
 
         user_token = f"{split}_{row_position}" if user_column is None else str(user)
         examples.append(SequenceExample(user=user_token, history=history, target=target_id))
 
-    logger.info("%s: %d rows, %s padding", path, len(examples), padding_side or "no")
-    return examples
+    dropped = {reason: count for reason, count in drop_counts.items() if count}
+    if not examples:
+        raise ConversionError(
+            f"{path}: every row of the {split} split has an empty history, nothing is left to convert "
+            f"({describe_dropped(split, len(frame), dropped)})"
+        )
+    logger.info("%s: %d rows kept, %s padding", path, len(examples), padding_side or "no")
+    return SplitRows(examples=examples, dropped=dropped)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,8 +428,10 @@ def convert_dllm2rec(
 ) -> Path:
     """Convert a DLLM2Rec/BIGRec/LLaRA data folder into RecBole atomic benchmark files.
 
-    Writes ``<output_dir>/<name>/<name>.{train,valid,test}.inter`` and ``<name>.item`` (see the
-    module docstring for the formats) and returns ``<output_dir>/<name>``.
+    Writes ``<output_dir>/<name>/<name>.{train,valid,test}.inter``, ``<name>.item`` and
+    ``conversion.json`` (see the module docstring for the formats) and returns ``<output_dir>/<name>``.
+    Empty-history rows are dropped (see :func:`read_split`); the counts per split and reason are
+    logged as a warning and written to ``conversion.json`` (read it with :func:`read_conversion_report`).
 
     Args:
         input_dir: folder with ``train_data.df``, ``val_data.df`` (or ``valid_data.df``),
@@ -413,24 +486,55 @@ def convert_dllm2rec(
         if split_path is None:
             raise ConversionError(f"{input_dir}: missing the {split} split file ({' or '.join(candidates)})")
         split_paths[split] = split_path
-    examples_by_split = {split: read_split(path, split, n_items) for split, path in split_paths.items()}
+    rows_by_split = {split: read_split(path, split, n_items) for split, path in split_paths.items()}
+    for split, split_rows in rows_by_split.items():
+        if split_rows.dropped:
+            logger.warning(
+                "%s: %s", split_paths[split], describe_dropped(split, split_rows.n_rows, split_rows.dropped)
+            )
 
     dataset_dir = output_dir / name
     dataset_dir.mkdir(parents=True, exist_ok=True)
-    for split, examples in examples_by_split.items():
+    for split, split_rows in rows_by_split.items():
         rows = [
             (example.user, " ".join(str(item_id) for item_id in example.history), str(example.target))
-            for example in examples
+            for example in split_rows.examples
         ]
         _write_rows(dataset_dir / f"{name}.{split}.inter", INTER_HEADER, rows)
     item_rows = [(str(item_id), _clean_title(id2name[item_id])) for item_id in sorted(id2name)]
     _write_rows(dataset_dir / f"{name}.item", ITEM_HEADER, item_rows)
+    report = {
+        "input": str(input_dir),
+        "n_items": int(n_items),
+        "splits": {
+            split: {
+                "file": split_paths[split].name,
+                "rows_read": split_rows.n_rows,
+                "rows_written": len(split_rows.examples),
+                "dropped": split_rows.dropped,
+            }
+            for split, split_rows in rows_by_split.items()
+        },
+    }
+    (dataset_dir / CONVERSION_REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
     logger.info(
         "converted %s -> %s: %s rows, %d items",
-        input_dir, dataset_dir, {split: len(examples) for split, examples in examples_by_split.items()}, n_items,
+        input_dir, dataset_dir,
+        {split: len(split_rows.examples) for split, split_rows in rows_by_split.items()}, n_items,
     )
     return dataset_dir
+
+
+def read_conversion_report(dataset_dir: str | Path) -> dict[str, Any]:
+    """The ``conversion.json`` that :func:`convert_dllm2rec` wrote into ``dataset_dir``::
+
+        {"input": str, "n_items": int,
+         "splits": {split: {"file": str, "rows_read": int, "rows_written": int,
+                            "dropped": {reason: count}}}}
+    """
+    with open(Path(dataset_dir) / CONVERSION_REPORT_FILE, "r", encoding="utf-8") as handle:
+        return json.load(handle)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,9 +549,19 @@ def _read_data_rows(path: Path) -> list[list[str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m recbole_llmkd.data.convert --input DIR --output DIR --name NAME [--n-items N]``."""
+    """``python -m recbole_llmkd.data.convert --input DIR --output DIR --name NAME [--n-items N] [--debug]``.
+
+    A bad input folder is one ``error:`` line and exit status 2 (``recbole_llmkd.errors``).
+    """
+    return run_reporting_errors(_main, argv, CONVERT_PROG)
+
+
+CONVERT_PROG = "python -m recbole_llmkd.data.convert"
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m recbole_llmkd.data.convert",
+        prog=CONVERT_PROG,
         description="Convert DLLM2Rec/BIGRec/LLaRA splits (train/val/test_data.df + id2name.txt) "
         "into RecBole atomic benchmark files <output>/<name>/<name>.{train,valid,test}.inter and <name>.item.",
     )
@@ -455,13 +569,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="parent folder of the dataset folder (RecBole data_path)")
     parser.add_argument("--name", required=True, help="dataset name (RecBole 'dataset')")
     parser.add_argument("--n-items", type=int, default=None, help="number of items (default: names in id2name.txt)")
+    parser.add_argument("--debug", action="store_true", help="on an error, also print the full traceback")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        dataset_dir = convert_dllm2rec(args.input, args.output, args.name, n_items=args.n_items)
-    except ConversionError as error:
-        parser.error(str(error))
+    dataset_dir = convert_dllm2rec(args.input, args.output, args.name, n_items=args.n_items)
 
     max_history = 0
     for split in SPLIT_FILE_CANDIDATES:
@@ -472,6 +584,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     item_path = dataset_dir / f"{args.name}.item"
     print(f"{item_path}\t{len(_read_data_rows(item_path))} items with titles")
     print(f"longest history: {max_history} items (MAX_ITEM_LIST_LENGTH must be at least this)")
+    for split, split_report in read_conversion_report(dataset_dir)["splits"].items():
+        print(describe_dropped(split, split_report["rows_read"], split_report["dropped"]))
     return 0
 
 
