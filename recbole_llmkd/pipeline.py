@@ -1,14 +1,21 @@
 """The main job: LLM teacher -> artifacts -> plain and distilled students -> SLMRec -> report, in one run directory.
 
     run_recbole_llmkd.py --pipeline=auto|tiny|cpu|full|PROFILE.yaml [--dataset=ml-100k] [--run_dir=...]
-                         [--llm_backbone=...] [--key=value ...]
+                         [--config_files=a.yaml,b.yaml] [--llm_backbone=...] [--key=value ...]
 
 A profile (``properties/pipeline/<name>.yaml``) fixes every step's config. Each step runs in its own
 sub-directory; a step whose ``results.json`` exists is reused, so a rerun after an interruption continues where it
-stopped (the artifact export resumes chunk by chunk). ``--key=value`` on the command line goes to every model step
-with the highest precedence (``cmd_args``): it overrides the profile's value of that key in every step, ``common``
-and per-step sections alike. ``Pipeline.plan()`` lists the steps and their configs; ``Pipeline.validate()`` (run
-first by ``run()``) rejects an impossible profile before anything trains.
+stopped (the artifact export resumes chunk by chunk).
+
+Precedence in every model step, lowest first: the property files of the step's model and dataset < the profile's
+``common`` section < the profile's section for the step < ``--config_files`` (in order; every step) < ``--key=value``
+on the command line (every step). So ``--config_files=properties/dllm2rec_protocol.yaml`` runs any profile on data
+converted by ``python -m recbole_llmkd.data.convert``. A dataset read from benchmark files (``benchmark_filename``)
+is already split and filtered: RecBole ignores the filter keys then, so the profile's filters
+(``BENCHMARK_IGNORED_KEYS``) are dropped from every step and reported once (stderr, the log and the report).
+
+``Pipeline.plan()`` lists the steps and their configs; ``Pipeline.validate()`` (run first by ``run()``) rejects an
+impossible profile before anything trains.
 """
 import copy
 import json
@@ -24,6 +31,7 @@ import yaml
 from tqdm import tqdm
 
 from recbole_llmkd.config import load_yaml_file, properties_dir
+from recbole_llmkd.errors import RecboleLLMKDError
 from recbole_llmkd.measure import device_description, git_commit
 from recbole_llmkd.report import (
     ReportRow,
@@ -46,10 +54,15 @@ REPORT_COLUMNS = [
 SAMPLED_COLUMNS = ["model", "sampled_hit@1", "sampled_hit@5", "sampled_ndcg@5", "sampled_mrr"]
 
 
+# RecBole 1.2.1 skips Dataset._data_filtering when benchmark_filename is set: these keys have no effect on such data.
+BENCHMARK_IGNORED_KEYS = (
+    "rm_dup_inter", "val_interval", "filter_inter_by_user_or_item", "user_inter_num_interval", "item_inter_num_interval",
+)
+
 EXPORT_STEP = "export"  # the model name plan() gives the artifact export step (not a model: export_teacher's kwargs)
 
 
-class PipelineError(ValueError):
+class PipelineError(RecboleLLMKDError, ValueError):
     """A profile or pipeline input that cannot run."""
 
 
@@ -97,13 +110,21 @@ class Pipeline:
     """Runs the steps of one profile in ``run_dir``; every step is skipped when its results already exist."""
 
     def __init__(self, profile_path: str, run_dir: Optional[str] = None, dataset: Optional[str] = None,
-                 overrides: Optional[Dict[str, str]] = None):
+                 overrides: Optional[Dict[str, str]] = None, config_files: Optional[List[str]] = None):
         self.profile_path = profile_path
         self.profile = load_profile(profile_path)
+        self.config_files = [os.path.abspath(path) for path in (config_files or [])]
+        self.file_config: dict = {}  # --config_files merged in order: applied to every step above the profile
+        for path in self.config_files:
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"config file not found: {path}")
+            self.file_config.update(load_yaml_file(path, yaml.FullLoader))
         self.dataset = dataset or self.profile.get("dataset", "ml-100k")
         name = self.profile.get("profile", os.path.splitext(os.path.basename(profile_path))[0])
         self.run_dir = os.path.abspath(run_dir or os.path.join("runs", f"pipeline-{name}-{self.dataset}"))
         self.overrides = dict(overrides or {})
+        self.ignored_keys = self._benchmark_ignored_keys()
+        self.overrides = {key: value for key, value in self.overrides.items() if key not in self.ignored_keys}
         os.makedirs(self.run_dir, exist_ok=True)
         self.steps_reused: List[str] = []
         self.steps_run: List[str] = []
@@ -116,9 +137,35 @@ class Pipeline:
         return os.path.join(self.step_dir("teacher"), "teacher_artifacts.safetensors")
 
     def step_config(self, step: str, config: dict) -> dict:
-        """One step's config_dict: the profile's ``common``, then the step's own keys, then its run directory."""
-        return {**copy.deepcopy(self.profile.get("common") or {}), **copy.deepcopy(config),
-                "run_dir": self.step_dir(step), "measure_throughput": True}
+        """One step's config_dict: the profile's ``common``, the step's own keys, ``--config_files``, its run directory.
+
+        Keys that a benchmark-file dataset cannot honour (``self.ignored_keys``) are left out.
+        """
+        merged = {**copy.deepcopy(self.profile.get("common") or {}), **copy.deepcopy(config),
+                  **copy.deepcopy(self.file_config)}
+        merged = {key: value for key, value in merged.items() if key not in self.ignored_keys}
+        return {**merged, "run_dir": self.step_dir(step), "measure_throughput": True}
+
+    def _benchmark_ignored_keys(self) -> Dict[str, object]:
+        """``{key: value}`` of the filter keys the profile or the config files set while the data come from
+        benchmark files (RecBole ignores them there); empty for ordinary atomic data."""
+        benchmark = self.overrides.get("benchmark_filename", self.file_config.get("benchmark_filename"))
+        if benchmark is None:
+            benchmark = (self.profile.get("common") or {}).get("benchmark_filename")
+        if not benchmark or benchmark in ("~", "None", "null"):
+            return {}
+        sections = [self.profile.get("common") or {}, self.profile.get("teacher") or {}, self.profile.get("kd") or {},
+                    self.profile.get("slmrec") or {}, *[c or {} for c in self.profile["students"].values()],
+                    self.file_config, self.overrides]
+        return {key: section[key] for section in sections for key in BENCHMARK_IGNORED_KEYS if key in section}
+
+    def report_ignored_keys(self) -> Optional[str]:
+        """The one line that says which settings were dropped for benchmark-file data (None when none were)."""
+        if not self.ignored_keys:
+            return None
+        settings = ", ".join(f"{key}={value}" for key, value in sorted(self.ignored_keys.items()))
+        return (f"dataset '{self.dataset}' is read from benchmark files (benchmark_filename): already split and "
+                f"filtered, so these settings are not applied to any step: {settings}")
 
     def run_model(self, step: str, model: str, config_dict: dict) -> dict:
         """Train/evaluate ``model`` in ``<run_dir>/<step>``, or reuse the results a previous run left there."""
@@ -128,7 +175,8 @@ class Pipeline:
         if os.path.isfile(os.path.join(step_dir, "results.json")):
             self.steps_reused.append(step)
             return load_result(step_dir)
-        result = run_recbole_llmkd(model, self.dataset, config_dict=config_dict, cmd_args=self.overrides)
+        result = run_recbole_llmkd(model, self.dataset, config_dict=config_dict, cmd_args=self.overrides,
+                                   check_cmd_keys=False)  # validate() checked them against every step
         self.steps_run.append(step)
         return result
 
@@ -294,6 +342,9 @@ class Pipeline:
         from recbole_llmkd.data.export import export_teacher
 
         steps = self.validate()
+        ignored = self.report_ignored_keys()
+        if ignored:  # once, here and in the report
+            print(f"recbole_llmkd pipeline: {ignored}", file=sys.stderr, flush=True)
         progress = tqdm(total=len(steps), desc="pipeline", unit="step", file=sys.stderr)
         started = time.perf_counter()
         results: Dict[str, dict] = {}
@@ -332,6 +383,8 @@ class Pipeline:
             "steps_reused": self.steps_reused,
             "pipeline_wall_time_s": time.perf_counter() - started,
             "overrides": self.overrides,
+            "config_files": self.config_files,
+            "not_applied": ignored,
         }
         return self.write_report(rows, meta)
 
@@ -352,6 +405,8 @@ class Pipeline:
             f"- date: {meta['date']}, commit: {meta['commit']}, seeds: {meta['seeds']}",
             f"- profile: {meta['profile_description']}",
             f"- steps run now: {', '.join(meta['steps_run']) or 'none'}; reused: {', '.join(meta['steps_reused']) or 'none'}",
+            *([f"- config files (every step): {', '.join(meta['config_files'])}"] if meta.get("config_files") else []),
+            *([f"- not applied: {meta['not_applied']}"] if meta.get("not_applied") else []),
             "- protocol: RecBole full ranking over all items (history not masked), leave-one-out, time order; best",
             "  epoch on validation, test read once. Throughput: full-ranking users/s on the test split, same device,",
             "  after one warm-up batch.",

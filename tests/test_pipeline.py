@@ -156,7 +156,8 @@ def test_run_follows_the_plan_fills_the_checkpoint_and_passes_overrides(tmp_path
 
     calls, exports = [], []
 
-    def fake_run(model, dataset, config_dict=None, cmd_args=None):
+    def fake_run(model, dataset, config_dict=None, cmd_args=None, check_cmd_keys=True):
+        assert not check_cmd_keys  # validate() checked the overrides against all steps at once
         calls.append((model, dataset, config_dict, cmd_args))
         return {"checkpoint": f"/ckpt/{model}.pth", "run_dir": config_dict["run_dir"], "seed": 2020}
 
@@ -198,3 +199,61 @@ def test_profile_with_unknown_key_is_rejected(tmp_path):
     bad.write_text("teacher: {}\nstudents: {SASRec: {}}\nslmrec: {llm_n_layers: 1}\nstudentz: 1\n")
     with pytest.raises(PipelineError, match="studentz"):
         Pipeline(str(bad), run_dir=str(tmp_path / "p"))
+
+
+# ----- converted (benchmark-file) data through the main job ------------------------------------------------------
+@pytest.mark.slow
+def test_tiny_profile_end_to_end_on_converted_data_through_the_cli(tmp_path, capsys):
+    """The README's path for published DLLM2Rec/LLaRA splits: convert, then --pipeline with --config_files."""
+    from pathlib import Path
+
+    from recbole_llmkd import cli
+    from recbole_llmkd.data.convert import main as convert_main
+    from tests.test_convert import write_fixture
+
+    write_fixture(Path("published"), user_column="uid")
+    assert convert_main(["--input", "published", "--output", "converted", "--name", "toy"]) == 0
+    protocol = os.path.join(REPO_ROOT, "properties", "dllm2rec_protocol.yaml")
+    capsys.readouterr()
+    status = cli.main(["--pipeline=tiny", "--dataset=toy", "--data_path=converted", f"--config_files={protocol}",
+                       "--run_dir=pipe"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err[-4000:]
+    # the profile's filter cannot apply to pre-split files: reported once on stderr and in the report, not applied
+    notice = [line for line in captured.err.splitlines() if "not applied to any step" in line]
+    assert notice == ["recbole_llmkd pipeline: dataset 'toy' is read from benchmark files (benchmark_filename): "
+                      "already split and filtered, so these settings are not applied to any step: "
+                      "user_inter_num_interval=[0,30]"]
+    markdown = Path("pipe/report.md").read_text()
+    assert "- not applied: dataset 'toy' is read from benchmark files" in markdown
+    assert f"- config files (every step): {protocol}" in markdown
+    meta = json.loads(Path("pipe/report.json").read_text())["meta"]
+    assert meta["steps_run"] == ALL_STEPS and meta["dataset"] == "toy"
+    for step in ALL_STEPS:
+        if step == "export":
+            continue
+        log = Path("pipe", step, "run.log").read_text()
+        assert "benchmark_filename = ['train', 'valid', 'test']" in log, step  # the config file reached every step
+        assert "valid_metric = NDCG@20" in log, step  # ... above the profile's NDCG@10
+    # the converted test split has 12 rows: every model was evaluated on exactly those
+    n_test = len(Path("converted/toy/toy.test.inter").read_text().strip().splitlines()) - 1
+    assert n_test == 12
+    with open("pipe/report.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["model"] for row in rows] == EXPECTED_MODELS
+    # hit@20 is a count over 12 users (the csv rounds to 4 decimals)
+    assert all(float(row["hit@20"]) * n_test == pytest.approx(round(float(row["hit@20"]) * n_test), abs=0.01) for row in rows)
+
+
+def test_config_files_apply_to_every_step_above_the_profile(tmp_path):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("learning_rate: 0.0042\nuser_inter_num_interval: '[0,20]'\n")
+    pipeline = Pipeline(resolve_profile("tiny"), run_dir=str(tmp_path / "p"), config_files=[str(extra)],
+                        overrides={"seed": "7"})
+    for step, model, config in pipeline.plan():
+        if model != "export":
+            assert config["learning_rate"] == 0.0042, step  # beats the teacher section's 0.003
+            assert config["user_inter_num_interval"] == "[0,20]", step  # ordinary atomic data: filters apply
+    assert pipeline.report_ignored_keys() is None
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        Pipeline(resolve_profile("tiny"), run_dir=str(tmp_path / "q"), config_files=[str(tmp_path / "nope.yaml")])
