@@ -1,5 +1,6 @@
 """Ray Tune sweeps (issue 6): space validation, an end-to-end sweep with crashing trials, resume after an
-interruption, and a sweep against a separate Ray head process on loopback.
+interruption (a Ctrl-C at a fixed point, and a saved state that calls finished trials unfinished: a resume never
+retrains a finished trial), and a sweep against a separate Ray head process on loopback.
 
 The sweeps train SASRec (tiny config) on ``tinyml``: the first 120 users of ml-100k written as atomic files,
 so a trial takes seconds. One embedded Ray per module (``ray_local``); the interrupted and the cluster sweep
@@ -9,6 +10,7 @@ import glob
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,9 +19,11 @@ import tempfile
 import threading
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from ray.tune import Callback
 
 from tests.conftest import REPO_ROOT, TINY_SEQ_CONFIG
 from recbole_llmkd import cli
@@ -159,8 +163,8 @@ def test_trials_get_absolute_paths_and_the_shared_teacher_file(tmp_path, tiny_da
     (tmp_path / "teacher.safetensors").write_bytes(b"not read here")
     spec = load_space({"space": {LR: {"type": "choice", "values": [0.01]}}})
     relative_data = os.path.relpath(tiny_data["data_path"], os.getcwd())
-    _, setup = sweep_module.prepare_setup(
-        "SASRec", "tinyml", spec, ["cfg/tiny.yaml"],
+    _, setup = sweep_module.prepare_setup(  # a KD student's sweep: `teacher` is one of its keys
+        "KDSASRec", "tinyml", spec, ["cfg/tiny.yaml"],
         config_dict={"checkpoint_dir": "elsewhere"},
         cmd_args={"data_path": relative_data, "teacher": "teacher.safetensors", LR: "0.5", "epochs": "3"},
     )
@@ -219,10 +223,73 @@ def test_tiny_sweep_end_to_end_with_crashing_trials(tmp_path, tiny_data, ray_loc
     assert open(os.path.join(sweep_dir, "run.log")).read().count("test result of the best trial (read once)") == 1
 
 
+class _HoldAfterFirstTrial(Callback):
+    """Driver-side Ray Tune callback (added by ``_cli_held_after_first_trial``): when the first trial ends it holds
+    the driver's loop until SIGINT has reached Ray's handler, so the test's Ctrl-C always lands at the same point.
+
+    While the loop is held the driver processes nothing: no result (a trial's ``tune.report`` blocks until the
+    driver takes it), no trial start or end. So at the Ctrl-C exactly one trial has finished (its function wrote
+    its ``trial_summary.json`` before returning, and Ray calls ``on_trial_complete`` after that) and the others
+    have not. Ray keeps the callback in ``tuner.pkl``; the resumed sweep brings it back, and it does nothing then.
+    """
+
+    def __init__(self, held_file: str):
+        self.held_file = held_file
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if os.path.exists(self.held_file):
+            return  # once (this is the resumed sweep, or a later trial)
+        received = threading.Event()
+        ray_handler = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame):  # Ray's handler sets its "interrupted" flag, then puts the original one back
+            received.set()
+            ray_handler(signum, frame)
+
+        signal.signal(signal.SIGINT, handler)  # callbacks run in the driver's main thread
+        with open(self.held_file + ".tmp", "w") as f:
+            f.write(trial.trial_id)
+        os.replace(self.held_file + ".tmp", self.held_file)  # tells the test: send Ctrl-C now
+        deadline = time.time() + 300
+        while not received.is_set() and time.time() < deadline:
+            time.sleep(0.05)  # signal handlers run between these sleeps
+        if not received.is_set():
+            signal.signal(signal.SIGINT, ray_handler)
+
+
+def _cli_held_after_first_trial(held_file: str, argv) -> int:
+    """``run_recbole_llmkd.py argv`` with ``_HoldAfterFirstTrial`` added to the sweep's Ray Tune callbacks."""
+    from ray import tune
+
+    class HeldTuner(tune.Tuner):
+        def __init__(self, *args, run_config=None, **kwargs):
+            run_config.callbacks = [*(run_config.callbacks or []), _HoldAfterFirstTrial(held_file)]
+            super().__init__(*args, run_config=run_config, **kwargs)
+
+    tune.Tuner = HeldTuner  # run_sweep imports Tuner from ray.tune when it runs
+    return cli.main(argv)
+
+
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, tiny_data, ray_local):
+    """A real Ctrl-C (SIGINT) to the CLI process, at a point fixed by ``_HoldAfterFirstTrial`` instead of by timing.
+
+    Kept as a real signal to a real CLI process (exit status, message, Ray's own SIGINT handling and state save)
+    rather than replaced by an in-process stand-in; only the moment is made deterministic. Before, the test sent
+    SIGINT when the first trial's end was printed: which trials had finished by the time Ray saw the signal,
+    and what Ray's saved state said about them, was timing luck. Now the Ctrl-C lands while the driver is held
+    right after the first trial ended: that trial has written its summary, and the two others cannot have
+    finished (trials run one at a time, ``max_concurrent: 1``, and a held driver starts none). What Ray's saved
+    state calls the first trial (TERMINATED, or still RUNNING, i.e. PENDING on restore) is Ray's business and
+    nothing below depends on it: either Ray skips the trial, or the trial finds its summary and does not train
+    (``test_resume_never_retrains_a_trial_the_saved_state_calls_unfinished`` forces that second case).
+    """
     space = _write_space(tmp_path / "space.yaml", {"learning_rate": {"type": "grid", "values": [0.01, 0.003, 0.001]}},
                          max_concurrent=1)
-    command = [sys.executable, os.path.join(REPO_ROOT, "run_recbole_llmkd.py"), "--model=SASRec", "--dataset=tinyml",
+    held = str(tmp_path / "held_after_first_trial")
+    run_held_cli = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
+                    "from tests.test_tune import _cli_held_after_first_trial; "
+                    "sys.exit(_cli_held_after_first_trial(sys.argv[1], sys.argv[2:]))")
+    command = [sys.executable, "-c", run_held_cli, REPO_ROOT, held, "--model=SASRec", "--dataset=tinyml",
                f"--config_files={tiny_data['config_file']}", f"--data_path={tiny_data['data_path']}",
                f"--tune={space}", "--run_dir=sweep"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -230,12 +297,12 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, t
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline and not any("completed after" in line for line in lines):
-            assert proc.poll() is None, "".join(lines)
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)  # Ctrl-C once the first trial finished: Ray Tune saves its state and stops
-        proc.wait(timeout=120)
+        deadline = time.time() + 300  # a bound for a broken run, not a timing assumption
+        while not os.path.exists(held):
+            assert proc.poll() is None and time.time() < deadline, "".join(lines)
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: Ray Tune saves its state and stops, the CLI exits with 130
+        proc.wait(timeout=180)
         reader.join(timeout=10)
     finally:
         if proc.poll() is None:
@@ -243,16 +310,179 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, t
     output = "".join(lines)
     assert proc.returncode == 130, output
     assert "continue it with --resume --run_dir=" in output
-    done = {p: os.path.getmtime(p) for p in glob.glob("sweep/trials/*/trial_summary.json")}
-    assert 1 <= len(done) < 3
+    first_trial = open(held).read()
+    summaries = glob.glob("sweep/trials/*/trial_summary.json")
+    assert len(summaries) == 1 and f"_{first_trial}_" in summaries[0], (summaries, first_trial)
+    done = {p: (os.path.getmtime(p), open(p).read()) for p in summaries}
 
+    # The resume runs in this test's Ray, a new Ray session: only the sweep directory's copies are there.
     result = run_sweep(None, None, None, cmd_args={"run_dir": "sweep"}, resume=True, verbose=0)
     trials = _trials("sweep")
     assert len(trials) == 3 and list(trials["status"]) == ["TERMINATED"] * 3
     assert sorted(trials["learning_rate"]) == [0.001, 0.003, 0.01]
-    assert {p: os.path.getmtime(p) for p in done} == done  # finished trials were not rerun
+    assert {p: (os.path.getmtime(p), open(p).read()) for p in done} == done  # the finished trial was not rerun
     assert len(glob.glob("sweep/trials/*/trial_summary.json")) == 3
+    assert list(trials["epochs_run"]) == [2, 2, 2]
     assert result["num_trials"] == 3 and set(result["test_result"]) == {"hit@10", "ndcg@10", "mrr@10"}
+
+
+def _mark_unfinished_in_saved_state(experiment_path: str, trial_folder: str) -> None:
+    """Edit Ray's saved experiment state as the Ctrl-C race leaves it: this finished trial is unfinished again.
+
+    Ray 2.x (``TuneController.save_to_dir``) writes ``experiment_state-<session>.json`` =
+    ``{"trial_data": [[trial_json, run_metadata_json], ...], "runner_data": ..., "stats": ...}``, where
+    ``trial_json`` is a JSON string of ``Trial.__getstate__()`` (``status``, ``relative_logdir`` = the trial's
+    folder, ...). The race saves a trial whose function had returned while Ray had not yet processed its end:
+    status RUNNING, which ``Trial.__setstate__`` reads back as PENDING, so ``Tuner.restore(resume_unfinished=True)``
+    requeues it (same trial, same folder). Writing PENDING reaches the same code path.
+    """
+    states = glob.glob(os.path.join(experiment_path, "experiment_state-*.json"))
+    assert states, os.listdir(experiment_path)
+    marked = 0
+    for path in states:
+        with open(path, "r", encoding="utf-8") as f:
+            state = json.load(f)
+        for entry in state["trial_data"]:
+            trial = json.loads(entry[0])
+            if trial["relative_logdir"] == trial_folder:
+                assert trial["status"] == "TERMINATED"
+                trial["status"] = "PENDING"
+                entry[0] = json.dumps(trial, indent=2)
+                marked += 1
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(state, f)
+    assert marked == 1, (trial_folder, states)
+
+
+def _stat(path):
+    return os.path.getmtime(path), open(path, "rb").read()
+
+
+def test_resume_never_retrains_a_trial_the_saved_state_calls_unfinished(tmp_path, tiny_data, ray_local):
+    """The Ctrl-C race's outcome, made on purpose: finished trials that Ray's saved state calls PENDING.
+
+    A 3-trial sweep runs to the end; then the state file marks two finished trials PENDING again and the sweep is
+    resumed. Ray restarts both (same trial, same folder); each finds its complete ``trial_summary.json``, reports
+    its finished result and returns without training. The resume runs in this module's Ray session, so Ray reuses
+    the trials' staging folders (``get_trial_dir()``): trial "same session" finds its summary there. For trial
+    "new session" the staging folder is deleted first, as a resume in a new process sees it (a new Ray session
+    starts with empty staging folders): it finds the sweep directory's copy.
+    """
+    space = _write_space(tmp_path / "space.yaml",
+                         {"learning_rate": {"type": "grid", "values": [1e-7, 0.003, 0.01]}}, max_concurrent=2)
+    first = run_sweep("SASRec", "tinyml", space, [tiny_data["config_file"]],
+                      cmd_args={"data_path": tiny_data["data_path"], "run_dir": "sweep"}, verbose=0)
+    experiment = os.path.abspath("sweep/trials")
+    before = _trials("sweep").set_index("trial_id")
+    assert list(before["status"]) == ["TERMINATED"] * 3 and list(before["epochs_run"]) == [2, 2, 2]
+    folders = sorted(d for d in os.listdir(experiment) if os.path.isdir(os.path.join(experiment, d)))
+    assert sorted(before["trial_dir"]) == [f"trials/{f}" for f in folders]
+    folder_of = {trial_id: row["trial_dir"].split("/")[-1] for trial_id, row in before.iterrows()}
+    # the best trial's staging folder goes: best.json's test metrics need its checkpoint, found in the sweep dir
+    best_id = first["best_trial_id"]
+    new_session = folder_of[best_id]
+    same_session = folder_of[next(t for t in sorted(before.index) if t != best_id)]
+    untouched = next(f for f in folders if f not in (new_session, same_session))
+
+    def staging(folder):  # Ray's staging folder of the trial: the summary's checkpoint is in its run/
+        with open(os.path.join(experiment, folder, "trial_summary.json")) as f:
+            path = os.path.dirname(os.path.dirname(json.load(f)["checkpoint"]))
+        assert os.path.basename(path) == folder and not path.startswith(os.path.abspath("sweep"))
+        return path
+
+    stored = {f: _stat(os.path.join(experiment, f, "trial_summary.json")) for f in folders}
+    same_staging = {name: _stat(os.path.join(staging(same_session), *name.split("/")))
+                    for name in ("trial_summary.json", "run/run.log")}
+    new_staging = staging(new_session)
+    shutil.rmtree(new_staging)
+    rows_before = {f: len(pd.read_csv(os.path.join(experiment, f, "progress.csv"))) for f in folders}
+    for folder in (same_session, new_session):
+        _mark_unfinished_in_saved_state(experiment, folder)
+    assert {t: str(s.status) for t, s in sweep_module._saved_trials(experiment).items()} == {
+        same_session: "PENDING", new_session: "PENDING", untouched: "TERMINATED"}
+
+    result = run_sweep(None, None, None, cmd_args={"run_dir": "sweep"}, resume=True, verbose=0)
+
+    after = _trials("sweep").set_index("trial_id")
+    assert list(after["status"]) == ["TERMINATED"] * 3
+    assert sorted(d for d in os.listdir(experiment) if os.path.isdir(os.path.join(experiment, d))) == folders
+    pd.testing.assert_frame_equal(after, before)  # same rows: best metric, epochs run, status, folder
+    # Ray did restart both trials (one more report each; the new session's progress.csv starts afresh) ...
+    rows_after = {f: len(pd.read_csv(os.path.join(experiment, f, "progress.csv"))) for f in folders}
+    assert rows_after == {same_session: rows_before[same_session] + 1, new_session: 1, untouched: 2}
+    last = pd.read_csv(os.path.join(experiment, new_session, "progress.csv")).iloc[-1]
+    assert last["epoch"] == 1 and last["ndcg@10"] == before.loc[best_id, "best_ndcg@10"]
+    # ... and neither trained: the summaries and the run log were not written again.
+    assert {n: _stat(os.path.join(staging(same_session), *n.split("/"))) for n in same_staging} == same_staging
+    assert _stat(os.path.join(experiment, new_session, "trial_summary.json")) == stored[new_session]
+    assert os.listdir(new_staging) and not os.path.exists(os.path.join(new_staging, "trial_summary.json"))
+    assert not os.path.exists(os.path.join(new_staging, "run"))
+    for folder in folders:  # the sweep directory's copies: same content (Ray re-copies its staging folders)
+        assert _stat(os.path.join(experiment, folder, "trial_summary.json"))[1] == stored[folder][1]
+
+    assert result["best_trial_id"] == best_id and result["best_params"] == first["best_params"]
+    assert result["best_valid_score"] == first["best_valid_score"]
+    assert result["status_counts"] == {"TERMINATED": 3}
+    assert result["checkpoint"].startswith(os.path.abspath("sweep")) and os.path.isfile(result["checkpoint"])
+    with open("sweep/best.json") as f:
+        best = json.load(f)
+    assert set(best["test_result"]) == {"hit@10", "ndcg@10", "mrr@10"}
+    assert best["test_result"] == pytest.approx(first["test_result"])  # same checkpoint, same test split
+
+
+def test_finished_trial_summary_accepts_only_a_complete_summary_of_the_same_values(tmp_path):
+    params = {"learning_rate": 0.01, "n_heads": 2}
+    staging, stored = tmp_path / "staging" / "trial_1", tmp_path / "sweep" / "trials" / "trial_1"
+    for folder in (staging, stored):
+        os.makedirs(folder / "run")
+    checkpoint = staging / "run" / "SASRec-1.pth"
+    checkpoint.write_bytes(b"weights")
+    summary = {"params": params, "best_valid_score": 0.25, "best_valid_result": {"hit@10": 0.5, "ndcg@10": 0.25},
+               "epochs_run": 3, "last_epoch": 2, "checkpoint": str(checkpoint), "train_time_s": 1.5}
+    find = sweep_module.finished_trial_summary
+    assert find(params, [str(staging), str(stored)]) is None  # nothing written yet
+
+    sweep_module.write_json_atomic(str(staging / "trial_summary.json"), summary)
+    assert sorted(os.listdir(staging)) == ["run", "trial_summary.json"]  # no temporary file left
+    assert find(params, [str(staging), str(stored)]) == (summary, str(checkpoint))
+    assert find({"learning_rate": np.float64(0.01), "n_heads": np.int64(2)}, [str(staging)]) is not None  # Ray's
+    assert find({**params, "learning_rate": 0.003}, [str(staging), str(stored)]) is None  # another trial's values
+    assert find({"learning_rate": 0.01}, [str(staging)]) is None
+
+    text = (staging / "trial_summary.json").read_text()
+    (staging / "trial_summary.json").write_text(text[: len(text) // 2])  # half-written (a copy cut short)
+    assert find(params, [str(staging)]) is None
+    for broken in ({**summary, "best_valid_result": None}, {k: v for k, v in summary.items() if k != "epochs_run"},
+                   [summary]):
+        (staging / "trial_summary.json").write_text(json.dumps(broken))
+        assert find(params, [str(staging)]) is None
+
+    # the sweep directory's copy, its checkpoint resolved into its own run/ (the staging one is gone)
+    shutil.rmtree(staging)  # a new Ray session: the staging folder is gone
+    (stored / "trial_summary.json").write_text(json.dumps(summary))
+    assert find(params, [str(staging), str(stored)]) is None  # no checkpoint anywhere: the trial must train
+    (stored / "run" / "SASRec-1.pth").write_bytes(b"weights")
+    found, found_checkpoint = find(params, [str(staging), str(stored)])
+    assert found == summary and found_checkpoint == str(stored / "run" / "SASRec-1.pth")
+    old_format = {k: v for k, v in summary.items() if k != "last_epoch"}  # written before "last_epoch" existed
+    (stored / "trial_summary.json").write_text(json.dumps(old_format))
+    report = sweep_module.finished_trial_report(*find(params, [str(stored)]))
+    assert report == {"hit@10": 0.5, "ndcg@10": 0.25, "valid_score": 0.25, "best_valid_score": 0.25, "epoch": 2,
+                      "checkpoint": str(stored / "run" / "SASRec-1.pth")}
+
+
+def test_write_json_atomic_never_leaves_a_half_written_file(tmp_path, monkeypatch):
+    path = tmp_path / "trial_summary.json"
+    sweep_module.write_json_atomic(str(path), {"a": 1})
+
+    def dies_halfway(content, f, **kwargs):
+        f.write('{"a": ')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_module.json, "dump", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        sweep_module.write_json_atomic(str(path), {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 1} and os.listdir(tmp_path) == ["trial_summary.json"]
 
 
 def _free_port() -> int:

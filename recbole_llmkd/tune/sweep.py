@@ -22,9 +22,22 @@ trials find them from Ray's per-trial working directories; the files are shared,
 
 Fault tolerance: a trial that raises is recorded (status ERROR and its error) and the sweep goes on
 (``FailureConfig(max_failures=0, fail_fast=False)``). An interrupted sweep (Ctrl-C, a killed driver) is
-resumed with ``resume=True`` / ``--resume`` and the same ``--run_dir``: ``Tuner.restore`` reruns only the
-unfinished trials, finished and errored ones keep their results. Resuming is explicit: starting a sweep
-in a directory that already holds one is an error, so two sweeps never mix.
+resumed with ``resume=True`` / ``--resume`` and the same ``--run_dir``: ``Tuner.restore`` reruns the trials
+Ray's saved state calls unfinished, finished and errored ones keep their results. A resumed sweep never
+retrains a trial that finished, even when Ray's state lags behind it (Ctrl-C between the trial's last report
+and Ray processing its end leaves it RUNNING in the state file, read back as PENDING): a trial's last act is
+to write ``trial_summary.json`` atomically (temporary file, then ``os.replace``) into its folder, and a trial
+that starts (Ray keeps its folder name on restore) and finds a complete summary for its own values there
+(``finished_trial_summary``: it parses, its ``params`` equal the trial's, its checkpoint file exists)
+reports that finished result once (best validation result, last epoch, checkpoint) and returns: its summary,
+checkpoint and ``run/run.log`` stay as they were (Ray's ``progress.csv`` gets that one report; after a resume in
+a new process it holds only that one, the per-epoch history stays in ``run/run.log``). It looks in Ray's
+staging folder (``get_trial_dir()``, which a resume in the same Ray session reuses) and in the sweep
+directory's copy (``trials/<trial folder>``, the only one a resume in a new process sees: Ray stages under
+its session's temporary folder). A summary that is missing, half-written, unreadable or for other values
+means "not finished": the trial trains from the start.
+Resuming is explicit: starting a sweep in a directory that already holds one is an error, so two sweeps
+never mix.
 """
 import json
 import logging
@@ -32,11 +45,13 @@ import math
 import os
 import sys
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from logging import getLogger
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
+from recbole_llmkd.errors import RecboleLLMKDError
 from recbole_llmkd.tune.space import SpaceError, SweepSpec, check_keys, load_space
 
 EXPERIMENT_NAME = "trials"
@@ -46,12 +61,14 @@ TRIAL_SUMMARY = "trial_summary.json"
 _TRIAL_OWNED_KEYS = ("run_dir", "checkpoint_dir", "gpu_id", "data_path")
 
 
-class SweepError(RuntimeError):
+class SweepError(RecboleLLMKDError, RuntimeError):
     """A sweep that cannot start, resume or produce a result (every trial failed, ...)."""
 
 
 class SweepInterrupted(SweepError):
     """The sweep stopped before every trial finished (Ctrl-C); ``resume=True`` continues it."""
+
+    exit_status = 130  # the shell's status for Ctrl-C; the CLI prints the message without "error:"
 
 
 @dataclass
@@ -110,16 +127,120 @@ def _trial_gpu_id() -> str:
     return ",".join(str(g) for g in ray.get_gpu_ids())
 
 
-def sweep_trainable(params: Dict[str, Any], setup: SweepSetup) -> None:
-    """One trial: train on the trial's values, report validation metrics after every evaluation."""
+def _json_value(value):
+    """``json.dump``'s fallback: numpy scalars (Ray's sampled values) -> Python numbers, anything else -> str."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def _as_json(value):
+    """``value`` as it reads back from a JSON file (numpy scalars -> numbers, tuples -> lists)."""
+    return json.loads(json.dumps(value, default=_json_value))
+
+
+def write_json_atomic(path: str, content) -> None:
+    """Write ``content`` as JSON so that ``path`` never holds a half-written file: a temporary file in the same
+    folder, flushed to disk, then ``os.replace`` (atomic on POSIX and Windows)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(folder, f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(temporary, "x", encoding="utf-8") as f:
+            json.dump(content, f, indent=2, default=_json_value)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def _read_summary(trial_dir: str) -> Optional[dict]:
+    """The trial's ``trial_summary.json``, or None when it is missing or cannot be parsed (a torn copy)."""
+    try:
+        with open(os.path.join(trial_dir, TRIAL_SUMMARY), "r", encoding="utf-8") as f:
+            summary = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def finished_trial_summary(params: Dict[str, Any], trial_dirs: Iterable[Optional[str]]) -> Optional[Tuple[dict, str]]:
+    """``(summary, checkpoint)`` when one of ``trial_dirs`` holds the summary of a finished run of this trial, else None.
+
+    Finished means: ``trial_summary.json`` parses, has every field a finished trial writes, its ``params`` equal
+    ``params`` (as JSON reads them back), and its checkpoint resolves to an existing file (``_stored_checkpoint``:
+    the copy in that folder's ``run/``, else the path as written). Anything else (no file, a half-written or
+    unreadable one, another trial's values, a checkpoint that is gone) means the trial must train.
+    """
+    expected = _as_json(params)
+    for trial_dir in trial_dirs:
+        if not trial_dir:
+            continue
+        summary = _read_summary(trial_dir)
+        if summary is None or summary.get("params") != expected:
+            continue
+        result = summary.get("best_valid_result")
+        if not (
+            _is_number(summary.get("best_valid_score"))
+            and isinstance(result, dict)
+            and all(_is_number(v) for v in result.values())
+            and isinstance(summary.get("epochs_run"), int)
+            and isinstance(summary.get("last_epoch", 0), int)
+            and isinstance(summary.get("checkpoint"), str)
+        ):
+            continue
+        checkpoint = _stored_checkpoint(trial_dir, summary["checkpoint"])
+        if checkpoint and os.path.isfile(checkpoint):
+            return summary, checkpoint
+    return None
+
+
+def finished_trial_report(summary: dict, checkpoint: str) -> Dict[str, Any]:
+    """What a trial that finished reported last, from its summary (the same keys as ``sweep_trainable``'s
+    reports): its best validation result, scores, last evaluated epoch and best checkpoint."""
+    best_valid_score = float(summary["best_valid_score"])
+    return {
+        **_float_dict(summary["best_valid_result"]),
+        "valid_score": best_valid_score,
+        "best_valid_score": best_valid_score,
+        # summaries written before "last_epoch" existed: RecBole evaluates after the last epoch it trains
+        "epoch": int(summary.get("last_epoch", summary["epochs_run"] - 1)),
+        "checkpoint": checkpoint,
+    }
+
+
+def sweep_trainable(params: Dict[str, Any], setup: SweepSetup, experiment_path: Optional[str] = None) -> None:
+    """One trial: train on the trial's values, report validation metrics after every evaluation.
+
+    A trial that already finished (a resumed sweep whose saved state still called it unfinished) is not
+    trained again: it reports its finished result from its ``trial_summary.json`` and returns, touching no
+    file. ``experiment_path`` (the sweep's ``trials/`` folder) is where Ray keeps the trial's files between
+    runs; ``get_trial_dir()`` is Ray's staging folder of the current Ray session.
+    """
     from ray import tune
+
+    trial_dir = tune.get_context().get_trial_dir()
+    stored_dir = os.path.join(experiment_path, os.path.basename(trial_dir.rstrip("/"))) if experiment_path else None
+    finished = finished_trial_summary(params, [trial_dir, stored_dir])
+    if finished is not None:
+        summary, checkpoint = finished
+        getLogger(__name__).info(
+            f"sweep trial {tune.get_context().get_trial_id()}: finished in an earlier run ({TRIAL_SUMMARY}), "
+            f"reporting its result without training"
+        )
+        tune.report(finished_trial_report(summary, checkpoint))
+        return
+
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import init_seed
 
     from recbole_llmkd.quick_start import check_dataset_files, init_run_logger, prepare_run_dir
     from recbole_llmkd.registry import get_trainer
 
-    trial_dir = tune.get_context().get_trial_dir()
     run_dir = os.path.join(trial_dir, TRIAL_RUN_SUBDIR)
     config = setup.trial_config(params, run_dir, _trial_gpu_id())
     check_dataset_files(config)
@@ -135,8 +256,10 @@ def sweep_trainable(params: Dict[str, Any], setup: SweepSetup) -> None:
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = config.model_class(config, train_data._dataset).to(config["device"])
     trainer = recording_trainer(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model)
+    reported_epochs: List[int] = []
 
     def report(epoch_idx: int, valid_score: float) -> None:
+        reported_epochs.append(int(epoch_idx))
         tune.report(
             {
                 **_float_dict(trainer.last_valid_result),
@@ -151,16 +274,18 @@ def sweep_trainable(params: Dict[str, Any], setup: SweepSetup) -> None:
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=True, show_progress=False, callback_fn=report
     )
+    epochs_run = len(trainer.train_loss_dict)
     summary = {
         "params": params,
         "best_valid_score": float(best_valid_score),
         "best_valid_result": _float_dict(best_valid_result),
-        "epochs_run": len(trainer.train_loss_dict),
+        "epochs_run": epochs_run,
+        "last_epoch": reported_epochs[-1] if reported_epochs else epochs_run - 1,  # of the last report
         "checkpoint": trainer.saved_model_file,
         "train_time_s": time.perf_counter() - start,
     }
-    with open(os.path.join(trial_dir, TRIAL_SUMMARY), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
+    # The trial's last act, atomic: a summary that exists is complete, and means "finished" to a resume.
+    write_json_atomic(os.path.join(trial_dir, TRIAL_SUMMARY), summary)
 
 
 # ----- driver side --------------------------------------------------------------------------------
@@ -198,6 +323,7 @@ def prepare_setup(
     config_dict = dict(config_dict or {})
     cmd_args = dict(cmd_args or {})
     config = Config(model, dataset, config_file_list, config_dict, cmd_args)
+    config.check_cmd_keys()  # a mistyped --key is an error before Ray starts
     check_keys(spec, config.known_keys() | set(config.final_config_dict), _model_name(model))
     check_dataset_files(config)
 
@@ -264,7 +390,8 @@ def _search_alg(spec: SweepSpec, metric: str, mode: str, seed: Optional[int]):
     if spec.alg in ("random", "grid"):
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
-        return BasicVariantGenerator(random_state=seed)
+        # Ray ignores TuneConfig(max_concurrent_trials) for this generator (it only wraps Searchers): it takes its own.
+        return BasicVariantGenerator(random_state=seed, max_concurrent=spec.max_concurrent or 0)
     if spec.alg == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
@@ -375,11 +502,7 @@ def _trial_rows(results, setup: SweepSetup, experiment_path: str) -> List[dict]:
         trial = saved_trials.get(folder)
         trial_id = trial.trial_id if trial is not None else folder
         config = (trial.config if trial is not None else None) or result.config or {}
-        summary_file = os.path.join(trial_dir, TRIAL_SUMMARY)
-        summary = None
-        if os.path.isfile(summary_file):
-            with open(summary_file, "r", encoding="utf-8") as f:
-                summary = json.load(f)
+        summary = _read_summary(trial_dir)
         frame = result.metrics_dataframe
         reported = frame is not None and len(frame) > 0 and setup.metric in frame
         best_value, epochs_run, checkpoint, best_row = math.nan, 0, None, None
@@ -572,7 +695,9 @@ def run_sweep(
     resources = _trial_resources(spec, embedded=not ray_address)
     owns_ray = _start_ray(ray_address, spec.embedded_cpus)
     try:
-        trainable = tune.with_resources(tune.with_parameters(sweep_trainable, setup=setup), resources)
+        trainable = tune.with_resources(
+            tune.with_parameters(sweep_trainable, setup=setup, experiment_path=experiment_path), resources
+        )
         if resume:
             logger.info(f"resuming sweep {experiment_path} (finished trials are kept, unfinished ones rerun)")
             tuner = Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=False)
@@ -588,7 +713,7 @@ def run_sweep(
                     search_alg=search,
                     scheduler=_scheduler(spec, saved["max_t"]),
                     num_samples=num_samples,
-                    max_concurrent_trials=spec.max_concurrent,
+                    max_concurrent_trials=None if spec.alg in ("random", "grid") else spec.max_concurrent,
                 ),
                 run_config=RunConfig(
                     name=EXPERIMENT_NAME,
