@@ -55,10 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--export-teacher",
         metavar="PATH",
-        help="export a trained LLMRec teacher's artifacts (PATH: its run dir or checkpoint) and exit",
+        help="export a trained teacher's artifacts and exit; PATH: the run dir or checkpoint of an LLMRec or of any "
+        "RecBole sequential model (SASRec, GRU4Rec, BERT4Rec, ...)",
     )
     parser.add_argument("--export-output", metavar="FILE", help="artifact file (default: <teacher run dir>/teacher_artifacts.safetensors)")
     parser.add_argument("--export-topk", metavar="K", type=int, default=50, help="teacher items per example (default 50)")
+    parser.add_argument(
+        "--export-item-text", choices=["auto", "titles", "item_table", "none"], default="auto",
+        help="item_text_emb: LLM on titles (auto with an .item file), the teacher's item table, or none",
+    )
+    parser.add_argument("--export-overwrite", action="store_true", help="replace an existing artifact file")
     parser.add_argument(
         "--pipeline", metavar="PROFILE",
         help="run the main job (teacher -> export -> students -> SLMRec -> report): auto|tiny|cpu|full|FILE.yaml",
@@ -181,7 +187,8 @@ def _main(argv: List[str]) -> int:
     if args.export_teacher:
         from recbole_llmkd.data.export import export_teacher
 
-        path = export_teacher(args.export_teacher, output=args.export_output, topk=args.export_topk)
+        path = export_teacher(args.export_teacher, output=args.export_output, topk=args.export_topk,
+                              item_text=args.export_item_text, overwrite=args.export_overwrite)
         print(f"teacher artifacts: {path}")
         return 0
     if args.pipeline:

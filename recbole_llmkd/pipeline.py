@@ -385,8 +385,16 @@ class Pipeline:
             "overrides": self.overrides,
             "config_files": self.config_files,
             "not_applied": ignored,
+            "teacher_lists": self._teacher_list_diagnostics(),
         }
         return self.write_report(rows, meta)
+
+    def _teacher_list_diagnostics(self) -> Optional[dict]:
+        """What the export measured of the teacher's lists on the training split (None if it did not)."""
+        from recbole_llmkd.data.export import diagnostics_path
+
+        path = diagnostics_path(self.artifact_path())
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
     def write_report(self, rows: List[ReportRow], meta: dict) -> dict:
         table = report_table(rows, teacher_name="LLMRec (teacher)")
@@ -407,6 +415,9 @@ class Pipeline:
             f"- steps run now: {', '.join(meta['steps_run']) or 'none'}; reused: {', '.join(meta['steps_reused']) or 'none'}",
             *([f"- config files (every step): {', '.join(meta['config_files'])}"] if meta.get("config_files") else []),
             *([f"- not applied: {meta['not_applied']}"] if meta.get("not_applied") else []),
+            *([f"- teacher lists (training split, K={lists['K']}): {lists['target_in_list']:.1%} contain the target, "
+               f"{lists['history_in_list']:.1%} contain history items ({lists['history_items_share']:.1%} of the listed "
+               "items)"] if (lists := meta.get("teacher_lists")) else []),
             "- protocol: RecBole full ranking over all items (history not masked), leave-one-out, time order; best",
             "  epoch on validation, test read once. Throughput: full-ranking users/s on the test split, same device,",
             "  after one warm-up batch.",

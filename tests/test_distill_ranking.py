@@ -23,6 +23,7 @@ from recbole_llmkd.distill import (
     position_weights,
     student_item_ranks,
     tang_wang_rd_loss,
+    teacher_list_diagnostics,
 )
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
@@ -483,3 +484,21 @@ def test_tang_wang_rejects_bad_arguments():
 def test_tang_wang_bf16_gives_fp32():
     loss = tang_wang_rd_loss(TW_LOGITS.bfloat16(), torch.tensor([[3, 4]]))
     assert loss.dtype == torch.float32
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# teacher_list_diagnostics
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_teacher_list_diagnostics_against_hand_counts():
+    teacher_topk = torch.tensor([[5, 3, 2], [1, 4, 6], [7, 2, 9], [0, 0, 8]])  # [B=4, K=3]; row 3 padded
+    target = torch.tensor([3, 7, 7, 0])  # row 3's target 0 (PAD) must not count as listed
+    history = torch.tensor([[2, 0, 0], [0, 0, 0], [9, 2, 1], [8, 0, 0]])  # [B, L], 0-padded
+    result = teacher_list_diagnostics(teacher_topk, target, history)
+    # target listed: rows 0 (3) and 2 (7) -> 2/4; history listed: rows 0 (2), 2 (2, 9), 3 (8) -> 3/4
+    # history items among the 12 listed: row 0: 1, row 2: 2, row 3: 1 (PAD slots never count) -> 4/12
+    assert result == {"rows": 4, "target_in_list": 0.5, "history_in_list": 0.75,
+                      "history_items_share": pytest.approx(4 / 12, abs=1e-7)}
+    with pytest.raises(ValueError, match="must have the B=4 rows"):
+        teacher_list_diagnostics(teacher_topk, target[:3], history)

@@ -201,3 +201,95 @@ def test_export_with_user_state(teacher_run, tmp_path, data_root):
     _, train_data, _, _ = build(data_root)
     aligned = artifacts.align(train_data._dataset)
     assert aligned.user_state.shape == (len(train_data._dataset.inter_feat), 32)
+
+
+# ----- any RecBole sequential model as the teacher ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sasrec_run(data_root, tmp_path_factory):
+    """A plain RecBole SASRec trained on the slice (the 'large SASRec' a small one is distilled from)."""
+    from recbole_llmkd.quick_start import run_recbole_llmkd
+
+    run_dir = tmp_path_factory.mktemp("sasrec_teacher")
+    config = {key: value for key, value in slice_config(data_root).items() if not key.startswith("llm_")}
+    config.update({"hidden_size": 24, "inner_size": 24, "n_layers": 1, "n_heads": 1, "epochs": 2})
+    return run_recbole_llmkd("SASRec", SLICE_NAME, config_dict=config, cmd_args={"run_dir": str(run_dir)})
+
+
+def test_export_from_a_plain_recbole_sasrec_checkpoint(sasrec_run, data_root, tmp_path, capsys):
+    import json
+
+    from recbole.data.interaction import Interaction
+
+    from recbole_llmkd.cli import main
+    from recbole_llmkd.data.artifacts import load_artifacts
+    from recbole_llmkd.data.export import diagnostics_path, load_teacher, read_teacher_checkpoint
+    from recbole_llmkd.distill import teacher_list_diagnostics
+
+    output = tmp_path / "sasrec_teacher.safetensors"
+    assert main([f"--export-teacher={sasrec_run['run_dir']}", f"--export-output={output}", "--export-topk=6"]) == 0
+    assert f"teacher artifacts: {output}" in capsys.readouterr().out
+    artifacts = load_artifacts(output)  # validated like any artifact
+    teacher = artifacts.teacher
+    assert teacher["name"] == "SASRec" and teacher["backbone"] is None and teacher["config"]["hidden_size"] == 24
+    assert teacher["item_text_emb_source"].startswith("item_embedding of the teacher SASRec")
+
+    config, train_data, _, test_data = build(data_root)
+    from pathlib import Path
+
+    checkpoint = Path(sasrec_run["checkpoint"])
+    model, _ = load_teacher(checkpoint, read_teacher_checkpoint(checkpoint), train_data._dataset)
+    # item_text_emb is the teacher's item table (PAD row zero)
+    expected_emb = model.item_embedding.weight.detach().clone()
+    expected_emb[0] = 0.0
+    torch.testing.assert_close(artifacts.item_text_emb, expected_emb, rtol=1e-5, atol=1e-6)
+    # the lists are the teacher's own full ranking, PAD excluded, best first
+    for split, dataset in (("train", train_data._dataset), ("test", test_data._dataset)):
+        aligned = artifacts.align(dataset, split=split)
+        rows = dataset.inter_feat[:16]
+        with torch.no_grad():
+            scores = model.full_sort_predict(Interaction(rows.interaction)).reshape(len(rows), -1)
+        scores[:, 0] = -torch.inf
+        expected_scores, expected_ids = scores.topk(6, dim=1)
+        assert not (aligned.topk == 0).any()
+        torch.testing.assert_close(aligned.scores[:16], expected_scores, rtol=1e-5, atol=1e-5)
+        agree = (aligned.topk[:16] == expected_ids).float().mean()
+        assert agree > 0.95  # ids equal except where two scores tie within float noise
+    # the list diagnostics, written beside the artifact, are the pure function's on the training split
+    diagnostics = json.loads(diagnostics_path(output).read_text())
+    train = train_data._dataset.inter_feat
+    direct = teacher_list_diagnostics(artifacts.align(train_data._dataset).topk, train["item_id"], train["item_id_list"])
+    assert diagnostics["rows"] == len(train) and diagnostics["K"] == 6
+    for name in ("target_in_list", "history_in_list", "history_items_share"):
+        assert diagnostics[name] == pytest.approx(direct[name], abs=1e-6)
+
+
+def test_a_small_kd_student_trains_from_a_sasrec_teacher(sasrec_run, data_root, tmp_path):
+    from recbole_llmkd.data.export import export_teacher
+    from recbole_llmkd.quick_start import run_recbole_llmkd
+
+    artifact = export_teacher(sasrec_run["run_dir"], output=tmp_path / "t.safetensors", topk=6, show_progress=False)
+    config = {key: value for key, value in slice_config(data_root).items() if not key.startswith("llm_")}
+    config.update({"hidden_size": 8, "inner_size": 8, "n_layers": 1, "n_heads": 1, "epochs": 1,
+                   "kd_method": "dllm2rec", "teacher": str(artifact), "rd_topk": 5})
+    result = run_recbole_llmkd("KDSASRec", SLICE_NAME, config_dict=config, cmd_args={"run_dir": str(tmp_path / "kd")})
+    assert set(result["test_result"]) >= {"ndcg@10", "hit@10"}
+
+
+def test_export_from_a_recbole_model_rejects_what_it_cannot_give(sasrec_run, tmp_path, capsys):
+    from recbole_llmkd.cli import main
+    from recbole_llmkd.data.export import export_teacher
+    from recbole_llmkd.errors import ConfigValueError
+    from recbole_llmkd.model.llmrec import CheckpointMismatchError
+
+    with pytest.raises(ConfigValueError, match="item_text=titles needs an LLM teacher"):
+        export_teacher(sasrec_run["run_dir"], output=tmp_path / "a.safetensors", item_text="titles", show_progress=False)
+    with pytest.raises(ConfigValueError, match="with_user_state: SASRec is not an LLM teacher"):
+        export_teacher(sasrec_run["run_dir"], output=tmp_path / "b.safetensors", with_user_state=True,
+                       show_progress=False)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointMismatchError, match="not a readable RecBole checkpoint"):
+        export_teacher(garbage, output=tmp_path / "c.safetensors", show_progress=False)
+    assert main([f"--export-teacher={garbage}", f"--export-output={tmp_path / 'd.safetensors'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("run_recbole_llmkd.py: error: ") and "garbage.pth" in err[-1]

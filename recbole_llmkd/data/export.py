@@ -1,4 +1,9 @@
-"""Teacher artifact export: a trained LLMRec teacher -> one artifact file (docs/ARTIFACTS.md, METHODS.md §1.3).
+"""Teacher artifact export: a trained teacher -> one artifact file (docs/ARTIFACTS.md).
+
+The teacher is a trained LLMRec, or **any trained RecBole sequential model** (SASRec, GRU4Rec, BERT4Rec, a KD
+student, your own): a large SASRec compresses into a small one exactly like an LLM does. Such a model's scores are
+its ``full_sort_predict`` (``score_kind: logit``; PAD excluded), and its item embeddings (``item_embedding``, row 0
+zeros) are the optional ``item_text_emb`` (``item_text: auto`` or ``item_table``; it has no titles to read).
 
 For every row of the train split (RecBole's default augmentation: every prefix of every user, whatever
 ``llm_train_examples`` the teacher was trained with) and of the valid and test splits:
@@ -59,6 +64,11 @@ TEACHER_CONFIG_KEYS = (
     "seed",
     "eval_args",
 )
+# The same for a RecBole teacher (whichever of them its model has).
+RECBOLE_TEACHER_CONFIG_KEYS = (
+    "hidden_size", "embedding_size", "inner_size", "n_layers", "n_heads", "num_layers", "loss_type",
+    "MAX_ITEM_LIST_LENGTH", "learning_rate", "epochs", "seed", "eval_args",
+)
 
 logger = logging.getLogger("recbole_llmkd")
 
@@ -92,24 +102,83 @@ def _jsonable(value: Any) -> Any:
 def _teacher_metadata(model, config, checkpoint: Path, item_text_source: str, n_fallbacks: Optional[int]) -> dict:
     from recbole_llmkd.llm import sha256_file
 
-    identity = dict(model.backbone_identity)
+    is_llm = _is_llm_teacher(model)
+    keys = TEACHER_CONFIG_KEYS if is_llm else RECBOLE_TEACHER_CONFIG_KEYS
     return _jsonable(
         {
             "name": type(model).__name__,
             "checkpoint": str(checkpoint.resolve()),
             "checkpoint_sha256": sha256_file(checkpoint),
-            "backbone": identity,
-            "config": {key: config[key] for key in TEACHER_CONFIG_KEYS},
+            "backbone": dict(model.backbone_identity) if is_llm else None,
+            "config": {key: config[key] for key in keys if key in config},
             "item_text_emb_source": item_text_source,
             "item_text_fallbacks": n_fallbacks,
         }
     )
 
 
-def choose_item_text(config, dataset, item_text: str) -> tuple[str, Optional[list[str]], Optional[int]]:
+def _is_llm_teacher(model) -> bool:
+    from recbole_llmkd.model.llmrec import LLMRec
+
+    return isinstance(model, LLMRec)
+
+
+def read_teacher_checkpoint(checkpoint: Path) -> dict:
+    """The saved RecBole checkpoint of a teacher; a clear error unless it is one of a sequential model."""
+    from recbole.utils import ModelType
+
+    from recbole_llmkd import compat
+    from recbole_llmkd.model.llmrec import CheckpointMismatchError
+
+    try:
+        saved = compat.load_checkpoint(str(checkpoint), map_location="cpu")
+    except Exception as error:  # torch.load raises many types (UnpicklingError, RuntimeError, EOFError, ...)
+        raise CheckpointMismatchError(f"{checkpoint} is not a readable RecBole checkpoint ({error})") from error
+    if not isinstance(saved, dict) or "config" not in saved or "state_dict" not in saved:
+        raise CheckpointMismatchError(f"{checkpoint} is not a RecBole checkpoint (no 'config' / 'state_dict')")
+    config = saved["config"]
+    if getattr(config, "model_class", None) is None or config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
+        raise CheckpointMismatchError(
+            f"{checkpoint} was written by {config['model']!r}, which is not a sequential recommender: a teacher "
+            "ranks the next item of every training prefix (LLMRec or a RecBole sequential model)"
+        )
+    return saved
+
+
+def load_teacher(checkpoint: Path, saved: dict, dataset, device: Any = None):
+    """``(model in eval mode, its config)`` from ``saved = read_teacher_checkpoint(checkpoint)``."""
+    from recbole_llmkd.model.llmrec import LLMRec, load_llmrec
+
+    config = saved["config"]
+    model_class = config.model_class
+    if issubclass(model_class, LLMRec):
+        model, config, _ = load_llmrec(str(checkpoint), dataset=dataset, device=device)
+        return model, config
+    config["device"] = torch.device(device) if device is not None else (
+        config["device"] if torch.cuda.is_available() else torch.device("cpu"))
+    model = model_class(config, dataset)
+    model.load_state_dict(saved["state_dict"])
+    model.load_other_parameter(saved.get("other_parameter"))
+    return model.to(config["device"]).eval(), config
+
+
+def choose_item_text(config, dataset, item_text: str, model=None) -> tuple[str, Optional[list[str]], Optional[int]]:
     """(source label, titles by internal id or None, number of 'item <token>' fallbacks or None)."""
     if item_text not in ITEM_TEXT_SOURCES:
         raise ConfigValueError(f"item_text must be one of {list(ITEM_TEXT_SOURCES)}, got {item_text!r}")
+    if model is not None and not _is_llm_teacher(model):
+        if item_text == "titles":
+            raise ConfigValueError(
+                f"item_text=titles needs an LLM teacher to read the titles; {type(model).__name__} has none: use "
+                "item_text=item_table (its item embeddings) or none"
+            )
+        if item_text == "none":
+            return "none", None, None
+        if not hasattr(model, "item_embedding"):
+            raise ConfigValueError(
+                f"{type(model).__name__} has no item_embedding to export as item_text_emb: use item_text=none"
+            )
+        return f"item_embedding of the teacher {type(model).__name__} (no item titles)", None, None
     item_file = Path(config["data_path"]) / f"{config['dataset']}.item"
     if item_text == "auto":
         item_text = "titles" if item_file.is_file() else "item_table"
@@ -125,10 +194,13 @@ def choose_item_text(config, dataset, item_text: str) -> tuple[str, Optional[lis
 
 @torch.no_grad()
 def _item_text_embeddings(model, titles: Optional[list[str]], batch_size: int, device) -> torch.Tensor:
-    """[n_items, d_llm] float32, row 0 zeros: titles through the base LLM, or input_proj(E) without titles."""
+    """[n_items, d] float32, row 0 zeros: titles through the base LLM, input_proj(E) of an LLM teacher without
+    titles, or the item embeddings of a RecBole teacher."""
     from recbole_llmkd.llm import encode_texts
 
-    if titles is None:
+    if not _is_llm_teacher(model):
+        item_vectors = model.item_embedding.weight[: model.n_items].detach().float().cpu().clone()  # [n_items, H]
+    elif titles is None:
         item_vectors = model.input_proj(model.item_embedding.weight).float().cpu()  # [n_items, d_llm]
     else:
         with model.llm.disable_adapter():
@@ -143,8 +215,13 @@ def _item_text_embeddings(model, titles: Optional[list[str]], batch_size: int, d
 @torch.no_grad()
 def _teacher_rows(model, interaction, topk: int, with_user_state: bool) -> dict[str, torch.Tensor]:
     """Artifact tensors for one batch of examples (interaction already on the model's device)."""
-    user_state = model.user_state(interaction)  # [b, d_llm]
-    logits = model.score(user_state)  # [b, n_items], PAD = -inf
+    if _is_llm_teacher(model):
+        user_state = model.user_state(interaction)  # [b, d_llm]
+        logits = model.score(user_state)  # [b, n_items], PAD = -inf
+    else:
+        user_state = None
+        logits = model.full_sort_predict(interaction).reshape(len(interaction), -1)[:, : model.n_items].float()
+        logits[:, 0] = -torch.inf  # [b, n_items]: PAD is never a teacher item
     topk_scores, topk_ids = torch.topk(logits, topk, dim=1)  # [b, K] each, best first
     target = interaction[model.POS_ITEM_ID]  # [b]
     rows = {
@@ -171,7 +248,8 @@ def export_teacher(
     overwrite: bool = False,
     show_progress: bool = True,
 ) -> Path:
-    """Export a trained LLMRec teacher's artifacts; returns the artifact path. See the module docstring.
+    """Export a trained teacher's artifacts (LLMRec or a RecBole sequential model); returns the path. See the
+    module docstring.
 
     Args:
         checkpoint_or_run_dir: the teacher's checkpoint (``.pth``) or its run directory.
@@ -189,27 +267,27 @@ def export_teacher(
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import init_seed
 
-    from recbole_llmkd.model.llmrec import load_llmrec
-
     checkpoint = resolve_checkpoint(checkpoint_or_run_dir)
     output = Path(output) if output is not None else checkpoint.parent / DEFAULT_OUTPUT_NAME
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} already exists; delete it or pass overwrite=True (--export-overwrite)")
 
-    from recbole_llmkd import compat
-
-    config = compat.load_checkpoint(str(checkpoint), map_location="cpu")["config"]
+    saved = read_teacher_checkpoint(checkpoint)
+    config = saved["config"]
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     split_datasets = {"train": train_data._dataset, "valid": valid_data._dataset, "test": test_data._dataset}
     split_datasets = {split: ds for split, ds in split_datasets.items() if len(ds.inter_feat) > 0}
 
-    model, config, _ = load_llmrec(str(checkpoint), dataset=train_data._dataset, device=device)
+    model, config = load_teacher(checkpoint, saved, train_data._dataset, device=device)
+    if with_user_state and not _is_llm_teacher(model):
+        raise ConfigValueError(f"with_user_state: {type(model).__name__} is not an LLM teacher; it has no user state "
+                               "to store (SLMRec reads LLMRec teachers)")
     run_device = config["device"]
     batch_size = int(batch_size or config["eval_batch_size"] or 256)
 
-    item_text_source, titles, n_fallbacks = choose_item_text(config, train_data._dataset, item_text)
+    item_text_source, titles, n_fallbacks = choose_item_text(config, train_data._dataset, item_text, model)
     metadata = dataset_metadata(
         train_data._dataset,
         key_history=key_history,
@@ -258,7 +336,42 @@ def export_teacher(
         f"export: wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB; {n_pending:,} rows computed in "
         f"{rows_seconds:.1f} s, {n_pending / max(rows_seconds, 1e-9):,.0f} rows/s; K={topk})"
     )
+    write_list_diagnostics(path, train_data._dataset)
     return path
+
+
+def diagnostics_path(artifact_path: str | os.PathLike) -> Path:
+    """``teacher_artifacts.safetensors`` -> ``teacher_artifacts.diagnostics.json`` beside it."""
+    artifact_path = Path(artifact_path)
+    return artifact_path.with_name(artifact_path.stem + ".diagnostics.json")
+
+
+def write_list_diagnostics(artifact_path: str | os.PathLike, train_dataset, chunk_rows: int = 8192) -> dict:
+    """The teacher lists' diagnostics on the training split (``distill.teacher_list_diagnostics``): logged, and
+    written to ``diagnostics_path(artifact_path)`` for the report. Returns them."""
+    from recbole_llmkd.data.artifacts import load_artifacts
+    from recbole_llmkd.distill import teacher_list_diagnostics
+
+    aligned = load_artifacts(artifact_path).align(train_dataset, split="train")
+    inter = train_dataset.inter_feat
+    target = inter[train_dataset.iid_field]  # [N]
+    history = inter[train_dataset.iid_field + train_dataset.config["LIST_SUFFIX"]]  # [N, L]
+    totals = {"target_in_list": 0.0, "history_in_list": 0.0, "history_items_share": 0.0}
+    n_rows = len(target)
+    for start in range(0, n_rows, chunk_rows):
+        end = min(start + chunk_rows, n_rows)
+        part = teacher_list_diagnostics(aligned.topk[start:end], target[start:end], history[start:end])
+        for name in totals:
+            totals[name] += part[name] * part["rows"]
+    diagnostics = {"split": "train", "rows": n_rows, "K": int(aligned.K),
+                   **{name: value / max(n_rows, 1) for name, value in totals.items()}}
+    logger.info(
+        f"export: teacher lists on the training split: {diagnostics['target_in_list']:.1%} contain the target, "
+        f"{diagnostics['history_in_list']:.1%} contain history items ({diagnostics['history_items_share']:.1%} of "
+        f"the K={diagnostics['K']} listed items are history items); rd_filter_candidates removes both from RD"
+    )
+    diagnostics_path(artifact_path).write_text(json.dumps(diagnostics, indent=2), encoding="utf-8")
+    return diagnostics
 
 
 EXPORT_PROG = "python -m recbole_llmkd.data.export"
@@ -270,7 +383,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog=EXPORT_PROG, description="Export a trained LLMRec teacher's artifacts.")
+    parser = argparse.ArgumentParser(
+        prog=EXPORT_PROG, description="Export a trained teacher's artifacts (LLMRec or any RecBole sequential model)."
+    )
     parser.add_argument("teacher", help="the teacher's run directory or checkpoint (.pth)")
     parser.add_argument("--output", help=f"artifact file (default: <run dir>/{DEFAULT_OUTPUT_NAME})")
     parser.add_argument("--topk", type=int, default=50, help="teacher items per row (default 50)")

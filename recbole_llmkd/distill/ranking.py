@@ -536,6 +536,43 @@ def overlap_ratio(teacher_topk: Tensor, student_logits: Tensor, k: int) -> float
     return float(overlap.sum(dim=-1).div(k).mean())
 
 
+def teacher_list_diagnostics(teacher_topk: Tensor, target: Tensor, history: Tensor) -> dict:
+    """What a teacher's top-K lists hold besides new knowledge (issue: lists that re-teach the label).
+
+    With ``T_b`` = the items of ``teacher_topk[b]`` (``[PAD]`` = 0 never counts), ``y_b`` = ``target[b]`` and
+    ``H_b`` = the non-PAD items of ``history[b]``:
+
+        target_in_list      = mean_b 1[y_b ∈ T_b]
+        history_in_list     = mean_b 1[|T_b ∩ H_b| > 0]
+        history_items_share = mean_b |{k : T_bk ∈ H_b}| / K
+
+    Args:
+        teacher_topk: ``[B, K]`` item ids, best first.
+        target: ``[B]`` the ground-truth next items.
+        history: ``[B, L]`` the history item ids, 0-padded.
+
+    Returns:
+        ``{"target_in_list", "history_in_list", "history_items_share"}`` as floats, and ``"rows"``.
+    """
+    _check_2d("teacher_topk", teacher_topk, "[B, K]")
+    _check_2d("history", history, "[B, L]")
+    if target.dim() != 1 or target.shape[0] != teacher_topk.shape[0] or history.shape[0] != teacher_topk.shape[0]:
+        raise ValueError(
+            f"target [B] and history [B, L] must have the B={teacher_topk.shape[0]} rows of teacher_topk, got "
+            f"{list(target.shape)} and {list(history.shape)}"
+        )
+    listed = teacher_topk.long()  # [B, K]
+    is_target = (listed == target.long()[:, None]) & (listed != 0)  # [B, K]
+    in_history = ((listed[:, :, None] == history.long()[:, None, :]) & (history.long()[:, None, :] != 0)).any(-1)
+    in_history &= listed != 0  # [B, K]
+    return {
+        "rows": int(listed.shape[0]),
+        "target_in_list": float(is_target.any(dim=1).float().mean()),
+        "history_in_list": float(in_history.any(dim=1).float().mean()),
+        "history_items_share": float(in_history.float().mean()),
+    }
+
+
 def mean_entropy(weights: Tensor) -> float:
     """Mean row entropy ``mean_b -Σ_k w̄_bk log w̄_bk`` (natural log, ``0·log 0 = 0``) of ``w̄_b = w_b / Σ_k w_bk``.
 
