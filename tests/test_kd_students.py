@@ -378,3 +378,28 @@ def test_ed_replace_mode_and_mlp_projector(sasrec_data, tmp_path):
         before = model.full_sort_predict(batch)
         model.fold_teacher()
         assert torch.allclose(model.full_sort_predict(batch), before, atol=1e-5)
+
+
+def test_ed_scale_id_norm_sizes_the_offset_by_the_id_table(sasrec_data):
+    """ed_scale: id_norm -> mean ‖ed_weight·g(z_i)‖ = ed_weight · mean ‖b_i‖ over the text rows, from the start;
+    fixed leaves g(z) as the projector makes it. Folding keeps the predictions either way."""
+    config, train_data, test_data, artifact = sasrec_data[0], sasrec_data[1], sasrec_data[3], sasrec_data[4]
+    scaled = make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact), ed_scale="id_norm",
+                        ed_weight=0.2)
+    fixed = make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact), ed_weight=0.2)
+    text_rows = scaled.ed_row_mask.squeeze(-1).bool()
+    with torch.no_grad():
+        offset = 0.2 * scaled._projected_item_table()[text_rows]  # [n_text, H]
+        id_rows = scaled.item_embedding.weight[text_rows]
+        ratio = offset.norm(dim=-1).mean() / id_rows.norm(dim=-1).mean()
+        fixed_ratio = (0.2 * fixed._projected_item_table()[text_rows]).norm(dim=-1).mean() / id_rows.norm(dim=-1).mean()
+    assert float(ratio) == pytest.approx(0.2, abs=1e-5)
+    assert abs(float(fixed_ratio) - 0.2) > 0.01  # the official scaling is not calibrated to the ID table
+    with pytest.raises(TeacherConfigError, match="ed_scale"):
+        make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact), ed_scale="huge")
+    batch = _eval_batch(test_data)
+    scaled.eval()
+    with torch.no_grad():
+        before = scaled.full_sort_predict(batch)
+        scaled.fold_teacher()
+        torch.testing.assert_close(scaled.full_sort_predict(batch), before, rtol=1e-5, atol=1e-5)

@@ -70,6 +70,8 @@ KD_METHODS = ("none", "logit", "rd", "dllm2rec")
 ED_PROJECTORS = ("linear", "mlp")
 ED_APPLY_TO = ("input", "input_and_output")
 ED_MODES = ("offset", "replace")
+ED_SCALES = ("fixed", "id_norm")
+ITEM_INITS = ("random", "text_encoder")
 BASE_LOSSES = ("native", "bce1")
 SELECT_ON = ("valid", "test")
 
@@ -99,6 +101,9 @@ KD_DEFAULTS = {
     "ed_projector": "linear",
     "ed_apply_to": "input",
     "ed_mode": "offset",
+    "ed_scale": "fixed",
+    "item_init": "random",
+    "text_encoder": "minilm",
     "ed_folded": False,
     "base_loss": "native",
     "kd_temperature": 1.0,
@@ -197,6 +202,7 @@ class Distiller:
         self.ed_projector_kind = _choice(config, "ed_projector", ED_PROJECTORS)
         self.ed_apply_to = _choice(config, "ed_apply_to", ED_APPLY_TO)
         self.ed_mode = _choice(config, "ed_mode", ED_MODES)
+        self.ed_scale = _choice(config, "ed_scale", ED_SCALES)
         self.ed_folded = bool(_value(config, "ed_folded"))
         self.base_loss = _choice(config, "base_loss", BASE_LOSSES)
         self.kd_temperature = _number(config, "kd_temperature", 0.0, strict=True)
@@ -241,6 +247,23 @@ class Distiller:
         object.__setattr__(self, "kd_config", config)
         # ED: projector g and the frozen teacher item text embeddings z (non-persistent buffer).
         self._build_ed(embedding_size)
+        self.item_init = _choice(config, "item_init", ITEM_INITS)
+        if self.item_init == "text_encoder":
+            self._init_items_from_text(dataset, str(_value(config, "text_encoder")))
+
+    def _init_items_from_text(self, dataset, encoder: str) -> None:
+        """``item_init: text_encoder``: the item table starts from the titles' sentence embeddings, projected to its
+        width by PCA and scaled to the mean row norm of RecBole's random initialisation (PAD stays zero)."""
+        from recbole_llmkd.llm.text_encoder import item_text_embeddings, pca_project
+
+        vectors = item_text_embeddings(dataset, encoder)  # [n_items, d_text]
+        with torch.no_grad():
+            weight = self.item_embedding.weight  # [rows, H]
+            target_norm = float(weight[1 : self.n_items].norm(dim=1).mean())
+            try:
+                weight[: self.n_items] = pca_project(vectors, weight.shape[1], target_norm).to(weight.device)
+            except ValueError as error:
+                raise TeacherConfigError(f"item_init: text_encoder: {error}") from None
 
     def _load_teacher(self, teacher_path, dataset) -> None:
         from recbole_llmkd.data.artifacts import load_artifacts, resolve_teacher_artifacts
@@ -311,8 +334,19 @@ class Distiller:
         return self.ed_active and not self.ed_folded
 
     def _projected_item_table(self) -> Tensor:
-        """``g(z)`` for every row of the item table, zero for [PAD] and the mask token. ``[rows, H]``."""
-        return self.ed_projector(self.item_text_emb) * self.ed_row_mask  # [rows, H]
+        """``g(z)`` for every row of the item table, zero for [PAD] and the mask token. ``[rows, H]``.
+
+        ``ed_scale: id_norm`` rescales it to the ID table's size, ``g(z_i) · mean_j ‖b_j‖ / mean_j ‖g(z_j)‖`` (both
+        means over the text rows, detached), so the offset ``ed_weight · g(z)`` is ``ed_weight`` times the ID
+        embeddings' size from the first step on; ``fixed`` (the official code) leaves ``g(z)`` as it comes.
+        """
+        projected = self.ed_projector(self.item_text_emb) * self.ed_row_mask  # [rows, H]
+        if self.ed_scale == "id_norm":
+            text_rows = self.ed_row_mask.squeeze(-1).bool()  # [rows]
+            id_norm = self.item_embedding.weight[text_rows].detach().norm(dim=-1).mean()
+            text_norm = projected[text_rows].detach().norm(dim=-1).mean().clamp_min(1e-12)
+            projected = projected * (id_norm / text_norm)
+        return projected
 
     def _enriched_table(self, table: Tensor, projected: Tensor) -> Tensor:
         """``b + ed·g(z)`` (offset) or ``g(z)`` (replace) on text rows; [PAD]/mask rows keep ``b``. ``[rows, H]``."""
