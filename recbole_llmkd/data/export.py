@@ -43,7 +43,7 @@ from recbole_llmkd.data.item_text import fallback_item_text, item_titles_for_dat
 from recbole_llmkd.errors import ConfigValueError, run_reporting_errors
 
 DEFAULT_OUTPUT_NAME = "teacher_artifacts.safetensors"
-ITEM_TEXT_SOURCES = ("auto", "titles", "item_table", "none")
+ITEM_TEXT_SOURCES = ("auto", "titles", "item_table", "text_encoder", "none")
 # Config keys that define what the teacher computes; copied into the artifact's metadata.
 TEACHER_CONFIG_KEYS = (
     "llm_backbone",
@@ -162,10 +162,20 @@ def load_teacher(checkpoint: Path, saved: dict, dataset, device: Any = None):
     return model.to(config["device"]).eval(), config
 
 
-def choose_item_text(config, dataset, item_text: str, model=None) -> tuple[str, Optional[list[str]], Optional[int]]:
+def _titles_and_fallbacks(config, dataset) -> tuple[list[str], int]:
+    titles = item_titles_for_dataset(dataset, config, logger=logger)
+    item_tokens = dataset.field2id_token[dataset.iid_field]
+    return titles, sum(titles[i] == fallback_item_text(str(item_tokens[i])) for i in range(1, len(titles)))
+
+
+def choose_item_text(config, dataset, item_text: str, model=None,
+                     text_encoder: str = "minilm") -> tuple[str, Optional[list[str]], Optional[int]]:
     """(source label, titles by internal id or None, number of 'item <token>' fallbacks or None)."""
     if item_text not in ITEM_TEXT_SOURCES:
         raise ConfigValueError(f"item_text must be one of {list(ITEM_TEXT_SOURCES)}, got {item_text!r}")
+    if item_text == "text_encoder":  # any teacher: the titles through a sentence encoder (llm/text_encoder.py)
+        titles, n_fallbacks = _titles_and_fallbacks(config, dataset)
+        return f"text encoder {text_encoder} on item titles", titles, n_fallbacks
     if model is not None and not _is_llm_teacher(model):
         if item_text == "titles":
             raise ConfigValueError(
@@ -186,9 +196,7 @@ def choose_item_text(config, dataset, item_text: str, model=None) -> tuple[str, 
         return "none", None, None
     if item_text == "item_table":
         return "input_proj(item_table) of the teacher (no item titles)", None, None
-    titles = item_titles_for_dataset(dataset, config, logger=logger)
-    item_tokens = dataset.field2id_token[dataset.iid_field]
-    n_fallbacks = sum(titles[i] == fallback_item_text(str(item_tokens[i])) for i in range(1, len(titles)))
+    titles, n_fallbacks = _titles_and_fallbacks(config, dataset)
     return "base LLM (LoRA disabled) on item titles, last layer, last token", titles, n_fallbacks
 
 
@@ -247,6 +255,7 @@ def export_teacher(
     device: Any = None,
     overwrite: bool = False,
     show_progress: bool = True,
+    text_encoder: str = "minilm",
 ) -> Path:
     """Export a trained teacher's artifacts (LLMRec or a RecBole sequential model); returns the path. See the
     module docstring.
@@ -259,8 +268,10 @@ def export_teacher(
         with_user_state: also store the teacher's user state [N, d_llm] per row.
         chunk_rows: rows per resumable chunk.
         key_history: history items in the example key (docs/ARTIFACTS.md).
-        item_text: ``auto`` (titles when the dataset has an .item file, else the item table), ``titles``,
-            ``item_table`` or ``none`` (no ``item_text_emb``).
+        item_text: ``auto`` (an LLM teacher: titles when the dataset has an .item file, else the item table; a
+            RecBole teacher: its item table), ``titles``, ``item_table``, ``text_encoder`` (the titles through the
+            sentence encoder ``text_encoder``, for any teacher) or ``none`` (no ``item_text_emb``).
+        text_encoder: the sentence encoder of ``item_text: text_encoder`` (``minilm`` or a local directory).
         device: where to run the teacher (default: its training device, CPU without CUDA).
         overwrite: replace an existing finished artifact file.
     """
@@ -287,7 +298,7 @@ def export_teacher(
     run_device = config["device"]
     batch_size = int(batch_size or config["eval_batch_size"] or 256)
 
-    item_text_source, titles, n_fallbacks = choose_item_text(config, train_data._dataset, item_text, model)
+    item_text_source, titles, n_fallbacks = choose_item_text(config, train_data._dataset, item_text, model, text_encoder)
     metadata = dataset_metadata(
         train_data._dataset,
         key_history=key_history,
@@ -330,7 +341,13 @@ def export_teacher(
     rows_seconds = time.perf_counter() - start_time
 
     if item_text_source != "none" and "item_text_emb" not in writer.done_globals():
-        writer.write_global("item_text_emb", _item_text_embeddings(model, titles, batch_size, run_device))
+        if item_text == "text_encoder":
+            from recbole_llmkd.llm.text_encoder import encode_item_texts
+
+            item_vectors = encode_item_texts(titles, text_encoder, batch_size=batch_size, device=run_device)
+        else:
+            item_vectors = _item_text_embeddings(model, titles, batch_size, run_device)
+        writer.write_global("item_text_emb", item_vectors)
     path = writer.finalize()
     logger.info(
         f"export: wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB; {n_pending:,} rows computed in "
@@ -392,6 +409,7 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--batch-size", type=int, help="rows per teacher forward (default: eval_batch_size)")
     parser.add_argument("--with-user-state", action="store_true", help="also store the teacher's user states")
     parser.add_argument("--item-text", choices=ITEM_TEXT_SOURCES, default="auto", help="source of item_text_emb")
+    parser.add_argument("--text-encoder", default="minilm", help="sentence encoder of --item-text text_encoder")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing artifact file")
     parser.add_argument("--debug", action="store_true", help="on an error, also print the full traceback")
     args = parser.parse_args(argv)
@@ -404,6 +422,7 @@ def _main(argv: list[str]) -> int:
         with_user_state=args.with_user_state,
         item_text=args.item_text,
         overwrite=args.overwrite,
+        text_encoder=args.text_encoder,
     )
     print(path)
     return 0
