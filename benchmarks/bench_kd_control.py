@@ -1,0 +1,185 @@
+"""The control that proves the distillation machinery: a teacher known to be stronger -> a small student.
+
+A large SASRec (the teacher, trained to convergence) is exported like any teacher (``--export-teacher`` reads any
+RecBole sequential checkpoint) and distilled into a small SASRec (hidden 32) with ``kd_method`` none / rd /
+dllm2rec (and dllm2rec without ED, and with ``ed_scale: id_norm``) over several seeds. If KD does not beat the plain small student here, the machinery is the suspect; if
+it does, a teacher that fails to transfer knows nothing the student does not.
+
+    .venv/bin/python benchmarks/bench_kd_control.py [--out-dir runs/bench_kd_control] [--seeds 2020 2021 2022]
+        [--slice "[0,60]"] [--teacher-hidden 128] [--teacher-layers 2] [--student-hidden 32] [--epochs 50]
+        [--stopping-step 5] [--methods none rd dllm2rec dllm2rec-noed dllm2rec-idnorm]
+
+Every run has its own directory under ``--out-dir``; a run whose ``results.json`` exists is reused, so an
+interrupted benchmark continues where it stopped. ``--teacher-kind sasrec`` (ID only) or ``semantic`` (the same
+SASRec with its item table initialised from MiniLM title embeddings, and those embeddings as the ED source).
+Writes ``control-<kind>.json`` (every run, the teacher included) into out-dir, merges its rows into ``benchmarks/results/kd_quality.json`` (issue 14's format: dataset, student,
+kd_method, teacher, hidden_size, seed, ndcg@10, hit@10, ndcg@20, hit@20) and prints a markdown table: mean ± std
+over the seeds and the paired per-seed difference against the plain student. Protocol: ml-100k (the slice given),
+leave-one-out in time order, RecBole full ranking, best epoch on validation NDCG@10, test read once per run.
+Not part of ``make test``.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+from datetime import datetime, timezone
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+from recbole_llmkd.measure import device_description, git_commit  # noqa: E402
+
+RESULTS_JSON = os.path.join(REPO_ROOT, "benchmarks", "results", "kd_quality.json")
+METRICS = ("ndcg@10", "hit@10", "ndcg@20", "hit@20")
+# Teacher kind -> (model, its extra config, --export-item-text): what the teacher knows.
+TEACHERS = {
+    # ID only: a larger SASRec; its item table is the ED source
+    "sasrec": ("SASRec", {}, "item_table"),
+    # semantic: the same larger SASRec whose item table starts from the MiniLM title embeddings; the ED source is
+    # the 384-d MiniLM embeddings themselves
+    "semantic": ("KDSASRec", {"kd_method": "none", "teacher": None, "ed_weight": 0.0, "item_init": "text_encoder"},
+                 "text_encoder"),
+}
+# Row label -> KDSASRec config on top of the common one (the label is the kd_method column of the results).
+# Rows that never read the teacher: trained once, shared by every teacher's table.
+NO_TEACHER = {"none", "none-textinit"}
+METHODS = {
+    "none": {"kd_method": "none", "teacher": None, "ed_weight": 0.0},  # the plain small SASRec
+    # the plain small SASRec whose item table starts from the MiniLM title embeddings (no teacher)
+    "none-textinit": {"kd_method": "none", "teacher": None, "ed_weight": 0.0, "item_init": "text_encoder"},
+    "rd": {"kd_method": "rd"},  # Tang & Wang ranking distillation
+    "dllm2rec": {"kd_method": "dllm2rec"},  # importance-aware RD + ED at the defaults (ed_scale: fixed)
+    "dllm2rec-noed": {"kd_method": "dllm2rec", "ed_weight": 0.0},  # ranking distillation only
+    "dllm2rec-idnorm": {"kd_method": "dllm2rec", "ed_scale": "id_norm"},  # ED offset sized by the ID table
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out-dir", default="runs/bench_kd_control")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--teacher-kind", default="sasrec", choices=list(TEACHERS))
+    parser.add_argument("--slice", default="[0,60]", help="user_inter_num_interval of ml-100k ('[0,inf)': all)")
+    parser.add_argument("--teacher-hidden", type=int, default=128)
+    parser.add_argument("--teacher-layers", type=int, default=2)
+    parser.add_argument("--student-hidden", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--stopping-step", type=int, default=5)
+    parser.add_argument("--topk", type=int, default=50, help="teacher items exported per example")
+    return parser.parse_args(argv)
+
+
+def common_config(args) -> dict:
+    return {
+        "gpu_id": "", "show_progress": False, "user_inter_num_interval": args.slice, "MAX_ITEM_LIST_LENGTH": 10,
+        "epochs": args.epochs, "stopping_step": args.stopping_step, "train_batch_size": 512, "eval_batch_size": 1024,
+        "metrics": ["Hit", "NDCG"], "topk": [10, 20], "valid_metric": "NDCG@10",
+    }
+
+
+def sasrec_size(hidden: int, layers: int) -> dict:
+    return {"hidden_size": hidden, "inner_size": 2 * hidden, "n_layers": layers, "n_heads": 2 if hidden >= 64 else 1}
+
+
+def run_once(model: str, config: dict, run_dir: str) -> dict:
+    from recbole_llmkd.quick_start import run_recbole_llmkd
+
+    results = os.path.join(run_dir, "results.json")
+    if os.path.isfile(results):
+        with open(results, encoding="utf-8") as f:
+            return json.load(f)
+    return run_recbole_llmkd(model, "ml-100k", config_dict={**config, "run_dir": run_dir})
+
+
+def row(result: dict, student: str, kd_method: str, teacher: str, hidden: int) -> dict:
+    test = result["test_result"]
+    return {"dataset": "ml-100k", "student": student, "kd_method": kd_method, "teacher": teacher,
+            "hidden_size": hidden, "seed": int(result["seed"]), **{m: float(test[m]) for m in METRICS},
+            "best_valid_ndcg@10": float(result["best_valid_result"]["ndcg@10"]),
+            "epochs_trained_s": float(result["train_time_s"])}
+
+
+def merge_results(rows: list) -> None:
+    """Replace rows of the same (dataset, student, kd_method, teacher, hidden_size, seed) in kd_quality.json."""
+    key = lambda r: (r["dataset"], r["student"], r["kd_method"], r["teacher"], r["hidden_size"], r["seed"])  # noqa: E731
+    existing = []
+    if os.path.isfile(RESULTS_JSON):
+        with open(RESULTS_JSON, encoding="utf-8") as f:
+            existing = json.load(f)
+    new_keys = {key(r) for r in rows}
+    merged = [r for r in existing if key(r) not in new_keys] + rows
+    os.makedirs(os.path.dirname(RESULTS_JSON), exist_ok=True)
+    with open(RESULTS_JSON, "w", encoding="utf-8") as f:
+        json.dump(merged, f, indent=2)
+
+
+def markdown(rows: list, teacher_row: dict, seeds: list) -> str:
+    def cell(values):
+        return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}" if len(values) > 1 else f"{values[0]:.4f}"
+
+    plain = {r["seed"]: r for r in rows if r["kd_method"] == "none"}
+    lines = ["| student | kd_method | NDCG@10 | HR@10 | NDCG@20 | HR@20 | Δ NDCG@10 vs plain, per seed | mean Δ |",
+             "|---|---|---|---|---|---|---|---|"]
+    for method in dict.fromkeys(r["kd_method"] for r in rows):
+        runs = sorted((r for r in rows if r["kd_method"] == method), key=lambda r: r["seed"])
+        deltas = [r["ndcg@10"] - plain[r["seed"]]["ndcg@10"] for r in runs if r["seed"] in plain]
+        per_seed = ", ".join(f"{d:+.4f}" for d in deltas) if method != "none" else "–"
+        mean_delta = (f"{statistics.mean(deltas):+.4f} ({statistics.mean(deltas) / statistics.mean(p['ndcg@10'] for p in plain.values()):+.1%})"
+                      if method != "none" and deltas else "–")
+        lines.append(f"| SASRec-{runs[0]['hidden_size']} | {method} | " + " | ".join(cell([r[m] for r in runs]) for m in METRICS)
+                     + f" | {per_seed} | {mean_delta} |")
+    lines.append(f"| teacher {teacher_row['teacher']} | – | " + " | ".join(f"{teacher_row[m]:.4f}" for m in METRICS)
+                 + " | one run, seed 2020 | – |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    from recbole_llmkd.data.export import export_teacher
+
+    args = parse_args(argv)
+    out_dir = os.path.abspath(args.out_dir)
+    common = common_config(args)
+    teacher_model, teacher_extra, item_text = TEACHERS[args.teacher_kind]
+    teacher_name = f"SASRec-{args.teacher_layers}x{args.teacher_hidden}" + (
+        "-minilm-init" if args.teacher_kind == "semantic" else "")
+
+    # 1. the teacher: a large SASRec trained to convergence, exported like any teacher
+    teacher_dir = os.path.join(out_dir, f"teacher-{args.teacher_kind}")
+    teacher = run_once(teacher_model, {**common, **sasrec_size(args.teacher_hidden, args.teacher_layers),
+                                       **teacher_extra, "seed": 2020}, teacher_dir)
+    artifact = os.path.join(teacher_dir, "teacher_artifacts.safetensors")
+    if not os.path.isfile(artifact):
+        export_teacher(teacher_dir, output=artifact, topk=args.topk, item_text=item_text, show_progress=False)
+    teacher_row = row(teacher, "SASRec", "teacher", teacher_name, args.teacher_hidden)
+
+    # 2. the small students
+    rows = []
+    student = sasrec_size(args.student_hidden, 1)
+    for seed in args.seeds:
+        for method in args.methods:
+            config = {**common, **student, "seed": seed, "teacher": artifact, **METHODS[method]}
+            where = "no-teacher" if method in NO_TEACHER else f"teacher-{args.teacher_kind}"
+            result = run_once("KDSASRec", config,
+                              os.path.join(out_dir, where, f"SASRec{args.student_hidden}-{method}-seed{seed}"))
+            rows.append(row(result, "SASRec", method, "none" if method in NO_TEACHER else teacher_name,
+                            args.student_hidden))
+            print(f"{method} seed {seed}: test ndcg@10 {rows[-1]['ndcg@10']:.4f}", flush=True)
+
+    meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": git_commit(),
+            "device": device_description(torch_threads=True), "args": vars(args), "teacher": teacher_row}
+    with open(os.path.join(out_dir, f"control-{args.teacher_kind}.json"), "w", encoding="utf-8") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=2)
+    merge_results([teacher_row] + rows)
+    with open(os.path.join(teacher_dir, "teacher_artifacts.diagnostics.json"), encoding="utf-8") as f:
+        lists = json.load(f)
+    print(f"\n{meta['date']}, commit {meta['commit']}, {meta['device']}")
+    print(f"teacher lists (train): {lists['target_in_list']:.1%} contain the target, "
+          f"{lists['history_in_list']:.1%} contain history items\n")
+    print(markdown(rows, teacher_row, args.seeds))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
