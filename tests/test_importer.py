@@ -194,3 +194,13 @@ def test_cli(ml100k, fixture_records, tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"wrote {output}"
     aligned = load_artifacts(output).align(ml100k[1], split="valid")
     assert aligned.K == 3 and torch.equal(aligned.topk[:, 0], ml100k[1].inter_feat["item_id"])
+
+
+def test_cli_bad_input_is_one_error_line(tmp_path, capsys):
+    rankings = tmp_path / "rankings.csv"
+    rankings.write_text("this,is,not\na,rankings,file\n")
+    status = main(["--rankings", str(rankings), "--dataset", "ml-100k", "--output", str(tmp_path / "x.safetensors")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert err[-1].startswith("python -m recbole_llmkd.data.importer: error: ") and "rankings.csv" in err[-1]
+    assert not any("Traceback" in line for line in err)
