@@ -19,6 +19,7 @@ class RecboleLLMKDError(Exception):
     """An error the user can act on; the CLI prints its message on one line and exits with ``exit_status``."""
 
     exit_status = 2  # bad input
+    label = "error: "  # what stands between the program's name and the message
 
 
 class ConfigValueError(RecboleLLMKDError, ValueError):
@@ -65,7 +66,6 @@ def run_reporting_errors(main: Callable[[List[str]], int], argv: Optional[Sequen
         _log_traceback_to_files(error)
         if debug:
             traceback.print_exc(file=sys.stderr)
-        status = getattr(error, "exit_status", 2)
-        label = "error: " if status != 130 else ""
+        label = getattr(error, "label", "error: ")
         print(f"{prog}: {label}{one_line(error)}", file=sys.stderr, flush=True)
-        return status
+        return getattr(error, "exit_status", 2)

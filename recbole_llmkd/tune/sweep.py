@@ -68,7 +68,8 @@ class SweepError(RecboleLLMKDError, RuntimeError):
 class SweepInterrupted(SweepError):
     """The sweep stopped before every trial finished (Ctrl-C); ``resume=True`` continues it."""
 
-    exit_status = 130  # the shell's status for Ctrl-C; the CLI prints the message without "error:"
+    exit_status = 130  # the shell's status for Ctrl-C
+    label = ""  # not an error: the CLI prints the message (how to resume) without "error:"
 
 
 @dataclass
