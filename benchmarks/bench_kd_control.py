@@ -52,6 +52,11 @@ METHODS = {
     "dllm2rec": {"kd_method": "dllm2rec"},  # importance-aware RD + ED at the defaults (ed_scale: fixed)
     "dllm2rec-noed": {"kd_method": "dllm2rec", "ed_weight": 0.0},  # ranking distillation only
     "dllm2rec-idnorm": {"kd_method": "dllm2rec", "ed_scale": "id_norm"},  # ED offset sized by the ID table
+    # ranking distillation only, the teacher's lists without the target and the history items (rd_filter_candidates)
+    "dllm2rec-noed-filter": {"kd_method": "dllm2rec", "ed_weight": 0.0, "rd_filter_candidates": True},
+    # the student's item table from MiniLM (as none-textinit) plus the teacher's ranking (and ED)
+    "dllm2rec-noed-textinit": {"kd_method": "dllm2rec", "ed_weight": 0.0, "item_init": "text_encoder"},
+    "dllm2rec-textinit": {"kd_method": "dllm2rec", "item_init": "text_encoder"},
 }
 
 
@@ -61,7 +66,10 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--teacher-kind", default="sasrec", choices=list(TEACHERS))
-    parser.add_argument("--slice", default="[0,60]", help="user_inter_num_interval of ml-100k ('[0,inf)': all)")
+    parser.add_argument("--dataset", default="ml-100k", help="ml-100k (inside RecBole) or a dataset under --data-path")
+    parser.add_argument("--data-path", default=None,
+                        help="folder holding <dataset>/ (e.g. ../shared/data for lastfm); RecBole's own for ml-100k")
+    parser.add_argument("--slice", default="[0,60]", help="user_inter_num_interval ('[0,inf)': every user)")
     parser.add_argument("--teacher-hidden", type=int, default=128)
     parser.add_argument("--teacher-layers", type=int, default=2)
     parser.add_argument("--student-hidden", type=int, default=32)
@@ -72,7 +80,8 @@ def parse_args(argv=None):
 
 
 def common_config(args) -> dict:
-    return {
+    data_path = {"data_path": os.path.abspath(args.data_path)} if args.data_path else {}
+    return {**data_path,
         "gpu_id": "", "show_progress": False, "user_inter_num_interval": args.slice, "MAX_ITEM_LIST_LENGTH": 10,
         "epochs": args.epochs, "stopping_step": args.stopping_step, "train_batch_size": 512, "eval_batch_size": 1024,
         "metrics": ["Hit", "NDCG"], "topk": [10, 20], "valid_metric": "NDCG@10",
@@ -83,27 +92,27 @@ def sasrec_size(hidden: int, layers: int) -> dict:
     return {"hidden_size": hidden, "inner_size": 2 * hidden, "n_layers": layers, "n_heads": 2 if hidden >= 64 else 1}
 
 
-def run_once(model: str, config: dict, run_dir: str) -> dict:
+def run_once(model: str, dataset: str, config: dict, run_dir: str) -> dict:
     from recbole_llmkd.quick_start import run_recbole_llmkd
 
     results = os.path.join(run_dir, "results.json")
     if os.path.isfile(results):
         with open(results, encoding="utf-8") as f:
             return json.load(f)
-    return run_recbole_llmkd(model, "ml-100k", config_dict={**config, "run_dir": run_dir})
+    return run_recbole_llmkd(model, dataset, config_dict={**config, "run_dir": run_dir})
 
 
-def row(result: dict, student: str, kd_method: str, teacher: str, hidden: int) -> dict:
+def row(result: dict, args, student: str, kd_method: str, teacher: str, hidden: int) -> dict:
     test = result["test_result"]
-    return {"dataset": "ml-100k", "student": student, "kd_method": kd_method, "teacher": teacher,
+    return {"dataset": args.dataset, "users": args.slice, "student": student, "kd_method": kd_method, "teacher": teacher,
             "hidden_size": hidden, "seed": int(result["seed"]), **{m: float(test[m]) for m in METRICS},
             "best_valid_ndcg@10": float(result["best_valid_result"]["ndcg@10"]),
             "epochs_trained_s": float(result["train_time_s"])}
 
 
 def merge_results(rows: list) -> None:
-    """Replace rows of the same (dataset, student, kd_method, teacher, hidden_size, seed) in kd_quality.json."""
-    key = lambda r: (r["dataset"], r["student"], r["kd_method"], r["teacher"], r["hidden_size"], r["seed"])  # noqa: E731
+    """Replace rows of the same (dataset, users, student, kd_method, teacher, hidden_size, seed) in kd_quality.json."""
+    key = lambda r: (r["dataset"], r.get("users", "[0,60]"), r["student"], r["kd_method"], r["teacher"], r["hidden_size"], r["seed"])  # noqa: E731
     existing = []
     if os.path.isfile(RESULTS_JSON):
         with open(RESULTS_JSON, encoding="utf-8") as f:
@@ -147,12 +156,12 @@ def main(argv=None) -> int:
 
     # 1. the teacher: a large SASRec trained to convergence, exported like any teacher
     teacher_dir = os.path.join(out_dir, f"teacher-{args.teacher_kind}")
-    teacher = run_once(teacher_model, {**common, **sasrec_size(args.teacher_hidden, args.teacher_layers),
+    teacher = run_once(teacher_model, args.dataset, {**common, **sasrec_size(args.teacher_hidden, args.teacher_layers),
                                        **teacher_extra, "seed": 2020}, teacher_dir)
     artifact = os.path.join(teacher_dir, "teacher_artifacts.safetensors")
     if not os.path.isfile(artifact):
         export_teacher(teacher_dir, output=artifact, topk=args.topk, item_text=item_text, show_progress=False)
-    teacher_row = row(teacher, "SASRec", "teacher", teacher_name, args.teacher_hidden)
+    teacher_row = row(teacher, args, "SASRec", "teacher", teacher_name, args.teacher_hidden)
 
     # 2. the small students
     rows = []
@@ -161,9 +170,9 @@ def main(argv=None) -> int:
         for method in args.methods:
             config = {**common, **student, "seed": seed, "teacher": artifact, **METHODS[method]}
             where = "no-teacher" if method in NO_TEACHER else f"teacher-{args.teacher_kind}"
-            result = run_once("KDSASRec", config,
+            result = run_once("KDSASRec", args.dataset, config,
                               os.path.join(out_dir, where, f"SASRec{args.student_hidden}-{method}-seed{seed}"))
-            rows.append(row(result, "SASRec", method, "none" if method in NO_TEACHER else teacher_name,
+            rows.append(row(result, args, "SASRec", method, "none" if method in NO_TEACHER else teacher_name,
                             args.student_hidden))
             print(f"{method} seed {seed}: test ndcg@10 {rows[-1]['ndcg@10']:.4f}", flush=True)
 

@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--export-text-encoder", metavar="NAME|DIR", default="minilm",
                         help="sentence encoder of --export-item-text=text_encoder (default minilm)")
     parser.add_argument("--export-overwrite", action="store_true", help="replace an existing artifact file")
+    parser.add_argument("--export-compare-with", metavar="PATH",
+                        help="a plain student's run dir or checkpoint: the diagnostics also give how much of each "
+                        "teacher list it ranks in its own top-K already")
     parser.add_argument(
         "--pipeline", metavar="PROFILE",
         help="run the main job (teacher -> export -> students -> SLMRec -> report): auto|tiny|cpu|full|FILE.yaml",
@@ -192,7 +195,7 @@ def _main(argv: List[str]) -> int:
 
         path = export_teacher(args.export_teacher, output=args.export_output, topk=args.export_topk,
                               item_text=args.export_item_text, overwrite=args.export_overwrite,
-                              text_encoder=args.export_text_encoder)
+                              text_encoder=args.export_text_encoder, compare_with=args.export_compare_with)
         print(f"teacher artifacts: {path}")
         return 0
     if args.pipeline:

@@ -204,6 +204,8 @@ class Pipeline:
         steps.append(("teacher", "LLMRec", self.step_config("teacher", teacher)))
         export = {**(profile.get("export") or {}), "checkpoint_or_run_dir": self.step_dir("teacher"),
                   "output": artifact}
+        if table_source is not None:  # the diagnostics: how much of each teacher list that plain student ranks anyway
+            export.setdefault("compare_with", checkpoint_placeholder(table_source))
         steps.append(("export", EXPORT_STEP, export))
         for student, student_config in students.items():
             if student != table_source:
@@ -349,6 +351,7 @@ class Pipeline:
         started = time.perf_counter()
         results: Dict[str, dict] = {}
         for step, model, config_dict in steps:
+            config_dict = fill_checkpoints(config_dict, {name: result["checkpoint"] for name, result in results.items()})
             if model == EXPORT_STEP:
                 if os.path.isfile(config_dict["output"]):
                     self.steps_reused.append(step)
@@ -356,7 +359,6 @@ class Pipeline:
                     export_teacher(**config_dict)
                     self.steps_run.append(step)
             else:
-                config_dict = fill_checkpoints(config_dict, {name: result["checkpoint"] for name, result in results.items()})
                 results[step] = self.run_model(step, model, config_dict)
             progress.update(1)
         progress.close()
@@ -417,7 +419,9 @@ class Pipeline:
             *([f"- not applied: {meta['not_applied']}"] if meta.get("not_applied") else []),
             *([f"- teacher lists (training split, K={lists['K']}): {lists['target_in_list']:.1%} contain the target, "
                f"{lists['history_in_list']:.1%} contain history items ({lists['history_items_share']:.1%} of the listed "
-               "items)"] if (lists := meta.get("teacher_lists")) else []),
+               "items)" + (f"; {lists['student_overlap']:.1%} of the listed items are in the plain {lists['student']}'s own "
+                           f"top-{lists['K']} already" if "student_overlap" in lists else "")]
+              if (lists := meta.get("teacher_lists")) else []),
             "- protocol: RecBole full ranking over all items (history not masked), leave-one-out, time order; best",
             "  epoch on validation, test read once. Throughput: full-ranking users/s on the test split, same device,",
             "  after one warm-up batch.",

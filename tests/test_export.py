@@ -226,7 +226,9 @@ def test_export_from_a_plain_recbole_sasrec_checkpoint(sasrec_run, data_root, tm
     from recbole_llmkd.distill import teacher_list_diagnostics
 
     output = tmp_path / "sasrec_teacher.safetensors"
-    assert main([f"--export-teacher={sasrec_run['run_dir']}", f"--export-output={output}", "--export-topk=6"]) == 0
+    # compared with itself: every listed item is in its own top-K (what a plain student would already rank)
+    assert main([f"--export-teacher={sasrec_run['run_dir']}", f"--export-output={output}", "--export-topk=6",
+                 f"--export-compare-with={sasrec_run['run_dir']}"]) == 0
     assert f"teacher artifacts: {output}" in capsys.readouterr().out
     artifacts = load_artifacts(output)  # validated like any artifact
     teacher = artifacts.teacher
@@ -261,6 +263,7 @@ def test_export_from_a_plain_recbole_sasrec_checkpoint(sasrec_run, data_root, tm
     assert diagnostics["rows"] == len(train) and diagnostics["K"] == 6
     for name in ("target_in_list", "history_in_list", "history_items_share"):
         assert diagnostics[name] == pytest.approx(direct[name], abs=1e-6)
+    assert diagnostics["student"] == "SASRec" and diagnostics["student_overlap"] > 0.99
 
 
 def test_a_small_kd_student_trains_from_a_sasrec_teacher(sasrec_run, data_root, tmp_path):

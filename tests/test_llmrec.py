@@ -178,6 +178,47 @@ def test_item_titles_in_prompt(slice_data):
     assert model.full_sort_predict(batch).shape == (4, model.n_items)
 
 
+def test_cached_title_view_keeps_the_id_prompt_and_adds_each_titles_base_state(slice_data):
+    config, train_data, _, _ = slice_data
+    try:
+        model = new_model(config, train_data, use_item_titles=True, llm_title_max_tokens=6, llm_title_view="cached")
+    finally:  # new_model writes into the module's config
+        config["use_item_titles"], config["llm_title_view"] = False, "tokens"
+    model.eval()
+    batch = first_batch(train_data, 4)
+    L = batch["item_id_list"].shape[1]
+    inputs_embeds, _ = model.encode(batch["item_id_list"], batch["item_length"])
+    # one position per item, as without titles: the cost does not grow with the title length
+    assert inputs_embeds.shape[1] == model.instruction_ids.numel() + L + model.response_ids.numel()
+    assert not hasattr(model, "title_token_ids")
+    # t_i: the mean final state of the title alone, unpadded, through the base decoder (LoRA off)
+    titled = [i for i in range(1, model.n_items) if model.title_states[i].abs().sum() > 0]
+    assert len(titled) == model.n_items - 1  # items without a title read 'item <token>' (item_text's fallback)
+    assert not model.title_states[0].any()  # PAD
+    from recbole_llmkd.data.item_text import item_titles_for_dataset
+
+    title = item_titles_for_dataset(train_data._dataset, config)[titled[0]]
+    ids = model.tokenizer(title, add_special_tokens=False, return_tensors="pt")["input_ids"][:, :6]  # [1, T']
+    with torch.no_grad(), model.llm.disable_adapter():
+        expected = model.llm(input_ids=ids).last_hidden_state.mean(dim=1)[0]  # [d_llm]
+    torch.testing.assert_close(model.title_states[titled[0]], expected, rtol=1e-4, atol=1e-5)
+    # the slot is input_proj(E[i]) + title_proj(t_i); title_proj starts at 0 (the ID slot) and is trained and saved
+    assert not model.title_proj.weight.any()
+    with torch.no_grad():
+        model.title_proj.weight.copy_(torch.eye(model.d_llm))
+        inputs_embeds, _ = model.encode(batch["item_id_list"], batch["item_length"])
+    last_item = batch["item_id_list"][0, batch["item_length"][0] - 1]
+    torch.testing.assert_close(
+        inputs_embeds[0, model.instruction_ids.numel() + L - 1],
+        model.input_proj(model.item_embedding.weight[last_item]) + model.title_states[last_item],
+        rtol=1e-5, atol=1e-5,
+    )
+    assert {"title_proj.weight", "title_proj.bias"} <= set(model.state_dict()) and "title_states" not in model.state_dict()
+    model.train()
+    model.calculate_loss(batch).backward()
+    assert model.title_proj.weight.grad.abs().sum() > 0  # the title view is learned
+
+
 # ----- scoring, training, LoRA ----------------------------------------------------------------------------
 
 

@@ -55,6 +55,7 @@ def test_readme_main_command_on_tiny_profile_then_rerun_reuses_everything(tmp_pa
     markdown = (run_dir / "report.md").read_text()
     assert "| KDSASRec |" in markdown and "device:" in markdown and "commit:" in markdown
     assert "- teacher lists (training split, K=20): " in markdown  # the export's diagnostics reach the report
+    assert "of the listed items are in the plain SASRec's own top-20 already" in markdown
     meta = json.loads((run_dir / "report.json").read_text())["meta"]
     assert meta["steps_run"] == ALL_STEPS and meta["steps_reused"] == []
 

@@ -57,6 +57,7 @@ TEACHER_CONFIG_KEYS = (
     "head",
     "use_item_titles",
     "llm_title_max_tokens",
+    "llm_title_view",
     "MAX_ITEM_LIST_LENGTH",
     "llm_train_examples",
     "learning_rate",
@@ -256,6 +257,7 @@ def export_teacher(
     overwrite: bool = False,
     show_progress: bool = True,
     text_encoder: str = "minilm",
+    compare_with: Optional[str | os.PathLike] = None,
 ) -> Path:
     """Export a trained teacher's artifacts (LLMRec or a RecBole sequential model); returns the path. See the
     module docstring.
@@ -274,6 +276,9 @@ def export_teacher(
         text_encoder: the sentence encoder of ``item_text: text_encoder`` (``minilm`` or a local directory).
         device: where to run the teacher (default: its training device, CPU without CUDA).
         overwrite: replace an existing finished artifact file.
+        compare_with: a plain student's checkpoint or run directory (any RecBole sequential model): the
+            diagnostics then also give the share of each teacher list that this model ranks in its own top-K
+            anyway (``distill.overlap_ratio``), i.e. what the teacher has left to teach it.
     """
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import init_seed
@@ -353,7 +358,12 @@ def export_teacher(
         f"export: wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB; {n_pending:,} rows computed in "
         f"{rows_seconds:.1f} s, {n_pending / max(rows_seconds, 1e-9):,.0f} rows/s; K={topk})"
     )
-    write_list_diagnostics(path, train_data._dataset)
+    student = None
+    if compare_with is not None:
+        student_checkpoint = resolve_checkpoint(compare_with)
+        student, _ = load_teacher(student_checkpoint, read_teacher_checkpoint(student_checkpoint),
+                                  train_data._dataset, device=run_device)
+    write_list_diagnostics(path, train_data._dataset, student=student, batch_size=batch_size)
     return path
 
 
@@ -363,11 +373,14 @@ def diagnostics_path(artifact_path: str | os.PathLike) -> Path:
     return artifact_path.with_name(artifact_path.stem + ".diagnostics.json")
 
 
-def write_list_diagnostics(artifact_path: str | os.PathLike, train_dataset, chunk_rows: int = 8192) -> dict:
+def write_list_diagnostics(artifact_path: str | os.PathLike, train_dataset, chunk_rows: int = 8192,
+                           student=None, batch_size: int = 1024) -> dict:
     """The teacher lists' diagnostics on the training split (``distill.teacher_list_diagnostics``): logged, and
-    written to ``diagnostics_path(artifact_path)`` for the report. Returns them."""
+    written to ``diagnostics_path(artifact_path)`` for the report. With ``student`` (a RecBole sequential model in
+    eval mode, e.g. the plain student), also ``student_overlap``: the mean share of each list that the student
+    ranks in its own top-K (``distill.overlap_ratio``, K = the artifact's). Returns them."""
     from recbole_llmkd.data.artifacts import load_artifacts
-    from recbole_llmkd.distill import teacher_list_diagnostics
+    from recbole_llmkd.distill import overlap_ratio, teacher_list_diagnostics
 
     aligned = load_artifacts(artifact_path).align(train_dataset, split="train")
     inter = train_dataset.inter_feat
@@ -382,11 +395,23 @@ def write_list_diagnostics(artifact_path: str | os.PathLike, train_dataset, chun
             totals[name] += part[name] * part["rows"]
     diagnostics = {"split": "train", "rows": n_rows, "K": int(aligned.K),
                    **{name: value / max(n_rows, 1) for name, value in totals.items()}}
-    logger.info(
+    message = (
         f"export: teacher lists on the training split: {diagnostics['target_in_list']:.1%} contain the target, "
         f"{diagnostics['history_in_list']:.1%} contain history items ({diagnostics['history_items_share']:.1%} of "
         f"the K={diagnostics['K']} listed items are history items); rd_filter_candidates removes both from RD"
     )
+    if student is not None:
+        overlap = 0.0
+        with torch.no_grad():
+            for start in range(0, n_rows, batch_size):
+                end = min(start + batch_size, n_rows)
+                interaction = inter[start:end].to(student.device)
+                logits = student.full_sort_predict(interaction).reshape(end - start, -1)[:, : student.n_items]
+                overlap += overlap_ratio(aligned.topk[start:end], logits.float().cpu(), int(aligned.K)) * (end - start)
+        diagnostics.update(student=type(student).__name__, student_overlap=overlap / max(n_rows, 1))
+        message += (f"; {diagnostics['student_overlap']:.1%} of the listed items are in {diagnostics['student']}'s "
+                    f"own top-{diagnostics['K']} already")
+    logger.info(message)
     diagnostics_path(artifact_path).write_text(json.dumps(diagnostics, indent=2), encoding="utf-8")
     return diagnostics
 
@@ -411,6 +436,8 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--item-text", choices=ITEM_TEXT_SOURCES, default="auto", help="source of item_text_emb")
     parser.add_argument("--text-encoder", default="minilm", help="sentence encoder of --item-text text_encoder")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing artifact file")
+    parser.add_argument("--compare-with", metavar="RUN_DIR|PTH",
+                        help="a plain student's run: also measure how much of each teacher list it ranks anyway")
     parser.add_argument("--debug", action="store_true", help="on an error, also print the full traceback")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
@@ -423,6 +450,7 @@ def _main(argv: list[str]) -> int:
         item_text=args.item_text,
         overwrite=args.overwrite,
         text_encoder=args.text_encoder,
+        compare_with=args.compare_with,
     )
     print(path)
     return 0

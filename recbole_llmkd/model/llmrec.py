@@ -6,6 +6,12 @@ Prompt layout (one row per example, ``L = MAX_ITEM_LIST_LENGTH`` item slots)::
 
     item slot (default)               = input_proj(E[i])                              1 position
     item slot (use_item_titles: True) = embed_tokens(title_i, left-padded to T) ++ input_proj(E[i])   T + 1 positions
+    item slot (use_item_titles: True, llm_title_view: cached)
+                                      = input_proj(E[i]) + title_proj(t_i)                      1 position
+
+``t_i`` = the mean final state of item i's title tokens through the *base* decoder (LoRA disabled), computed once
+when the model is built ([n_items, d_llm], not saved): the title's meaning at the ID-only prompt's cost. The base
+decoder is frozen, so the cache never goes stale; ``title_proj`` (trained) starts at zero, i.e. at the ID slot.
 
 Attention mask: 1 on the instruction and response tokens, ``item > 0`` on an item's soft token, ``item > 0`` and
 "is a real title token" on its title tokens. Position ids are contiguous (padded slots still consume positions).
@@ -46,6 +52,7 @@ from recbole_llmkd.measure import count_parameters
 
 ITEM_TABLE_TRAINABLE = "trainable"
 HEADS = ("dot", "linear")
+TITLE_VIEWS = ("tokens", "cached")  # use_item_titles: the title as prompt tokens, or one cached state per item
 
 
 class CheckpointMismatchError(RecboleLLMKDError, ValueError):
@@ -77,6 +84,9 @@ class LLMRec(SequentialRecommender):
             raise ConfigValueError(f"head must be one of {list(HEADS)}, got {self.head_type!r}")
         self.use_item_titles = bool(config["use_item_titles"])
         self.title_max_tokens = int(config["llm_title_max_tokens"] or 16)
+        self.title_view = config["llm_title_view"] or "tokens"
+        if self.title_view not in TITLE_VIEWS:
+            raise ConfigValueError(f"llm_title_view must be one of {list(TITLE_VIEWS)}, got {self.title_view!r}")
         self.use_bf16 = bool(config["llm_bf16"])
         self.llm_prefix_cache = bool(config["llm_prefix_cache"]) if config["llm_prefix_cache"] is not None else True
         self.run_device = torch.device(config["device"])
@@ -126,8 +136,15 @@ class LLMRec(SequentialRecommender):
         self.register_buffer("response_ids", tokenize_prompt(self.tokenizer, config["llm_response"]), persistent=False)
         if self.use_item_titles:
             title_ids, title_mask = self._tokenize_titles(item_titles_for_dataset(dataset, config))
-            self.register_buffer("title_token_ids", title_ids, persistent=False)  # [n_items, T]
-            self.register_buffer("title_token_mask", title_mask, persistent=False)  # [n_items, T]
+            if self.title_view == "tokens":
+                self.register_buffer("title_token_ids", title_ids, persistent=False)  # [n_items, T]
+                self.register_buffer("title_token_mask", title_mask, persistent=False)  # [n_items, T]
+            else:
+                title_states = self._base_title_states(title_ids, title_mask, int(config["eval_batch_size"] or 256))
+                self.register_buffer("title_states", title_states, persistent=False)  # [n_items, d_llm]
+                self.title_proj = nn.Linear(self.d_llm, self.d_llm)
+                nn.init.zeros_(self.title_proj.weight)
+                nn.init.zeros_(self.title_proj.bias)
 
         self.dataset_fingerprint = _item_tokens_fingerprint(dataset)
         self.llm_forward_rows = 0  # rows sent through the LLM (predict deduplicates histories; tests count them)
@@ -180,6 +197,27 @@ class LLMRec(SequentialRecommender):
             return_tensors="pt",
         )
         return encoded["input_ids"].long(), encoded["attention_mask"].bool()
+
+    @torch.no_grad()
+    def _base_title_states(self, title_ids: torch.Tensor, title_mask: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """``t_i``: mean final state of item i's real title tokens through the base decoder (LoRA off), PAD and
+        empty titles 0 -> ``[n_items, d_llm]`` fp32 on the run device."""
+        was_training = self.llm.training
+        self.llm.eval()
+        states = []
+        with self.llm.disable_adapter():
+            for start in range(0, title_ids.shape[0], batch_size):
+                ids = title_ids[start:start + batch_size].to(self.run_device)  # [b, T], left-padded
+                mask = title_mask[start:start + batch_size].to(self.run_device)  # [b, T]
+                positions = (mask.long().cumsum(dim=1) - 1).clamp(min=0)  # [b, T]: the title starts at position 0
+                hidden = self.llm(input_ids=ids, attention_mask=mask.long(), position_ids=positions,
+                                  use_cache=False).last_hidden_state.float()  # [b, T, d_llm]
+                weights = mask.float()[..., None]  # [b, T, 1]
+                states.append((hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0))  # [b, d_llm]
+        self.llm.train(was_training)
+        title_states = torch.cat(states)  # [n_items, d_llm]
+        title_states[~title_mask.any(dim=1).to(title_states.device)] = 0.0  # PAD (id 0) and items without text
+        return title_states
 
     # ----- checkpoint: trained tensors + backbone identity ------------------------------------------------
     def is_frozen_by_design(self, name: str) -> bool:
@@ -270,7 +308,9 @@ class LLMRec(SequentialRecommender):
         item_ids = self.left_pad(item_seq, item_seq_len)  # [B, L]
         item_mask = item_ids > 0  # [B, L]
         item_tokens = self.input_proj(self.item_embedding(item_ids))  # [B, L, d_llm]
-        if self.use_item_titles:
+        if self.use_item_titles and self.title_view == "cached":
+            item_tokens = item_tokens + self.title_proj(self.title_states[item_ids])  # [B, L, d_llm]
+        if self.use_item_titles and self.title_view == "tokens":
             title_embeds = embed_tokens(self.title_token_ids[item_ids])  # [B, L, T, d_llm]
             title_mask = self.title_token_mask[item_ids] & item_mask[..., None]  # [B, L, T]
             slot_embeds = torch.cat([title_embeds, item_tokens[:, :, None, :]], dim=2).flatten(1, 2)  # [B, L*(T+1), d_llm]
