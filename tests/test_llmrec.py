@@ -219,6 +219,28 @@ def test_cached_title_view_keeps_the_id_prompt_and_adds_each_titles_base_state(s
     assert model.title_proj.weight.grad.abs().sum() > 0  # the title view is learned
 
 
+@pytest.mark.text_encoder
+def test_text_encoder_item_table_is_frozen_titles_beside_a_learned_id_view(slice_data):
+    from recbole_llmkd.llm.text_encoder import item_text_embeddings
+
+    config, train_data, _, _ = slice_data
+    try:
+        model = new_model(config, train_data, item_table="text_encoder", item_dim=8)
+    finally:  # new_model writes into the module's config
+        config["item_table"], config["item_dim"] = "trainable", 64
+    semantic = item_text_embeddings(train_data._dataset, "minilm")  # [n_items, 384]
+    table = model.item_embedding.weight  # [n_items, 384 + 8]
+    assert table.shape == (model.n_items, semantic.shape[1] + 8) and model.item_dim == semantic.shape[1] + 8
+    torch.testing.assert_close(table[:, :-8], semantic, rtol=1e-5, atol=1e-6)
+    assert not table[0].any()  # PAD
+    model.train()
+    model.calculate_loss(first_batch(train_data, 8)).backward()
+    assert model.item_embedding.id_embedding.weight.grad.abs().sum() > 0  # the ID view is trained
+    assert not model.item_embedding.semantic.requires_grad  # the semantic view is not
+    saved = model.state_dict()  # both views are in the checkpoint: a reload restores the semantic view exactly
+    assert {"item_embedding.semantic", "item_embedding.id_embedding.weight"} <= set(saved)
+
+
 # ----- scoring, training, LoRA ----------------------------------------------------------------------------
 
 

@@ -51,6 +51,7 @@ from recbole_llmkd.llm import (
 from recbole_llmkd.measure import count_parameters
 
 ITEM_TABLE_TRAINABLE = "trainable"
+ITEM_TABLE_TEXT_ENCODER = "text_encoder"  # frozen sentence embeddings of the titles beside a learned ID table
 HEADS = ("dot", "linear")
 TITLE_VIEWS = ("tokens", "cached")  # use_item_titles: the title as prompt tokens, or one cached state per item
 
@@ -113,8 +114,15 @@ class LLMRec(SequentialRecommender):
 
         # item table E: trainable, or a pretrained SASRec table (frozen)
         self.item_table_source = config["item_table"] or ITEM_TABLE_TRAINABLE
-        self.item_table_frozen = self.item_table_source != ITEM_TABLE_TRAINABLE
-        if self.item_table_frozen:
+        self.item_table_frozen = self.item_table_source not in (ITEM_TABLE_TRAINABLE, ITEM_TABLE_TEXT_ENCODER)
+        if self.item_table_source == ITEM_TABLE_TEXT_ENCODER:
+            from recbole_llmkd.llm.text_encoder import item_text_embeddings
+            from recbole_llmkd.model.item_table import SemanticIDItemTable
+
+            semantic = item_text_embeddings(dataset, str(config["text_encoder"] or "minilm"))  # [n_items, d_text]
+            self.item_embedding = SemanticIDItemTable(semantic, int(config["item_dim"]))
+            self.item_table_sha256 = None
+        elif self.item_table_frozen:
             self.item_embedding, self.item_table_sha256 = self._load_pretrained_item_table(
                 self.item_table_source, config, dataset
             )
@@ -124,7 +132,7 @@ class LLMRec(SequentialRecommender):
             with torch.no_grad():
                 self.item_embedding.weight[0].zero_()
             self.item_table_sha256 = None
-        self.item_dim = self.item_embedding.weight.shape[1]
+        self.item_dim = self.item_embedding.weight.shape[1]  # d_text + item_dim for the text_encoder table
         self.input_proj = nn.Linear(self.item_dim, self.d_llm)
         if self.head_type == "dot":
             self.head = nn.Linear(self.d_llm, self.item_dim, bias=False)
