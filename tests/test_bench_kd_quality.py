@@ -32,7 +32,7 @@ def _tiny_teacher_only(run_dir: str) -> Pipeline:
     checkpoints = {}
     for step, model, config_dict in pipeline.plan():
         if model == EXPORT_STEP:
-            export_teacher(**config_dict, show_progress=False)
+            export_teacher(**fill_checkpoints(config_dict, checkpoints), show_progress=False)
             return pipeline
         checkpoints[step] = pipeline.run_model(step, model, fill_checkpoints(config_dict, checkpoints))["checkpoint"]
     raise AssertionError("the tiny pipeline has no export step")

@@ -178,7 +178,8 @@ def test_run_follows_the_plan_fills_the_checkpoint_and_passes_overrides(tmp_path
                     for key, value in planned.items()}
         assert call[2] == expected, model  # plan() is what run() executes, the placeholder filled in
     assert calls[1][0] == "LLMRec" and calls[1][2]["item_table"] == "/ckpt/SASRec.pth"
-    assert exports == [plan[2][2]]
+    assert plan[2][2]["compare_with"] == checkpoint_placeholder("SASRec")  # the diagnostics compare with plain SASRec
+    assert exports == [{**plan[2][2], "compare_with": "/ckpt/SASRec.pth"}]  # ... its checkpoint filled in
     assert [row.name for row in report["rows"]] == EXPECTED_MODELS
     assert pipeline.steps_run == ALL_STEPS
 
