@@ -266,6 +266,17 @@ def test_export_from_a_plain_recbole_sasrec_checkpoint(sasrec_run, data_root, tm
     assert diagnostics["student"] == "SASRec" and diagnostics["student_overlap"] > 0.99
 
 
+def test_a_missing_compare_with_run_stops_the_export_before_it_starts(sasrec_run, tmp_path, capsys):
+    from recbole_llmkd.cli import main
+
+    output = tmp_path / "never_written.safetensors"
+    status = main([f"--export-teacher={sasrec_run['run_dir']}", f"--export-output={output}",
+                   f"--export-compare-with={tmp_path / 'no_such_run'}"])
+    err = capsys.readouterr().err
+    assert status == 2 and "error: " in err and "no_such_run" in err and "Traceback" not in err
+    assert not output.exists() and not list(tmp_path.glob("*.partial*"))  # no row was computed
+
+
 def test_a_small_kd_student_trains_from_a_sasrec_teacher(sasrec_run, data_root, tmp_path):
     from recbole_llmkd.data.export import export_teacher
     from recbole_llmkd.quick_start import run_recbole_llmkd

@@ -284,6 +284,8 @@ def export_teacher(
     from recbole.utils import init_seed
 
     checkpoint = resolve_checkpoint(checkpoint_or_run_dir)
+    # resolved before the export's work: a wrong path is an error now, not after every row is computed
+    student_checkpoint = resolve_checkpoint(compare_with) if compare_with is not None else None
     output = Path(output) if output is not None else checkpoint.parent / DEFAULT_OUTPUT_NAME
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} already exists; delete it or pass overwrite=True (--export-overwrite)")
@@ -359,8 +361,7 @@ def export_teacher(
         f"{rows_seconds:.1f} s, {n_pending / max(rows_seconds, 1e-9):,.0f} rows/s; K={topk})"
     )
     student = None
-    if compare_with is not None:
-        student_checkpoint = resolve_checkpoint(compare_with)
+    if student_checkpoint is not None:
         student, _ = load_teacher(student_checkpoint, read_teacher_checkpoint(student_checkpoint),
                                   train_data._dataset, device=run_device)
     write_list_diagnostics(path, train_data._dataset, student=student, batch_size=batch_size)
