@@ -18,6 +18,7 @@ from recbole_llmkd.errors import RecboleLLMKDError
 # name -> "module path:ClassName"; users may add their own with register_model.
 _PLUGIN_MODELS: Dict[str, str] = {
     "LLMRec": "recbole_llmkd.model.llmrec:LLMRec",
+    "BIGRec": "recbole_llmkd.model.bigrec:BIGRec",
     "KDSASRec": "recbole_llmkd.model.kd_sasrec:KDSASRec",
     "KDGRU4Rec": "recbole_llmkd.model.kd_gru4rec:KDGRU4Rec",
     "KDBERT4Rec": "recbole_llmkd.model.kd_bert4rec:KDBERT4Rec",
@@ -26,6 +27,7 @@ _PLUGIN_MODELS: Dict[str, str] = {
 # model name -> "module path:TrainerClass" for plugin models that need a trainer of their own.
 _PLUGIN_TRAINERS: Dict[str, str] = {
     "LLMRec": "recbole_llmkd.trainer.llm_trainer:LLMTrainer",
+    "BIGRec": "recbole_llmkd.trainer.llm_trainer:LLMTrainer",
     "KDSASRec": "recbole_llmkd.trainer.kd_trainer:KDTrainer",
     "KDGRU4Rec": "recbole_llmkd.trainer.kd_trainer:KDTrainer",
     "KDBERT4Rec": "recbole_llmkd.trainer.kd_trainer:KDTrainer",

