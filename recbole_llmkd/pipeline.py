@@ -14,6 +14,11 @@ converted by ``python -m recbole_llmkd.data.convert``. A dataset read from bench
 is already split and filtered: RecBole ignores the filter keys then, so the profile's filters
 (``BENCHMARK_IGNORED_KEYS``) are dropped from every step and reported once (stderr, the log and the report).
 
+The teacher is ``LLMRec`` unless the profile says ``teacher_model: BIGRec`` (the generative teacher,
+``model/bigrec.py``): then the KD students read its ``neg_l2`` artifacts with ``confidence_mode: code`` (DLLM2Rec's
+own setting; a ``kd`` section may still say otherwise), and the SLMRec steps, which distil an LLMRec's hidden states,
+are left out (the ``slmrec`` section is then optional and ignored).
+
 ``Pipeline.plan()`` lists the steps and their configs; ``Pipeline.validate()`` (run first by ``run()``) rejects an
 impossible profile before anything trains.
 """
@@ -45,7 +50,9 @@ from recbole_llmkd.report import (
 
 logger = logging.getLogger("recbole_llmkd")
 
-PROFILE_KEYS = {"profile", "description", "dataset", "common", "teacher", "export", "students", "kd", "slmrec"}
+PROFILE_KEYS = {"profile", "description", "dataset", "common", "teacher_model", "teacher", "export", "students", "kd",
+                "slmrec"}
+TEACHER_MODELS = ("LLMRec", "BIGRec")  # teacher_model: the LLM teacher of the profile
 REPORT_COLUMNS = [
     "model", "role", "params_total", "params_trainable", "train_time_s", "throughput_users_per_s",
     "speedup_vs_teacher", "hit@10", "hit@20", "ndcg@10", "ndcg@20", "mrr@20",
@@ -96,12 +103,17 @@ def load_profile(path: str) -> dict:
     unknown = sorted(set(profile) - PROFILE_KEYS)
     if unknown:
         raise PipelineError(f"{path}: unknown profile key(s) {unknown}; allowed: {sorted(PROFILE_KEYS)}")
-    for key in ("teacher", "students", "slmrec"):
+    teacher_model = profile.setdefault("teacher_model", "LLMRec")
+    if teacher_model not in TEACHER_MODELS:
+        raise PipelineError(f"{path}: teacher_model must be one of {list(TEACHER_MODELS)}, got {teacher_model!r}")
+    for key in ("teacher", "students") + (("slmrec",) if teacher_model == "LLMRec" else ()):
         if key not in profile:
             raise PipelineError(f"{path}: profile needs a '{key}' section")
     if not isinstance(profile["students"], dict):
         raise PipelineError(f"{path}: 'students' maps each RecBole student (SASRec, GRU4Rec, BERT4Rec) to its config")
-    if "llm_n_layers" not in profile["slmrec"]:
+    if teacher_model != "LLMRec":
+        profile.pop("slmrec", None)  # SLMRec distils an LLMRec's hidden states
+    elif "llm_n_layers" not in profile["slmrec"]:
         raise PipelineError(f"{path}: 'slmrec' needs llm_n_layers (the student's decoder layers)")
     return profile
 
@@ -193,15 +205,16 @@ class Pipeline:
         students = profile["students"]
         artifact = self.artifact_path()
         steps: List[Tuple[str, str, dict]] = []
-        # E4SRec: the teacher may read a plain student's item table (frozen): `teacher: {item_table: SASRec}`
+        teacher_model = profile["teacher_model"]
+        # E4SRec: an LLMRec teacher may read a plain student's item table (frozen): `teacher: {item_table: SASRec}`
         teacher = dict(profile["teacher"])
         table_source = teacher.get("item_table")
-        if not isinstance(table_source, str) or table_source not in students:
+        if not isinstance(table_source, str) or table_source not in students or teacher_model != "LLMRec":
             table_source = None
         if table_source is not None:
             steps.append((table_source, table_source, self.step_config(table_source, students[table_source] or {})))
             teacher["item_table"] = checkpoint_placeholder(table_source)
-        steps.append(("teacher", "LLMRec", self.step_config("teacher", teacher)))
+        steps.append(("teacher", teacher_model, self.step_config("teacher", teacher)))
         export = {**(profile.get("export") or {}), "checkpoint_or_run_dir": self.step_dir("teacher"),
                   "output": artifact}
         if table_source is not None:  # the diagnostics: how much of each teacher list that plain student ranks anyway
@@ -210,8 +223,11 @@ class Pipeline:
         for student, student_config in students.items():
             if student != table_source:
                 steps.append((student, student, self.step_config(student, student_config or {})))
-            kd_config = {**(student_config or {}), **(profile.get("kd") or {}), "teacher": artifact}
+            kd_defaults = {"confidence_mode": "code"} if teacher_model == "BIGRec" else {}  # distances: DLLM2Rec's own
+            kd_config = {**(student_config or {}), **kd_defaults, **(profile.get("kd") or {}), "teacher": artifact}
             steps.append((f"KD{student}", f"KD{student}", self.step_config(f"KD{student}", kd_config)))
+        if "slmrec" not in profile:
+            return steps
         slm = profile["slmrec"]
         twin = {**teacher, **(slm.get("twin") or {}), "llm_n_layers": slm["llm_n_layers"]}
         steps.append(("slm_twin", "LLMRec", self.step_config("slm_twin", twin)))
@@ -314,7 +330,7 @@ class Pipeline:
                 f"{key_history}: the artifact keys need that many history items"
             )
 
-        item_table = reference["item_table"]
+        item_table = reference["item_table"] if "item_table" in reference else None
         placeholders = {checkpoint_placeholder(student) for student in self.profile["students"]}
         if item_table not in (None, "trainable") and item_table not in placeholders \
                 and not os.path.isfile(str(item_table)):
@@ -323,6 +339,8 @@ class Pipeline:
                 f"({', '.join(self.profile['students'])}) nor an existing checkpoint file"
             )
 
+        if "SLMRec" not in configs:
+            return steps
         slm = configs["SLMRec"]
         n_student, n_blocks = slm["llm_n_layers"], slm["slm_blocks"]
         if n_student is None:
@@ -364,16 +382,19 @@ class Pipeline:
         progress.close()
 
         profile = self.profile
-        rows = [ReportRow("LLMRec (teacher)", "teacher", results["teacher"])]
+        teacher_name = f"{profile['teacher_model']} (teacher)"
+        rows = [ReportRow(teacher_name, "teacher", results["teacher"])]
         for student in profile["students"]:
             rows.append(ReportRow(student, "student", results[student]))
             rows.append(ReportRow(f"KD{student}", "kd-student", results[f"KD{student}"], plain_twin=student))
-        twin_name = f"LLMRec-{profile['slmrec']['llm_n_layers']}L (no KD)"
-        rows.append(ReportRow(twin_name, "slm-twin", results["slm_twin"]))
-        rows.append(ReportRow("SLMRec", "slm-student", results["SLMRec"], plain_twin=twin_name))
+        if "SLMRec" in results:
+            twin_name = f"LLMRec-{profile['slmrec']['llm_n_layers']}L (no KD)"
+            rows.append(ReportRow(twin_name, "slm-twin", results["slm_twin"]))
+            rows.append(ReportRow("SLMRec", "slm-student", results["SLMRec"], plain_twin=twin_name))
 
         meta = {
             "profile": profile.get("profile"),
+            "teacher_model": profile["teacher_model"],
             "profile_description": profile.get("description", ""),
             "profile_file": self.profile_path,
             "dataset": self.dataset,
@@ -399,7 +420,7 @@ class Pipeline:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
     def write_report(self, rows: List[ReportRow], meta: dict) -> dict:
-        table = report_table(rows, teacher_name="LLMRec (teacher)")
+        table = report_table(rows, teacher_name=f"{meta.get('teacher_model', 'LLMRec')} (teacher)")
         csv_path = os.path.join(self.run_dir, "report.csv")
         md_path = os.path.join(self.run_dir, "report.md")
         png_path = os.path.join(self.run_dir, "quality_vs_throughput.png")
@@ -415,6 +436,9 @@ class Pipeline:
             f"- date: {meta['date']}, commit: {meta['commit']}, seeds: {meta['seeds']}",
             f"- profile: {meta['profile_description']}",
             f"- steps run now: {', '.join(meta['steps_run']) or 'none'}; reused: {', '.join(meta['steps_reused']) or 'none'}",
+            *([f"- teacher: {meta['teacher_model']} (generative; KD students read its grounding distances, score_kind "
+               "neg_l2); SLMRec not run: it distils an LLMRec teacher's hidden states"]
+              if meta.get("teacher_model", "LLMRec") != "LLMRec" else []),
             *([f"- config files (every step): {', '.join(meta['config_files'])}"] if meta.get("config_files") else []),
             *([f"- not applied: {meta['not_applied']}"] if meta.get("not_applied") else []),
             *([f"- teacher lists (training split, K={lists['K']}): {lists['target_in_list']:.1%} contain the target, "

@@ -202,28 +202,50 @@ def test_state_dict_holds_lora_only_and_a_wrong_backbone_is_refused(built, data_
 
 
 @pytest.mark.slow
-def test_tiny_bigrec_end_to_end_train_evaluate_export_distil(data_root, tmp_path):
-    """The tiny BIGRec trains and evaluates through run_recbole_llmkd, exports neg_l2 artifacts (its grounding table
-    as item_text_emb), and a KD-SASRec trains from them with DLLM2Rec's confidence_mode code and ED."""
-    from recbole_llmkd.data.artifacts import load_artifacts
-    from recbole_llmkd.data.export import export_teacher
-    from recbole_llmkd.quick_start import run_recbole_llmkd
+def test_tiny_bigrec_end_to_end_through_the_pipeline(data_root, tmp_path, capsys):
+    """``teacher_model: BIGRec`` in a profile: the tiny BIGRec trains and evaluates, exports neg_l2 artifacts (its
+    grounding table as item_text_emb), and a KD-SASRec trains from them with DLLM2Rec's confidence_mode code (the
+    default with this teacher) and ED; the report has no SLMRec rows."""
+    import json
 
-    teacher = run_recbole_llmkd("BIGRec", SLICE_NAME, config_dict=bigrec_config(data_root),
-                                cmd_args={"run_dir": str(tmp_path / "bigrec")})
-    assert 0.0 <= teacher["test_result"]["ndcg@10"] <= 1.0
-    path = export_teacher(teacher["run_dir"], topk=6, show_progress=False)
-    artifacts = load_artifacts(path)
+    import yaml
+
+    from recbole_llmkd.cli import main
+    from recbole_llmkd.data.artifacts import load_artifacts
+    from recbole_llmkd.pipeline import Pipeline
+
+    teacher = {key: value for key, value in TINY_BIGREC.items() if key.startswith(("llm_", "bigrec_", "lora_"))}
+    profile = {
+        "profile": "tiny-bigrec", "dataset": SLICE_NAME, "teacher_model": "BIGRec",
+        "common": {"gpu_id": "", "data_path": str(data_root), "load_col": TINY_BIGREC["load_col"],
+                   "user_inter_num_interval": "[0,25]", "epochs": 1, "MAX_ITEM_LIST_LENGTH": 10,
+                   "metrics": ["Hit", "NDCG"], "topk": [10], "valid_metric": "NDCG@10", "show_progress": False},
+        "teacher": {**teacher, "learning_rate": 0.01, "warmup_steps": 1},
+        "export": {"topk": 6},
+        "students": {"SASRec": {"hidden_size": 8, "inner_size": 8, "n_layers": 1, "n_heads": 1}},
+        "kd": {"kd_method": "dllm2rec", "rd_topk": 5},
+    }
+    profile_file = tmp_path / "tiny_bigrec.yaml"
+    profile_file.write_text(yaml.safe_dump(profile), encoding="utf-8")
+    steps = Pipeline(str(profile_file), run_dir=str(tmp_path / "plan")).plan()
+    assert [(step, model) for step, model, _ in steps] == [
+        ("teacher", "BIGRec"), ("export", "export"), ("SASRec", "SASRec"), ("KDSASRec", "KDSASRec")]
+    assert steps[-1][2]["confidence_mode"] == "code"
+
+    assert main([f"--pipeline={profile_file}", f"--run_dir={tmp_path / 'run'}"]) == 0
+    report = json.loads((tmp_path / "run" / "report.json").read_text(encoding="utf-8"))
+    assert [row["model"] for row in report["table"]] == ["BIGRec (teacher)", "SASRec", "KDSASRec"]
+    assert report["meta"]["teacher_model"] == "BIGRec"
+    assert "SLMRec not run" in (tmp_path / "run" / "report.md").read_text(encoding="utf-8")
+    kd_log = (tmp_path / "run" / "KDSASRec" / "run.log").read_text(encoding="utf-8")
+    assert "confidence_mode" in kd_log and "code" in kd_log
+
+    artifacts = load_artifacts(tmp_path / "run" / "teacher" / "teacher_artifacts.safetensors")
     assert artifacts.score_kind == "neg_l2" and artifacts.teacher["name"] == "BIGRec"
     assert artifacts.teacher["backbone"]["lm_head"] == "tied"
+    assert artifacts.teacher["config"]["bigrec_instruction"] == "Next:"
     train = artifacts.split_tensors("train")
     assert (train["topk_scores"] <= 0).all() and (train["topk_scores"][:, :-1] >= train["topk_scores"][:, 1:]).all()
     torch.testing.assert_close(train["confidence"], torch.softmax(train["topk_scores"], dim=1))
     assert artifacts.item_text_emb.shape[1] == 32 and not artifacts.item_text_emb[0].any()
-
-    student = {key: value for key, value in bigrec_config(data_root).items()
-               if not key.startswith(("llm_", "bigrec_", "lora_")) and key not in ("warmup_steps",)}
-    student.update({"hidden_size": 8, "inner_size": 8, "n_layers": 1, "n_heads": 1, "train_batch_size": 256,
-                    "kd_method": "dllm2rec", "teacher": str(path), "rd_topk": 5, "confidence_mode": "code"})
-    result = run_recbole_llmkd("KDSASRec", SLICE_NAME, config_dict=student, cmd_args={"run_dir": str(tmp_path / "kd")})
-    assert math.isfinite(result["test_result"]["ndcg@10"])
+    assert math.isfinite(report["table"][2]["ndcg@10"])
