@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--export-compare-with", metavar="PATH",
                         help="a plain student's run dir or checkpoint: the diagnostics also give how much of each "
                         "teacher list it ranks in its own top-K already")
+    parser.add_argument("--export-workers", metavar="N", type=int,
+                        help="compute the export on N Ray workers (teacher replicas; Ray embedded here unless "
+                        "--ray-address names a cluster, whose size is then the default)")
     parser.add_argument(
         "--pipeline", metavar="PROFILE",
         help="run the main job (teacher -> export -> students -> SLMRec -> report): auto|tiny|cpu|full|FILE.yaml",
@@ -97,7 +100,8 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("sweeps (Ray Tune)")
     group.add_argument("--tune", metavar="SPACE.yaml", help="run a Ray Tune sweep over the space file's keys")
     group.add_argument(
-        "--ray-address", metavar="HOST:PORT|auto", help="join an existing Ray cluster (default: Ray embedded here)"
+        "--ray-address", metavar="HOST:PORT|auto",
+        help="join an existing Ray cluster (default: Ray embedded here); also for --export-teacher"
     )
     group.add_argument("--num-samples", type=int, metavar="N", help="trials (grid: repeats of the grid)")
     group.add_argument("--max-concurrent", type=int, metavar="N", help="trials running at once")
@@ -195,7 +199,8 @@ def _main(argv: List[str]) -> int:
 
         path = export_teacher(args.export_teacher, output=args.export_output, topk=args.export_topk,
                               item_text=args.export_item_text, overwrite=args.export_overwrite,
-                              text_encoder=args.export_text_encoder, compare_with=args.export_compare_with)
+                              text_encoder=args.export_text_encoder, compare_with=args.export_compare_with,
+                              ray_address=args.ray_address, num_workers=args.export_workers)
         print(f"teacher artifacts: {path}")
         return 0
     if args.pipeline:

@@ -133,7 +133,8 @@ def test_generation_stops_inside_hf_generate(built):
 
 
 def test_prompt_and_labels(built):
-    """The prompt lists the history's titles in order; only the quoted target title and EOS carry labels."""
+    """The prompt lists the history's titles in order; every real token carries its label (BIGRec trains on inputs)
+    or, with bigrec_train_on_inputs off, only the quoted target title and EOS do."""
     from recbole_llmkd.model.bigrec import IGNORE_INDEX
 
     _, train_data, _, _, model = built
@@ -141,7 +142,16 @@ def test_prompt_and_labels(built):
     prompts = model.prompts(batch)
     row = batch["item_id_list"][3][: int(batch["item_length"][3])].tolist()
     assert prompts[3] == "Next:" + ", ".join(f'"{model.item_titles[item]}"' for item in row) + "\n>"
-    input_ids, attention_mask, labels = model.training_batch(batch)
+    input_ids, attention_mask, labels = model.training_batch(batch)  # bigrec_train_on_inputs: True (BIGRec's scripts)
+    n_real = attention_mask.sum(dim=1)  # [4]
+    for index in range(4):
+        assert torch.equal(labels[index, : n_real[index]], input_ids[index, : n_real[index]])
+        assert (labels[index, n_real[index]:] == IGNORE_INDEX).all()
+    model.train_on_inputs = False
+    try:
+        input_ids, attention_mask, labels = model.training_batch(batch)
+    finally:
+        model.train_on_inputs = True
     for index in range(4):
         labelled = labels[index][labels[index] != IGNORE_INDEX].tolist()
         target = batch["item_id"][index].item()

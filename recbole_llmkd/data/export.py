@@ -23,6 +23,10 @@ The export is written chunk by chunk through ``ArtifactWriter``: an interrupted 
 arguments, continues where it stopped. Default output: ``<teacher run dir>/teacher_artifacts.safetensors``.
 
     python -m recbole_llmkd.data.export RUN_DIR_OR_CHECKPOINT [--output PATH] [--topk 50] [--batch-size 256]
+        [--workers N] [--ray-address auto|HOST:PORT|ray://HOST:PORT]
+
+With ``--workers`` / ``--ray-address`` the rows are computed by teacher replicas on Ray (``export_ray.py``), giving
+the same artifact.
 """
 from __future__ import annotations
 
@@ -65,6 +69,12 @@ TEACHER_CONFIG_KEYS = (
     "seed",
     "eval_args",
 )
+# The same for a BIGRec teacher (generation and grounding).
+BIGREC_TEACHER_CONFIG_KEYS = (
+    "llm_backbone", "llm_n_layers", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
+    "bigrec_template", "bigrec_instruction", "bigrec_history_prefix", "bigrec_num_beams", "bigrec_max_new_tokens",
+    "bigrec_pop_gamma", "MAX_ITEM_LIST_LENGTH", "llm_train_examples", "learning_rate", "epochs", "seed", "eval_args",
+)
 # The same for a RecBole teacher (whichever of them its model has).
 RECBOLE_TEACHER_CONFIG_KEYS = (
     "hidden_size", "embedding_size", "inner_size", "n_layers", "n_heads", "num_layers", "loss_type",
@@ -104,13 +114,14 @@ def _teacher_metadata(model, config, checkpoint: Path, item_text_source: str, n_
     from recbole_llmkd.llm import sha256_file
 
     is_llm = _is_llm_teacher(model)
-    keys = TEACHER_CONFIG_KEYS if is_llm else RECBOLE_TEACHER_CONFIG_KEYS
+    keys = TEACHER_CONFIG_KEYS if is_llm else BIGREC_TEACHER_CONFIG_KEYS if _is_generative_teacher(model) \
+        else RECBOLE_TEACHER_CONFIG_KEYS
     return _jsonable(
         {
             "name": type(model).__name__,
             "checkpoint": str(checkpoint.resolve()),
             "checkpoint_sha256": sha256_file(checkpoint),
-            "backbone": dict(model.backbone_identity) if is_llm else None,
+            "backbone": dict(model.backbone_identity) if hasattr(model, "backbone_identity") else None,
             "config": {key: config[key] for key in keys if key in config},
             "item_text_emb_source": item_text_source,
             "item_text_fallbacks": n_fallbacks,
@@ -119,9 +130,17 @@ def _teacher_metadata(model, config, checkpoint: Path, item_text_source: str, n_
 
 
 def _is_llm_teacher(model) -> bool:
+    """An LLMRec (a user state and a scoring head over its item table)."""
     from recbole_llmkd.model.llmrec import LLMRec
 
     return isinstance(model, LLMRec)
+
+
+def _is_generative_teacher(model) -> bool:
+    """A BIGRec (generation grounded by L2 distance: scores are -distances, item_text_emb its grounding table)."""
+    from recbole_llmkd.model.bigrec import BIGRec
+
+    return isinstance(model, BIGRec)
 
 
 def read_teacher_checkpoint(checkpoint: Path) -> dict:
@@ -177,6 +196,15 @@ def choose_item_text(config, dataset, item_text: str, model=None,
     if item_text == "text_encoder":  # any teacher: the titles through a sentence encoder (llm/text_encoder.py)
         titles, n_fallbacks = _titles_and_fallbacks(config, dataset)
         return f"text encoder {text_encoder} on item titles", titles, n_fallbacks
+    if model is not None and _is_generative_teacher(model):
+        if item_text == "item_table":
+            raise ConfigValueError(f"item_text=item_table: {type(model).__name__} has no item table; use auto (its "
+                                   "grounding table of title embeddings), text_encoder or none")
+        if item_text == "none":
+            return "none", None, None
+        titles, n_fallbacks = _titles_and_fallbacks(config, dataset)
+        return "base LLM (LoRA disabled) on item titles, last layer, last token (BIGRec's grounding table)", titles, \
+            n_fallbacks
     if model is not None and not _is_llm_teacher(model):
         if item_text == "titles":
             raise ConfigValueError(
@@ -207,7 +235,9 @@ def _item_text_embeddings(model, titles: Optional[list[str]], batch_size: int, d
     titles, or the item embeddings of a RecBole teacher."""
     from recbole_llmkd.llm import encode_texts
 
-    if not _is_llm_teacher(model):
+    if _is_generative_teacher(model):
+        item_vectors = model.item_text_emb.detach().float().cpu().clone()  # [n_items, d_llm]: what it grounds with
+    elif not _is_llm_teacher(model):
         item_vectors = model.item_embedding.weight[: model.n_items].detach().float().cpu().clone()  # [n_items, H]
     elif titles is None:
         item_vectors = model.input_proj(model.item_embedding.weight).float().cpu()  # [n_items, d_llm]
@@ -258,6 +288,10 @@ def export_teacher(
     show_progress: bool = True,
     text_encoder: str = "minilm",
     compare_with: Optional[str | os.PathLike] = None,
+    ray_address: Optional[str] = None,
+    num_workers: Optional[int] = None,
+    cpus_per_worker: float = 1,
+    gpus_per_worker: Optional[float] = None,
 ) -> Path:
     """Export a trained teacher's artifacts (LLMRec or a RecBole sequential model); returns the path. See the
     module docstring.
@@ -279,6 +313,13 @@ def export_teacher(
         compare_with: a plain student's checkpoint or run directory (any RecBole sequential model): the
             diagnostics then also give the share of each teacher list that this model ranks in its own top-K
             anyway (``distill.overlap_ratio``), i.e. what the teacher has left to teach it.
+        ray_address, num_workers: when either is given, the pending chunks are computed on Ray by ``num_workers``
+            teacher replicas (default: as many as the cluster holds) and written here as they arrive
+            (``data/export_ray.py``); ``ray_address`` ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT`` joins that
+            cluster, none starts Ray embedded. The artifact is the single-process one (same rows, batching and
+            chunks), and resumes the same way. Neither given: the chunks are computed here, one after the other.
+        cpus_per_worker, gpus_per_worker: Ray resources of each worker (default 1 CPU, with that many torch
+            threads; 1 GPU when the export's device is CUDA, else none).
     """
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import init_seed
@@ -286,6 +327,10 @@ def export_teacher(
     checkpoint = resolve_checkpoint(checkpoint_or_run_dir)
     # resolved before the export's work: a wrong path is an error now, not after every row is computed
     student_checkpoint = resolve_checkpoint(compare_with) if compare_with is not None else None
+    if ray_address:  # likewise a Ray address where nothing listens (ray.init would hang for minutes on it)
+        from recbole_llmkd.data.export_ray import check_ray_address
+
+        check_ray_address(ray_address)
     output = Path(output) if output is not None else checkpoint.parent / DEFAULT_OUTPUT_NAME
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} already exists; delete it or pass overwrite=True (--export-overwrite)")
@@ -300,7 +345,7 @@ def export_teacher(
 
     model, config = load_teacher(checkpoint, saved, train_data._dataset, device=device)
     if with_user_state and not _is_llm_teacher(model):
-        raise ConfigValueError(f"with_user_state: {type(model).__name__} is not an LLM teacher; it has no user state "
+        raise ConfigValueError(f"with_user_state: {type(model).__name__} is not an LLM teacher with a user state "
                                "to store (SLMRec reads LLMRec teachers)")
     run_device = config["device"]
     batch_size = int(batch_size or config["eval_batch_size"] or 256)
@@ -309,7 +354,7 @@ def export_teacher(
     metadata = dataset_metadata(
         train_data._dataset,
         key_history=key_history,
-        score_kind="logit",
+        score_kind=getattr(model, "score_kind", "logit"),  # BIGRec: neg_l2 (minus the grounding distance)
         teacher=_teacher_metadata(model, config, checkpoint, item_text_source, n_fallbacks),
     )
     writer = ArtifactWriter(
@@ -330,6 +375,23 @@ def export_teacher(
 
     start_time = time.perf_counter()
     progress = tqdm(total=n_pending, desc="teacher export", unit="row", disable=not show_progress)
+    if ray_address is not None or num_workers is not None:  # the same chunks, computed by Ray workers
+        from recbole_llmkd.data.export_ray import compute_chunks_on_ray
+
+        keys = {split: dataset_example_keys(split_datasets[split], key_history) for split, r in pending.items() if r}
+
+        def write_with_keys(split: str, chunk_start: int, chunk: dict) -> None:
+            chunk["key"] = keys[split][chunk_start:chunk_start + len(chunk["topk_ids"])]  # [n]
+            writer.write_chunk(split, chunk_start, chunk)
+
+        compute_chunks_on_ray(
+            checkpoint, train_data._dataset, [(split, *r) for split, ranges in pending.items() for r in ranges],
+            lambda split, chunk_start, chunk_end: split_datasets[split].inter_feat[chunk_start:chunk_end],
+            write_with_keys, topk, with_user_state, batch_size, ray_address=ray_address, num_workers=num_workers,
+            cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+            use_gpu=torch.device(run_device).type == "cuda", on_rows=progress.update,
+        )
+        pending = {}  # computed
     for split, ranges in pending.items():
         split_dataset = split_datasets[split]
         keys = dataset_example_keys(split_dataset, key_history) if ranges else None  # [N]
@@ -439,6 +501,10 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing artifact file")
     parser.add_argument("--compare-with", metavar="RUN_DIR|PTH",
                         help="a plain student's run: also measure how much of each teacher list it ranks anyway")
+    parser.add_argument("--ray-address", metavar="auto|HOST:PORT|ray://HOST:PORT",
+                        help="compute the rows on this Ray cluster (with --workers alone: Ray embedded here)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="Ray workers (teacher replicas; default with --ray-address: as many as the cluster holds)")
     parser.add_argument("--debug", action="store_true", help="on an error, also print the full traceback")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
@@ -452,6 +518,8 @@ def _main(argv: list[str]) -> int:
         overwrite=args.overwrite,
         text_encoder=args.text_encoder,
         compare_with=args.compare_with,
+        ray_address=args.ray_address,
+        num_workers=args.workers,
     )
     print(path)
     return 0
