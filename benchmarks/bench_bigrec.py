@@ -42,6 +42,8 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
     parser.add_argument("--methods", nargs="+", default=["dllm2rec-noed"], choices=list(METHODS))
     parser.add_argument("--slice", default="[0,60]", help="user_inter_num_interval of ml-100k (the cpu slice)")
+    parser.add_argument("--teacher-run", help="a BIGRec run directory already trained on the slice (e.g. the one chosen "
+                        "on validation): exported and distilled instead of training the default teacher")
     args = parser.parse_args(argv)
     args.dataset, args.data_path, args.student_epochs, args.stopping_step = "ml-100k", None, 50, 5
     return args
@@ -64,8 +66,8 @@ def main(argv=None) -> int:
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": git_commit(),
             "device": device_description(torch_threads=True), "args": vars(args)}
 
-    teacher_dir = os.path.join(out_dir, f"BIGRec-{args.layers}L")
-    result = run_once("BIGRec", "ml-100k", teacher_config(args, common), teacher_dir)
+    teacher_dir = os.path.abspath(args.teacher_run) if args.teacher_run else os.path.join(out_dir, f"BIGRec-{args.layers}L")
+    result = run_once("BIGRec", "ml-100k", teacher_config(args, common), teacher_dir)  # reused when already trained
     artifact = os.path.join(teacher_dir, "teacher_artifacts.safetensors")
     export = {"export_time_s": None, "rows": None}
     if not os.path.isfile(artifact):

@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from tests.test_export import data_root, teacher_run  # noqa: F401  (module fixtures: the slice and its teacher)
+from tests.test_export import data_root, sasrec_run, teacher_run  # noqa: F401  (module fixtures: the slice, teachers)
 
 CHUNK_ROWS = 300
 EXPORT_ARGS = {"topk": 8, "batch_size": 128, "chunk_rows": CHUNK_ROWS, "show_progress": False}
@@ -101,6 +101,35 @@ def test_an_interrupted_export_resumes_on_ray_and_a_killed_worker_is_retried(ray
     assert len(resumed) == n_chunks - 2 and len(set(resumed)) == len(resumed)  # ... every chunk was written once
     assert not set(resumed) & set(written)  # only the missing chunks were computed
     assert_same_artifact(output, reference)
+
+
+def test_a_recbole_sasrec_teacher_goes_the_same_way(ray_cluster, sasrec_run, tmp_path):  # noqa: F811
+    """Any RecBole sequential checkpoint is a worker's teacher too: the worker (run in-process here; an actor runs
+    exactly this) loads the SASRec and computes a chunk equal to the single-process export's rows."""
+    from recbole_llmkd.data.artifacts import load_artifacts
+    from recbole_llmkd.data.export import export_teacher
+    from recbole_llmkd.data.export_ray import ExportWorker
+    from pathlib import Path
+
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_llmkd.data.export import read_teacher_checkpoint
+
+    local = load_artifacts(export_teacher(sasrec_run["run_dir"], output=tmp_path / "local.safetensors",
+                                          **EXPORT_ARGS))
+    config = read_teacher_checkpoint(Path(sasrec_run["checkpoint"]))["config"]  # the dataset the export builds
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    worker = ExportWorker(sasrec_run["checkpoint"], train_data._dataset)
+    rows = train_data._dataset.inter_feat[CHUNK_ROWS: 2 * CHUNK_ROWS]
+    split, start, tensors = worker.compute("train", CHUNK_ROWS, rows, EXPORT_ARGS["topk"], False,
+                                           EXPORT_ARGS["batch_size"])
+    expected = local.split_tensors("train")
+    assert (split, start) == ("train", CHUNK_ROWS)
+    assert torch.equal(tensors["topk_ids"], expected["topk_ids"][CHUNK_ROWS: 2 * CHUNK_ROWS])
+    torch.testing.assert_close(tensors["topk_scores"], expected["topk_scores"][CHUNK_ROWS: 2 * CHUNK_ROWS],
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_a_dead_ray_address_is_one_error_line(teacher_run, tmp_path, capsys):  # noqa: F811

@@ -135,7 +135,7 @@ def test_block_pairs_through_the_model(data_root, tmp_path, M, N, B, pairs):
     ],
 )
 def test_invalid_blocks_fail_before_any_backbone_is_loaded(data_root, tmp_path, monkeypatch, M, N, B, message):
-    from recbole_llmkd.model import llmrec
+    from recbole_llmkd.llm import backbone
     from recbole_llmkd.model.slmrec import SLMRecSetupError
 
     teacher = save_untrained_teacher(data_root, tmp_path / "teacher.pth", M)
@@ -143,7 +143,7 @@ def test_invalid_blocks_fail_before_any_backbone_is_loaded(data_root, tmp_path, 
         model, _, _ = build_student(data_root, teacher, llm_tiny_config={"num_hidden_layers": M}, llm_n_layers=N, slm_blocks=B)
         assert model.block_pairs == [(1, 3), (2, 6)]
         return
-    monkeypatch.setattr(llmrec, "load_backbone", lambda *a, **k: pytest.fail("backbone loaded before the block check"))
+    monkeypatch.setattr(backbone, "load_backbone", lambda *a, **k: pytest.fail("backbone loaded before the block check"))
     with pytest.raises(SLMRecSetupError, match=message):
         build_student(data_root, teacher, llm_tiny_config={"num_hidden_layers": M}, llm_n_layers=N, slm_blocks=B)
 

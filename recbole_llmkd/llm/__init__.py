@@ -16,6 +16,7 @@ from recbole_llmkd.llm.lora import (
     apply_lora,
     autocast_context,
     load_lora_state_dict,
+    lora_backbone_from_config,
     lora_state_dict,
     prepare_for_training,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "find_smollm2_gguf",
     "load_backbone",
     "load_lora_state_dict",
+    "lora_backbone_from_config",
     "lora_state_dict",
     "prepare_for_training",
     "sha256_file",

@@ -137,3 +137,35 @@ def autocast_context(device: str | torch.device, enabled: bool) -> Any:
     if enabled and device_type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def lora_backbone_from_config(config: Any, device: str | torch.device, causal_lm: bool = False) -> tuple[Any, nn.Module, bool]:
+    """The LLM recommenders' backbone from their config keys: ``load_backbone(llm_backbone, llm_n_layers,
+    llm_tiny_config, causal_lm)`` in fp32, LoRA on top (``lora_r``, ``lora_alpha``, ``lora_dropout``,
+    ``lora_target_modules``; task CAUSAL_LM with ``causal_lm``), moved to ``device`` in train mode, HF gradient
+    checkpointing on CUDA when ``llm_gradient_checkpointing``.
+
+    Returns:
+        ``(backbone, llm, gradient_checkpointing)``: the loaded ``Backbone`` (identity, tokenizer), the peft model,
+        and whether gradient checkpointing is on.
+    """
+    from recbole_llmkd.llm.backbone import load_backbone
+
+    backbone = load_backbone(
+        config["llm_backbone"],
+        n_layers=config["llm_n_layers"],
+        dtype=torch.float32,
+        tiny_config=config["llm_tiny_config"],
+        causal_lm=causal_lm,
+    )
+    llm = apply_lora(
+        backbone.model,
+        r=int(config["lora_r"]),
+        alpha=int(config["lora_alpha"]),
+        dropout=float(config["lora_dropout"]),
+        target_modules=list(config["lora_target_modules"]),
+        task_type="CAUSAL_LM" if causal_lm else "FEATURE_EXTRACTION",
+    )
+    gradient_checkpointing = bool(config["llm_gradient_checkpointing"]) and torch.device(device).type == "cuda"
+    prepare_for_training(llm, device, gradient_checkpointing=gradient_checkpointing)
+    return backbone, llm, gradient_checkpointing

@@ -30,13 +30,17 @@ import torch
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
-from torch.nn.modules.module import _IncompatibleKeys
 
 from recbole_llmkd.data.item_text import item_titles_for_dataset
 from recbole_llmkd.errors import ConfigValueError
-from recbole_llmkd.llm import apply_lora, autocast_context, encode_texts, load_backbone, prepare_for_training
+from recbole_llmkd.llm import autocast_context, encode_texts, lora_backbone_from_config
 from recbole_llmkd.measure import count_parameters
-from recbole_llmkd.model.llmrec import CheckpointMismatchError, _item_tokens_fingerprint
+from recbole_llmkd.model.llmrec import (
+    CheckpointMismatchError,
+    TrainedTensorsCheckpoint,
+    _item_tokens_fingerprint,
+    unique_histories,
+)
 
 QUOTE = '"'
 IGNORE_INDEX = -100  # label of a token outside the loss
@@ -98,7 +102,7 @@ class _ClosingQuote:
         return self.quote_count.to(generated.device)[generated].sum(dim=1) >= 2  # [B * beams]
 
 
-class BIGRec(SequentialRecommender):
+class BIGRec(TrainedTensorsCheckpoint, SequentialRecommender):
     r"""BIGRec: an LLM (LoRA) that generates the next item's title, grounded to all items by L2 distance."""
 
     input_type = InputType.POINTWISE
@@ -128,25 +132,9 @@ class BIGRec(SequentialRecommender):
             )
 
         # backbone with its LM head, LoRA on top (task CAUSAL_LM), base frozen
-        backbone = load_backbone(
-            config["llm_backbone"],
-            n_layers=config["llm_n_layers"],
-            dtype=torch.float32,
-            tiny_config=config["llm_tiny_config"],
-            causal_lm=True,
-        )
+        backbone, self.llm, _ = lora_backbone_from_config(config, self.run_device, causal_lm=True)
         self.backbone_identity = backbone.identity
         self.tokenizer = backbone.tokenizer
-        self.llm = apply_lora(
-            backbone.model,
-            r=int(config["lora_r"]),
-            alpha=int(config["lora_alpha"]),
-            dropout=float(config["lora_dropout"]),
-            target_modules=list(config["lora_target_modules"]),
-            task_type="CAUSAL_LM",
-        )
-        gradient_checkpointing = bool(config["llm_gradient_checkpointing"]) and self.run_device.type == "cuda"
-        prepare_for_training(self.llm, self.run_device, gradient_checkpointing=gradient_checkpointing)
         self.eos_token_id = self.tokenizer.eos_token_id
         if self.eos_token_id is None:
             raise ConfigValueError(f"BIGRec needs a tokenizer with an EOS token; {config['llm_backbone']!r} has none")
@@ -175,31 +163,10 @@ class BIGRec(SequentialRecommender):
             f"{params['params_total']:,} total, {params['params_trainable']:,} trainable"
         )
 
-    # ----- checkpoint: LoRA + backbone identity -----------------------------------------------------------
+    # ----- checkpoint: LoRA (TrainedTensorsCheckpoint) + backbone identity ----------------------------------
     def is_frozen_by_design(self, name: str) -> bool:
-        """Every base LLM weight is frozen (never saved); only the LoRA adapters are trained."""
+        """Every base LLM weight is frozen (never saved): ``state_dict()`` holds the LoRA adapters only."""
         return name.startswith("llm.") and "lora_" not in name
-
-    def state_dict(self, *args, **kwargs):
-        """The LoRA adapters only."""
-        full_state = super().state_dict(*args, **kwargs)
-        prefix = kwargs.get("prefix", "")
-        for key in list(full_state.keys()):
-            if key.startswith(prefix) and self.is_frozen_by_design(key[len(prefix):]):
-                del full_state[key]
-        return full_state
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        expected_keys, given_keys = set(self.state_dict().keys()), set(state_dict.keys())
-        if strict and expected_keys != given_keys:
-            raise CheckpointMismatchError(
-                f"BIGRec state_dict does not match this model: missing {sorted(expected_keys - given_keys)[:5]}, "
-                f"unexpected {sorted(given_keys - expected_keys)[:5]}. Was it saved with the same llm_n_layers and "
-                "lora_target_modules?"
-            )
-        result = super().load_state_dict(state_dict, strict=False, assign=assign)
-        missing_keys = [key for key in result.missing_keys if not self.is_frozen_by_design(key)]
-        return _IncompatibleKeys(missing_keys, list(result.unexpected_keys))
 
     def other_parameter(self) -> dict:
         return {"backbone_identity": dict(self.backbone_identity), "dataset_fingerprint": dict(self.dataset_fingerprint)}
@@ -316,9 +283,7 @@ class BIGRec(SequentialRecommender):
     def predict(self, interaction) -> torch.Tensor:
         """Score of each row's item [B]; one generation per *unique* history in the batch (uni999 is cheap)."""
         item_seq = interaction[self.ITEM_SEQ]  # [B, L]
-        unique_seq, inverse = torch.unique(item_seq, dim=0, return_inverse=True)  # [U, L], [B]
-        first_row = torch.full((unique_seq.shape[0],), item_seq.shape[0], dtype=torch.long, device=item_seq.device)
-        first_row = first_row.scatter_reduce(0, inverse, torch.arange(item_seq.shape[0], device=item_seq.device), "amin")
+        _, inverse, first_row = unique_histories(item_seq)  # [B], [U]
         unique_scores = self.full_sort_predict(interaction[first_row])  # [U, n_items]
         return unique_scores[inverse].gather(1, interaction[self.ITEM_ID][:, None]).squeeze(1)  # [B]
 

@@ -40,14 +40,7 @@ from torch.nn.modules.module import _IncompatibleKeys
 from recbole_llmkd import compat
 from recbole_llmkd.data.item_text import item_titles_for_dataset
 from recbole_llmkd.errors import ConfigValueError, RecboleLLMKDError
-from recbole_llmkd.llm import (
-    apply_lora,
-    autocast_context,
-    load_backbone,
-    prepare_for_training,
-    sha256_file,
-    tokenize_prompt,
-)
+from recbole_llmkd.llm import autocast_context, lora_backbone_from_config, sha256_file, tokenize_prompt
 from recbole_llmkd.measure import count_parameters
 
 ITEM_TABLE_TRAINABLE = "trainable"
@@ -67,10 +60,54 @@ def _item_tokens_fingerprint(dataset) -> dict:
     return {key: fingerprint[key] for key in ("dataset", "n_items", "item_tokens_sha256")}
 
 
-class LLMRec(SequentialRecommender):
+def unique_histories(item_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The distinct rows of ``item_seq`` [B, L]: ``(unique_seq [U, L], inverse [B], first_row [U])``, with
+    ``item_seq[first_row] == unique_seq`` and ``unique_seq[inverse] == item_seq`` (predict runs each history once)."""
+    unique_seq, inverse = torch.unique(item_seq, dim=0, return_inverse=True)  # [U, L], [B]
+    first_row = torch.full((unique_seq.shape[0],), item_seq.shape[0], dtype=torch.long, device=item_seq.device)
+    first_row = first_row.scatter_reduce(0, inverse, torch.arange(item_seq.shape[0], device=item_seq.device), "amin")
+    return unique_seq, inverse, first_row
+
+
+class TrainedTensorsCheckpoint:
+    """Mixin for LLM recommenders on a frozen base: ``state_dict()`` holds the trained tensors only (names for which
+    ``is_frozen_by_design`` is False), and ``load_state_dict`` loads exactly that set (``strict``: equal key sets,
+    else a ``CheckpointMismatchError`` naming the differences and ``checkpoint_settings``)."""
+
+    checkpoint_settings = "llm_n_layers and lora_target_modules"  # what decides the key set (for the error)
+
+    def is_frozen_by_design(self, name: str) -> bool:
+        raise NotImplementedError
+
+    def state_dict(self, *args, **kwargs):
+        full_state = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", "")
+        for key in list(full_state.keys()):
+            if key.startswith(prefix) and self.is_frozen_by_design(key[len(prefix):]):
+                del full_state[key]
+        return full_state
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        expected_keys = set(self.state_dict().keys())
+        given_keys = set(state_dict.keys())
+        missing_keys = sorted(expected_keys - given_keys)
+        unexpected_keys = sorted(given_keys - expected_keys)
+        if strict and (missing_keys or unexpected_keys):
+            raise CheckpointMismatchError(
+                f"{type(self).__name__} state_dict does not match this model: missing {missing_keys[:5]} "
+                f"({len(missing_keys)} keys), unexpected {unexpected_keys[:5]} ({len(unexpected_keys)} keys). Was it "
+                f"saved with the same {self.checkpoint_settings}?"
+            )
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        missing_keys = [key for key in result.missing_keys if not self.is_frozen_by_design(key)]
+        return _IncompatibleKeys(missing_keys, list(result.unexpected_keys))
+
+
+class LLMRec(TrainedTensorsCheckpoint, SequentialRecommender):
     r"""E-LLMRec: soft item tokens inside an Alpaca prompt, a LoRA-tuned HF decoder, a full-softmax item head."""
 
     input_type = InputType.POINTWISE
+    checkpoint_settings = "llm_n_layers, lora_target_modules, head and item_table"
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -93,23 +130,9 @@ class LLMRec(SequentialRecommender):
         self.run_device = torch.device(config["device"])
 
         # backbone: HF decoder without LM head, first llm_n_layers layers, LoRA on top, base frozen
-        backbone = load_backbone(
-            config["llm_backbone"],
-            n_layers=config["llm_n_layers"],
-            dtype=torch.float32,
-            tiny_config=config["llm_tiny_config"],
-        )
+        backbone, self.llm, self.gradient_checkpointing = lora_backbone_from_config(config, self.run_device)
         self.backbone_identity = backbone.identity
         self.tokenizer = backbone.tokenizer
-        self.llm = apply_lora(
-            backbone.model,
-            r=int(config["lora_r"]),
-            alpha=int(config["lora_alpha"]),
-            dropout=float(config["lora_dropout"]),
-            target_modules=list(config["lora_target_modules"]),
-        )
-        self.gradient_checkpointing = bool(config["llm_gradient_checkpointing"]) and self.run_device.type == "cuda"
-        prepare_for_training(self.llm, self.run_device, gradient_checkpointing=self.gradient_checkpointing)
         self.d_llm = int(self.backbone_identity["hidden_size"])
 
         # item table E: trainable, or a pretrained SASRec table (frozen)
@@ -233,31 +256,6 @@ class LLMRec(SequentialRecommender):
         if name.startswith("llm.") and "lora_" not in name:
             return True
         return self.item_table_frozen and name.startswith("item_embedding.")
-
-    def state_dict(self, *args, **kwargs):
-        """The trained tensors only (LoRA, input_proj, head, a trainable item table): no base LLM weights."""
-        full_state = super().state_dict(*args, **kwargs)
-        prefix = kwargs.get("prefix", "")
-        for key in list(full_state.keys()):
-            if key.startswith(prefix) and self.is_frozen_by_design(key[len(prefix):]):
-                del full_state[key]
-        return full_state
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """Load the trained tensors saved by ``state_dict``; with ``strict`` the key sets must be equal."""
-        expected_keys = set(self.state_dict().keys())
-        given_keys = set(state_dict.keys())
-        missing_keys = sorted(expected_keys - given_keys)
-        unexpected_keys = sorted(given_keys - expected_keys)
-        if strict and (missing_keys or unexpected_keys):
-            raise CheckpointMismatchError(
-                f"LLMRec state_dict does not match this model: missing {missing_keys[:5]} ({len(missing_keys)} keys), "
-                f"unexpected {unexpected_keys[:5]} ({len(unexpected_keys)} keys). Was it saved with the same "
-                "llm_n_layers, lora_target_modules, head and item_table?"
-            )
-        result = super().load_state_dict(state_dict, strict=False, assign=assign)
-        missing_keys = [key for key in result.missing_keys if not self.is_frozen_by_design(key)]
-        return _IncompatibleKeys(missing_keys, list(result.unexpected_keys))
 
     def other_parameter(self) -> dict:
         return {
@@ -421,9 +419,7 @@ class LLMRec(SequentialRecommender):
         """Score of each row's item [B]; one LLM forward per *unique* history in the batch (uni999 is cheap)."""
         item_seq = interaction[self.ITEM_SEQ]  # [B, L]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]  # [B]
-        unique_seq, inverse = torch.unique(item_seq, dim=0, return_inverse=True)  # [U, L], [B]
-        first_row = torch.full((unique_seq.shape[0],), item_seq.shape[0], dtype=torch.long, device=item_seq.device)
-        first_row = first_row.scatter_reduce(0, inverse, torch.arange(item_seq.shape[0], device=item_seq.device), "amin")
+        unique_seq, inverse, first_row = unique_histories(item_seq)  # [U, L], [B], [U]
         unique_state = self.forward(unique_seq, item_seq_len[first_row])  # [U, d_llm]
         test_item = interaction[self.ITEM_ID]  # [B]
         if self.head_type == "dot":
