@@ -96,7 +96,7 @@ def run_pipeline(args, overrides: Dict[str, str]) -> int:
 
 
 def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
-    """The sweep options (README "Sweeps (Ray Tune)"); each overrides the space file's own setting."""
+    """The sweep options (docs/SWEEPS.md); each overrides the space file's own setting."""
     group = parser.add_argument_group("sweeps (Ray Tune)")
     group.add_argument("--tune", metavar="SPACE.yaml", help="run a Ray Tune sweep over the space file's keys")
     group.add_argument(

@@ -207,7 +207,7 @@ def test_profile_with_unknown_key_is_rejected(tmp_path):
 # ----- converted (benchmark-file) data through the main job ------------------------------------------------------
 @pytest.mark.slow
 def test_tiny_profile_end_to_end_on_converted_data_through_the_cli(tmp_path, capsys):
-    """The README's path for published DLLM2Rec/LLaRA splits: convert, then --pipeline with --config_files."""
+    """The documented path (docs/PIPELINE.md) for published DLLM2Rec/LLaRA splits: convert, then --pipeline with --config_files."""
     from pathlib import Path
 
     from recbole_llmkd import cli
