@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
@@ -252,6 +253,7 @@ def compute_chunks_on_ray(
     embedded_cpus = None
     if not ray_address and num_workers:
         embedded_cpus = max(os.cpu_count() or 1, int(math.ceil(int(num_workers) * cpus_per_worker)))
+    started = time.perf_counter()
     owns_ray = start_ray(ray_address, embedded_cpus)
     actors = []
     try:
@@ -263,9 +265,16 @@ def compute_chunks_on_ray(
         )
         dataset_ref = ray.put(train_dataset)  # pickled once, shared by every actor (and every restart)
         actors = [worker_class.remote(str(Path(checkpoint).resolve()), dataset_ref, threads) for _ in range(n_workers)]
+        try:  # wait for every replica: the start-up cost is then logged apart from the rows' cost
+            ray.get([actor.describe.remote() for actor in actors])
+        except RayActorError as error:
+            raise RayExportError(
+                f"distributed export stopped: a worker could not load the teacher: {_last_line(error)}"
+            ) from error
         logger.info(
             f"export: {len(chunks)} chunk(s) on {n_workers} Ray worker(s) ({cpus_per_worker:g} CPU, "
-            f"{gpus_per_worker:g} GPU each{', ' + str(threads) + ' torch thread(s)' if threads else ''})"
+            f"{gpus_per_worker:g} GPU each{', ' + str(threads) + ' torch thread(s)' if threads else ''}); "
+            f"Ray and the teacher replicas ready in {time.perf_counter() - started:.1f} s"
         )
         queue = deque(chunks)
         idle = list(actors)
