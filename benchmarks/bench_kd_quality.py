@@ -158,10 +158,15 @@ def run_config(pipeline: dict, student: str, method: str, seed: int, run_dir: st
 
 def knowledge(student: str, config: dict) -> str:
     """What the student learns from the teacher under ``config`` (the effective KD switches, property defaults)."""
-    from recbole_llmkd.config import load_yaml_file, properties_dir
+    from recbole_llmkd import registry
+    from recbole_llmkd.config import load_yaml_file, plugin_model_chain, properties_dir
     import yaml
 
-    defaults = load_yaml_file(os.path.join(properties_dir(), "model", f"KD{student}.yaml"), yaml.FullLoader)
+    defaults = {}  # the property files of the KD class's chain (Distiller.yaml, then KD<student>.yaml if any)
+    for name in plugin_model_chain(registry.get_model(f"KD{student}")):
+        path = os.path.join(properties_dir(), "model", f"{name}.yaml")
+        if os.path.isfile(path):
+            defaults.update(load_yaml_file(path, yaml.FullLoader) or {})
     merged = {**defaults, **{k: v for k, v in config.items() if v is not None or k == "teacher"}}
     method, k = merged["kd_method"], merged["rd_topk"]
     ranking = {

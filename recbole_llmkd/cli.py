@@ -1,11 +1,19 @@
-"""``run_recbole_llmkd.py``: RecBole's run script for RecBole's models and the plugin's.
+"""``run_recbole_llmkd.py``: RecBole's run script for RecBole's models and the plugin's, and the data jobs.
 
     run_recbole_llmkd.py --model=SASRec --dataset=ml-100k [--config_files=a.yaml,b.yaml] [--key=value ...]
+    run_recbole_llmkd.py export|import|convert ...      # the data jobs, each with its own --help
 
 ``--model NAME`` and ``--model=NAME`` both work, for every option. Any other ``--key=value`` (or
 ``--key value``) sets a config key with the highest precedence, exactly like RecBole's command line.
+
+Every command-line parser of the package is defined here, once per job: the runs (``build_parser``) and the data
+jobs (``DATA_JOBS``: a teacher's artifact export, an external teacher's import, the converter of published splits).
+``python -m recbole_llmkd.data.export|importer|convert`` are the same jobs under their own program names
+(``data_job_main``).
 """
 import argparse
+import functools
+import logging
 import sys
 import textwrap
 from typing import Dict, List, Optional, Tuple
@@ -14,6 +22,31 @@ from recbole_llmkd import registry
 from recbole_llmkd.errors import DEBUG_FLAG, RecboleLLMKDError, run_reporting_errors
 
 PROG = "run_recbole_llmkd.py"
+# The item_text_emb sources of the export; the same tuple as data.export.ITEM_TEXT_SOURCES (not imported here:
+# building the parser, and so --help, stays free of torch).
+ITEM_TEXT_SOURCES = ("auto", "titles", "item_table", "text_encoder", "none")
+# The export job's options, defined once as (option, export_teacher keyword, argparse keywords): the export job
+# spells them --OPTION, the main parser --export-OPTION beside --export-teacher.
+EXPORT_OPTIONS = (
+    ("output", "output", dict(metavar="FILE", help="artifact file (default: <teacher run dir>/"
+                                                      "teacher_artifacts.safetensors)")),
+    ("topk", "topk", dict(metavar="K", type=int, default=50, help="teacher items per example (default 50)")),
+    ("batch-size", "batch_size", dict(metavar="N", type=int, help="rows per teacher forward (default: eval_batch_size)")),
+    ("with-user-state", "with_user_state", dict(action="store_true", help="also store the teacher's user states")),
+    ("item-text", "item_text", dict(
+        choices=ITEM_TEXT_SOURCES, default="auto",
+        help="item_text_emb: LLM on titles (auto with an .item file), the teacher's item table, the titles through "
+        "a sentence encoder (text_encoder), or none")),
+    ("text-encoder", "text_encoder", dict(metavar="NAME|DIR", default="minilm",
+                                          help="the sentence encoder for item text text_encoder (default minilm)")),
+    ("overwrite", "overwrite", dict(action="store_true", help="replace an existing artifact file")),
+    ("compare-with", "compare_with", dict(
+        metavar="RUN_DIR|PTH", help="a plain student's run dir or checkpoint: the diagnostics also give how much of "
+        "each teacher list it ranks in its own top-K already")),
+    ("workers", "num_workers", dict(
+        metavar="N", type=int, help="compute the export on N Ray workers (teacher replicas; Ray embedded here unless "
+        "--ray-address names a cluster, whose size is then the default)")),
+)
 
 
 class CLIError(RecboleLLMKDError, ValueError):
@@ -36,8 +69,10 @@ def _models_epilog() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="run_recbole_llmkd.py",
-        description="Train and evaluate RecBole models and recbole_llmkd's LLM teachers and distilled students.",
+        prog=PROG,
+        description="Train and evaluate RecBole models and recbole_llmkd's LLM teachers and distilled students.\n\n"
+        "data jobs (each with its own --help):\n" + "\n".join(
+            f"  {PROG} {job:<7} ...  {summary}" for job, (_, _, summary) in DATA_JOBS.items()),
         epilog=_models_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
@@ -58,28 +93,131 @@ def build_parser() -> argparse.ArgumentParser:
         help="export a trained teacher's artifacts and exit; PATH: the run dir or checkpoint of an LLMRec or of any "
         "RecBole sequential model (SASRec, GRU4Rec, BERT4Rec, ...)",
     )
-    parser.add_argument("--export-output", metavar="FILE", help="artifact file (default: <teacher run dir>/teacher_artifacts.safetensors)")
-    parser.add_argument("--export-topk", metavar="K", type=int, default=50, help="teacher items per example (default 50)")
-    parser.add_argument(
-        "--export-item-text", choices=["auto", "titles", "item_table", "text_encoder", "none"], default="auto",
-        help="item_text_emb: LLM on titles (auto with an .item file), the teacher's item table, the titles through "
-        "a sentence encoder (--export-text-encoder), or none",
-    )
-    parser.add_argument("--export-text-encoder", metavar="NAME|DIR", default="minilm",
-                        help="sentence encoder of --export-item-text=text_encoder (default minilm)")
-    parser.add_argument("--export-overwrite", action="store_true", help="replace an existing artifact file")
-    parser.add_argument("--export-compare-with", metavar="PATH",
-                        help="a plain student's run dir or checkpoint: the diagnostics also give how much of each "
-                        "teacher list it ranks in its own top-K already")
-    parser.add_argument("--export-workers", metavar="N", type=int,
-                        help="compute the export on N Ray workers (teacher replicas; Ray embedded here unless "
-                        "--ray-address names a cluster, whose size is then the default)")
+    add_export_options(parser, prefix="export-")
     parser.add_argument(
         "--pipeline", metavar="PROFILE",
         help="run the main job (teacher -> export -> students -> SLMRec -> report): auto|tiny|cpu|full|FILE.yaml",
     )
     add_tune_arguments(parser)
     return parser
+
+
+def add_export_options(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """The ``EXPORT_OPTIONS``, each spelled ``--<prefix><option>``."""
+    for option, _, keywords in EXPORT_OPTIONS:
+        parser.add_argument(f"--{prefix}{option}", **keywords)
+
+
+def export_with_options(teacher: str, args: argparse.Namespace, prefix: str = "") -> str:
+    """The export job: ``teacher``'s artifacts with the ``EXPORT_OPTIONS`` of ``args`` (spelled ``prefix`` + option)."""
+    from recbole_llmkd.data.export import export_teacher
+
+    options = {keyword: getattr(args, (prefix + option).replace("-", "_")) for option, keyword, _ in EXPORT_OPTIONS}
+    return export_teacher(teacher, ray_address=args.ray_address, **options)
+
+
+# ----- the data jobs: run_recbole_llmkd.py export|import|convert, python -m recbole_llmkd.data.<module> --------
+def build_export_parser(prog: str) -> argparse.ArgumentParser:
+    """``export RUN_DIR_OR_CHECKPOINT [--EXPORT_OPTIONS] [--ray-address ...]``."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Export a trained teacher's artifacts (LLMRec or any RecBole sequential model)."
+    )
+    parser.add_argument("teacher", help="the teacher's run directory or checkpoint (.pth)")
+    add_export_options(parser)
+    parser.add_argument("--ray-address", metavar="auto|HOST:PORT|ray://HOST:PORT",
+                        help="compute the rows on this Ray cluster (with --workers alone: Ray embedded here)")
+    parser.add_argument(DEBUG_FLAG, action="store_true", help="on an error, also print the full traceback")
+    return parser
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Export the teacher's artifacts and print the file's path."""
+    logging.basicConfig(level=logging.INFO)
+    print(export_with_options(args.teacher, args))
+    return 0
+
+
+def build_import_parser(prog: str) -> argparse.ArgumentParser:
+    """``import --rankings F [--item-emb F --item-tokens F] --dataset NAME [--config_files ...] --output F``."""
+    from recbole_llmkd.data.artifacts import DEFAULT_KEY_HISTORY
+
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Convert an external teacher's rankings (+ item embeddings) into a recbole_llmkd teacher artifact.",
+    )
+    parser.add_argument("--rankings", required=True, help="rankings file, .csv or .jsonl (see docs/ARTIFACTS.md)")
+    parser.add_argument("--item-emb", help="item embeddings: .npy [n, d] (with --item-tokens) or .csv (item_id + dims)")
+    parser.add_argument("--item-tokens", help=".txt with one raw item token per line, rows of --item-emb .npy")
+    parser.add_argument("--dataset", required=True, help="RecBole dataset name (its item tokens are checked)")
+    parser.add_argument("--config_files", nargs="*", default=[], help="RecBole config files (the dataset's filtering)")
+    parser.add_argument(
+        "--model", default="SASRec", help="RecBole model used only to build the dataset (default SASRec)"
+    )
+    parser.add_argument("--output", required=True, help="artifact file to write (.safetensors)")
+    parser.add_argument("--K", type=int, default=None, help="teacher items per row (default: all, equal in every row)")
+    parser.add_argument("--key-history", type=int, default=DEFAULT_KEY_HISTORY, help="history items in the example key")
+    parser.add_argument("--teacher-name", default="external", help="teacher name stored in the metadata")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    parser.add_argument(DEBUG_FLAG, action="store_true", help="on an error, also print the full traceback")
+    return parser
+
+
+def run_import(args: argparse.Namespace) -> int:
+    """Build the dataset (its tokens after filtering), write the external teacher's artifact, print its path."""
+    from recbole_llmkd.data.importer import build_dataset, import_teacher
+
+    config_files = [name for entry in args.config_files for name in entry.split()]
+    dataset = build_dataset(args.dataset, config_files, args.model)
+    path = import_teacher(
+        args.rankings, args.item_emb, args.item_tokens, dataset=dataset, output=args.output, K=args.K,
+        key_history=args.key_history, teacher_name=args.teacher_name, overwrite=args.overwrite,
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+def build_convert_parser(prog: str) -> argparse.ArgumentParser:
+    """``convert --input DIR --output DIR --name NAME [--n-items N]``."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Convert DLLM2Rec/BIGRec/LLaRA splits (train/val/test_data.df + id2name.txt) "
+        "into RecBole atomic benchmark files <output>/<name>/<name>.{train,valid,test}.inter and <name>.item.",
+    )
+    parser.add_argument("--input", required=True, help="folder with train_data.df, val_data.df, test_data.df, id2name.txt")
+    parser.add_argument("--output", required=True, help="parent folder of the dataset folder (RecBole data_path)")
+    parser.add_argument("--name", required=True, help="dataset name (RecBole 'dataset')")
+    parser.add_argument("--n-items", type=int, default=None, help="number of items (default: names in id2name.txt)")
+    parser.add_argument(DEBUG_FLAG, action="store_true", help="on an error, also print the full traceback")
+    return parser
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """Convert the published splits and print what was written (``convert.describe_conversion``)."""
+    from recbole_llmkd.data.convert import convert_dllm2rec, describe_conversion
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    dataset_dir = convert_dllm2rec(args.input, args.output, args.name, n_items=args.n_items)
+    print("\n".join(describe_conversion(dataset_dir, args.name)))
+    return 0
+
+
+# job -> (its parser, given the program name; what runs it on the parsed arguments; one line for --help)
+DATA_JOBS = {
+    "export": (build_export_parser, run_export, "a trained teacher's artifacts (= --export-teacher)"),
+    "import": (build_import_parser, run_import, "an external teacher's rankings as a teacher artifact"),
+    "convert": (build_convert_parser, run_convert, "published DLLM2Rec/LLaRA/BIGRec splits as RecBole atomic files"),
+}
+
+
+def run_data_job(job: str, argv: List[str], prog: str) -> int:
+    """Parse ``argv`` with ``job``'s parser (named ``prog``) and run the job."""
+    build_job_parser, run_job, _ = DATA_JOBS[job]
+    return run_job(build_job_parser(prog).parse_args(argv))
+
+
+def data_job_main(job: str, argv: Optional[List[str]], prog: str) -> int:
+    """A data job as a program of its own (``python -m recbole_llmkd.data.<module>``): errors are ``<prog>: error:``."""
+    return run_reporting_errors(functools.partial(run_data_job, job, prog=prog), argv, prog)
 
 
 def run_pipeline(args, overrides: Dict[str, str]) -> int:
@@ -190,18 +328,14 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _main(argv: List[str]) -> int:
+    if argv and argv[0] in DATA_JOBS:
+        return run_data_job(argv[0], argv[1:], prog=f"{PROG} {argv[0]}")
     args, overrides = parse_args(argv)
     if args.list_models:
         print(_models_epilog().split("\n\n")[0])
         return 0
     if args.export_teacher:
-        from recbole_llmkd.data.export import export_teacher
-
-        path = export_teacher(args.export_teacher, output=args.export_output, topk=args.export_topk,
-                              item_text=args.export_item_text, overwrite=args.export_overwrite,
-                              text_encoder=args.export_text_encoder, compare_with=args.export_compare_with,
-                              ray_address=args.ray_address, num_workers=args.export_workers)
-        print(f"teacher artifacts: {path}")
+        print(f"teacher artifacts: {export_with_options(args.export_teacher, args, prefix='export-')}")
         return 0
     if args.pipeline:
         return run_pipeline(args, overrides)

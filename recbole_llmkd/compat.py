@@ -1,8 +1,10 @@
 """Every workaround for RecBole 1.2.1 on today's stack (numpy 2, pandas 2, torch >= 2.6, modern Ray).
 
-Nothing else in the package patches around RecBole; each shim carries one line on why it exists.
-Imported first by ``recbole_llmkd/__init__.py`` so every process that imports the plugin (Ray workers
-included) has the shims before RecBole runs.
+Nothing else in the package works around RecBole: each shim or helper here carries one line on why it exists, and
+the modules that need one call it from here. ``recbole_llmkd/__init__.py`` calls ``install()`` before anything else,
+so every process that imports the plugin (Ray workers included) has the shims before RecBole runs: the numpy
+aliases and warning filters at once, the patches of RecBole's trainer and Config modules as soon as those are
+imported (an import hook, so ``--help`` and the pure-tensor modules do not pay for importing RecBole).
 
 Not shimmed, handled by packaging instead:
 - pandas 3 (copy-on-write turns RecBole's ``fillna(inplace=True)`` into a no-op and breaks ``token_seq``
@@ -10,19 +12,22 @@ Not shimmed, handled by packaging instead:
 - RecBole's ``objective_function``/``run_hyper`` (broken on modern Ray): never called; sweeps live in
   ``recbole_llmkd.tune``.
 """
+import contextlib
+import csv
 import functools
-import warnings
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import logging
 import os
+import sys
+import warnings
+from typing import Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 
-# numpy 2 removed these aliases; RecBole's Config.compatibility_settings and ray<=2.6 read them.
-for _alias, _target in (("float_", np.float64), ("complex_", np.complex128), ("unicode_", np.str_), ("bool8", np.bool_)):
-    if not hasattr(np, _alias):
-        setattr(np, _alias, _target)
 
-
+# ----- checkpoints (torch >= 2.6) -----------------------------------------------------------------
 def load_checkpoint(path: str, map_location=None) -> dict:
     """Load one of our own RecBole checkpoints (they pickle the Config; torch >= 2.6 defaults to weights_only)."""
     import torch
@@ -70,6 +75,85 @@ def checkpoint_safe_trainer(trainer_class: type) -> type:
     return type(trainer_class.__name__, (_CheckpointSafeTrainer, trainer_class), {"__module__": trainer_class.__module__})
 
 
+def as_plain_recbole_config(config):
+    """``config`` turned into RecBole's own Config class, in place, and returned."""
+    from recbole.config import Config as RecBoleConfig
+
+    # RecBole pickles the Config into its checkpoints: as RecBole's class, they then load without this plugin.
+    config.__class__ = RecBoleConfig
+    return config
+
+
+# ----- model lookup -------------------------------------------------------------------------------
+# RecBole's model families, in the order RecBole searches them; exlib_recommender is left out.
+RECBOLE_MODEL_FAMILIES = (
+    "general_recommender",
+    "context_aware_recommender",
+    "sequential_recommender",
+    "knowledge_aware_recommender",
+)
+
+
+def recbole_model_module(name: str) -> Optional[str]:
+    """The RecBole module that defines model ``name``, or None; found without importing anything."""
+    # RecBole's get_model probes exlib_recommender for unknown names, which imports lightgbm/xgboost and fails.
+    try:
+        recbole_spec = importlib.util.find_spec("recbole")
+    except ValueError:
+        recbole_spec = None
+    if recbole_spec is None:
+        return None
+    for family in RECBOLE_MODEL_FAMILIES:
+        module_path = f"recbole.model.{family}.{name.lower()}"
+        if importlib.util.find_spec(module_path) is not None:
+            return module_path
+    return None
+
+
+# ----- configuration ------------------------------------------------------------------------------
+def quick_start_supplement(model_type) -> Optional[str]:
+    """The plugin's property file (relative to ``properties/``) to load after RecBole's quick-start yaml."""
+    from recbole.utils import ModelType
+
+    # RecBole raises for a sequential CE model unless train_neg_sample_args: ~, which its sequential.yaml omits.
+    return os.path.join("quick_start_config", "sequential.yaml") if model_type == ModelType.SEQUENTIAL else None
+
+
+@contextlib.contextmanager
+def cuda_visible_devices_kept() -> Iterator[None]:
+    """Restore ``CUDA_VISIBLE_DEVICES`` on exit, however the block ends."""
+    # RecBole's Config sets CUDA_VISIBLE_DEVICES from gpu_id, for the whole process, whenever one is built.
+    visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        yield
+    finally:
+        if visible_devices is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = visible_devices
+
+
+# ----- data ---------------------------------------------------------------------------------------
+def missing_dataset_files(config) -> List[str]:
+    """Absolute paths of the atomic interaction files RecBole would read for ``config`` that do not exist."""
+    # RecBole asks on stdin, then downloads, when a dataset's files are missing: we look first and never download.
+    if config["dataset_save_path"]:
+        return []
+    name, data_path = config["dataset"], config["data_path"]
+    parts = config["benchmark_filename"] or []
+    paths = [os.path.join(data_path, f"{name}.{part}.inter") for part in parts]
+    paths = paths or [os.path.join(data_path, f"{name}.inter")]
+    return [os.path.abspath(path) for path in paths if not os.path.isfile(path)]
+
+
+def atomic_file_reader(handle):
+    """A ``csv.reader`` over an open RecBole atomic file: rows, header first, each field one string as RecBole's
+    pandas splits the columns (tab, ``"`` quoting); ``line_num`` counts the lines read."""
+    # RecBole loads a token_seq text field (a title) as a list of word ids, and pandas 3 breaks it: read it as text.
+    return csv.reader(handle, delimiter="\t")
+
+
+# ----- module patches, installed when RecBole's modules are imported ------------------------------
 def _tensorboard_beside_log(logger):
     """RecBole hard-codes ./log_tensorboard in the cwd; write the events beside the run's log file instead."""
     from torch.utils.tensorboard import SummaryWriter
@@ -83,23 +167,17 @@ def _tensorboard_beside_log(logger):
 _recbole_get_tensorboard = None
 
 
-def apply_recbole_patches() -> None:
-    """Install the module-level RecBole patches (idempotent; called when ``recbole_llmkd.config`` is imported,
-    so ``--help`` and the pure-tensor modules do not pay for importing RecBole)."""
+def _patch_trainer_module(module) -> None:
+    """Route RecBole's trainers' TensorBoard events through ``_tensorboard_beside_log`` (idempotent)."""
     global _recbole_get_tensorboard
-    import recbole.trainer.trainer as recbole_trainer_module
-
     if _recbole_get_tensorboard is None:
-        _recbole_get_tensorboard = recbole_trainer_module.get_tensorboard
-        recbole_trainer_module.get_tensorboard = _tensorboard_beside_log
-    _own_parameter_lists()
+        _recbole_get_tensorboard = module.get_tensorboard
+        module.get_tensorboard = _tensorboard_beside_log
 
 
-def _own_parameter_lists() -> None:
+def _patch_configurator_module(module) -> None:
     """Give each RecBole Config its own copies of the parameter-category lists (idempotent)."""
-    from recbole.config.configurator import Config as RecBoleConfig
-
-    original = RecBoleConfig._init_parameters_category
+    original = module.Config._init_parameters_category
     if getattr(original, "_recbole_llmkd_copy", False):
         return
 
@@ -111,10 +189,49 @@ def _own_parameter_lists() -> None:
         self.parameters = {category: list(keys) for category, keys in self.parameters.items()}
 
     _init_parameters_category._recbole_llmkd_copy = True
-    RecBoleConfig._init_parameters_category = _init_parameters_category
+    module.Config._init_parameters_category = _init_parameters_category
 
 
-# pandas 2.x warns (FutureWarning) on RecBole's chained fillna(inplace=True); it still works below pandas 3.
-warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.data\.dataset\.dataset")
-# torch >= 2.4 deprecates torch.cuda.amp.GradScaler, which RecBole's trainer builds every epoch; harmless.
-warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.trainer\.trainer")
+# RecBole module -> the patch applied right after it is executed.
+_MODULE_PATCHES: Dict[str, Callable] = {
+    "recbole.trainer.trainer": _patch_trainer_module,
+    "recbole.config.configurator": _patch_configurator_module,
+}
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Finds the modules of ``_MODULE_PATCHES`` as usual and patches each right after it is executed."""
+
+    def find_spec(self, fullname, path, target=None):
+        patch = _MODULE_PATCHES.get(fullname)
+        if patch is None:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        if spec is None or spec.loader is None:
+            return None
+        exec_module = spec.loader.exec_module
+
+        def exec_then_patch(module):
+            exec_module(module)
+            patch(module)
+
+        spec.loader.exec_module = exec_then_patch  # this loader instance serves this one module only
+        return spec
+
+
+def install() -> None:
+    """Install every shim (idempotent): called by ``recbole_llmkd/__init__.py``, so in every process."""
+    # numpy 2 removed these aliases; RecBole's Config.compatibility_settings and ray<=2.6 read them.
+    for alias, target in (("float_", np.float64), ("complex_", np.complex128), ("unicode_", np.str_),
+                          ("bool8", np.bool_)):
+        if not hasattr(np, alias):
+            setattr(np, alias, target)
+    # pandas 2.x warns (FutureWarning) on RecBole's chained fillna(inplace=True); it still works below pandas 3.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.data\.dataset\.dataset")
+    # torch >= 2.4 deprecates torch.cuda.amp.GradScaler, which RecBole's trainer builds every epoch; harmless.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.trainer\.trainer")
+    if not any(isinstance(finder, _PatchOnImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _PatchOnImport())
+    for module_name, patch in _MODULE_PATCHES.items():  # modules imported before the plugin: patched now
+        if module_name in sys.modules:
+            patch(sys.modules[module_name])

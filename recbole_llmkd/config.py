@@ -8,7 +8,8 @@ Precedence, lowest first (each layer overrides the ones before it):
 3. RecBole's ``dataset/sample.yaml`` and ``dataset/<name>.yaml``, then RecBole's quick-start yaml for the
    model type (``sequential.yaml``: leave-one-out, time order, full ranking)
 4. ``properties/overall.yaml`` (this plugin)
-5. ``properties/model/<Class>.yaml`` for every plugin class in the MRO, base classes first
+5. ``properties/model/<Class>.yaml`` for every plugin class in the MRO, base classes and mixins first, the model's
+   own class last (``KDSASRec`` reads ``Distiller.yaml``, then ``KDSASRec.yaml`` if there is one)
 6. ``properties/dataset/<name>.yaml`` (this plugin)
 7. the user's ``config_file_list``, in order
 8. ``config_dict``
@@ -21,12 +22,9 @@ from typing import Dict, Iterable, List, Optional
 
 import yaml
 from recbole.config import Config as RecBoleConfig
-from recbole.utils import ModelType
 
 from recbole_llmkd import compat, registry
 from recbole_llmkd.errors import RecboleLLMKDError
-
-compat.apply_recbole_patches()
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -84,7 +82,8 @@ def recbole_parent_name(model_class: type) -> Optional[str]:
 
 
 def plugin_model_chain(model_class: type) -> List[str]:
-    """Names of the classes in the MRO whose plugin property files apply, base classes first."""
+    """Names of the classes in the MRO whose plugin property files apply: the model's class and every plugin base
+    class or mixin (``Distiller``, ``LLMRec``, ...), in reversed MRO order, so a class's file overrides its bases'."""
     names = []
     for cls in reversed(model_class.__mro__):
         if cls is model_class or cls.__module__.startswith("recbole_llmkd."):
@@ -148,10 +147,10 @@ class Config(RecBoleConfig):
         # Layers 1-3: RecBole's own files, looked up under the nearest RecBole ancestor's name.
         parent = recbole_parent_name(model_class) or model
         super()._load_internal_config_dict(parent, model_class, dataset)
-        # The quick-start yaml above is chosen by model *type*; a sequential CE model also needs
-        # train_neg_sample_args: ~ (RecBole raises otherwise), which RecBole's sequential.yaml omits.
-        if self.internal_config_dict["MODEL_TYPE"] == ModelType.SEQUENTIAL:
-            self._load_plugin_file(os.path.join("quick_start_config", "sequential.yaml"))
+        # The quick-start yaml above is chosen by model *type*; what it lacks comes from compat.
+        quick_start_supplement = compat.quick_start_supplement(self.internal_config_dict["MODEL_TYPE"])
+        if quick_start_supplement is not None:
+            self._load_plugin_file(quick_start_supplement)
         # Layers 4-6: the plugin's files.
         self._load_plugin_file("overall.yaml")
         for name in plugin_model_chain(model_class):

@@ -35,30 +35,17 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from recbole_llmkd import compat
 from recbole_llmkd.config import load_yaml_file, properties_dir
 from recbole_llmkd.errors import RecboleLLMKDError
 from recbole_llmkd.measure import device_description, git_commit
-from recbole_llmkd.report import (
-    ReportRow,
-    load_result,
-    markdown_table,
-    plot_curves,
-    plot_quality_vs_throughput,
-    report_table,
-    write_csv,
-)
+from recbole_llmkd.report import ReportRow, load_result, write_pipeline_report
 
 logger = logging.getLogger("recbole_llmkd")
 
 PROFILE_KEYS = {"profile", "description", "dataset", "common", "teacher_model", "teacher", "export", "students", "kd",
                 "slmrec"}
 TEACHER_MODELS = ("LLMRec", "BIGRec")  # teacher_model: the LLM teacher of the profile
-REPORT_COLUMNS = [
-    "model", "role", "params_total", "params_trainable", "train_time_s", "throughput_users_per_s",
-    "speedup_vs_teacher", "hit@10", "hit@20", "ndcg@10", "ndcg@20", "mrr@20",
-    "ndcg@10_gain_vs_twin_%", "ndcg@10_vs_teacher_%",
-]
-SAMPLED_COLUMNS = ["model", "sampled_hit@1", "sampled_hit@5", "sampled_ndcg@5", "sampled_mrr"]
 
 
 # RecBole 1.2.1 skips Dataset._data_filtering when benchmark_filename is set: these keys have no effect on such data.
@@ -273,8 +260,7 @@ class Pipeline:
 
         configs = {}
         known_anywhere = set()
-        visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")  # RecBole's Config sets it from gpu_id
-        try:
+        with compat.cuda_visible_devices_kept():
             for step, model, config_dict in steps:
                 if model == EXPORT_STEP:
                     parameters = inspect.signature(export_teacher).parameters
@@ -299,11 +285,6 @@ class Pipeline:
                         f"of {model} (typo, or a key of another model in the wrong profile section?)"
                     )
                 configs[step] = config
-        finally:
-            if visible_devices is None:
-                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-            else:
-                os.environ["CUDA_VISIBLE_DEVICES"] = visible_devices
         unknown_overrides = sorted(key for key in self.overrides if key not in known_anywhere)
         if unknown_overrides:
             raise PipelineError(f"command line: --{', --'.join(unknown_overrides)} is a key of no step's model")
@@ -420,48 +401,5 @@ class Pipeline:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
     def write_report(self, rows: List[ReportRow], meta: dict) -> dict:
-        table = report_table(rows, teacher_name=f"{meta.get('teacher_model', 'LLMRec')} (teacher)")
-        csv_path = os.path.join(self.run_dir, "report.csv")
-        md_path = os.path.join(self.run_dir, "report.md")
-        png_path = os.path.join(self.run_dir, "quality_vs_throughput.png")
-        curves_path = os.path.join(self.run_dir, "curves.png")
-        write_csv(table, csv_path)
-        plot_quality_vs_throughput(table, png_path)
-        step_dirs = {row.name: row.result["run_dir"] for row in rows}
-        plot_curves(step_dirs, curves_path)
-        lines = [
-            f"# recbole_llmkd pipeline report — {meta['dataset']}, profile `{meta['profile']}`",
-            "",
-            f"- device: {meta['device']}",
-            f"- date: {meta['date']}, commit: {meta['commit']}, seeds: {meta['seeds']}",
-            f"- profile: {meta['profile_description']}",
-            f"- steps run now: {', '.join(meta['steps_run']) or 'none'}; reused: {', '.join(meta['steps_reused']) or 'none'}",
-            *([f"- teacher: {meta['teacher_model']} (generative; KD students read its grounding distances, score_kind "
-               "neg_l2); SLMRec not run: it distils an LLMRec teacher's hidden states"]
-              if meta.get("teacher_model", "LLMRec") != "LLMRec" else []),
-            *([f"- config files (every step): {', '.join(meta['config_files'])}"] if meta.get("config_files") else []),
-            *([f"- not applied: {meta['not_applied']}"] if meta.get("not_applied") else []),
-            *([f"- teacher lists (training split, K={lists['K']}): {lists['target_in_list']:.1%} contain the target, "
-               f"{lists['history_in_list']:.1%} contain history items ({lists['history_items_share']:.1%} of the listed "
-               "items)" + (f"; {lists['student_overlap']:.1%} of the listed items are in the plain {lists['student']}'s own "
-                           f"top-{lists['K']} already" if "student_overlap" in lists else "")]
-              if (lists := meta.get("teacher_lists")) else []),
-            "- protocol: RecBole full ranking over all items (history not masked), leave-one-out, time order; best",
-            "  epoch on validation, test read once. Throughput: full-ranking users/s on the test split, same device,",
-            "  after one warm-up batch.",
-            "",
-            "## Quality and cost",
-            "",
-            markdown_table(table, REPORT_COLUMNS),
-            "",
-        ]
-        if any(entry.get("sampled_hit@1") is not None for entry in table):
-            lines += ["## SLMRec protocol (1 positive + 999 sampled negatives; not comparable with full ranking)", "",
-                      markdown_table([e for e in table if e.get("sampled_hit@1") is not None], SAMPLED_COLUMNS), ""]
-        lines += ["![quality vs throughput](quality_vs_throughput.png)", "", "![curves](curves.png)", ""]
-        with open(md_path, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines))
-        with open(os.path.join(self.run_dir, "report.json"), "w", encoding="utf-8") as f:
-            json.dump({"meta": meta, "table": table}, f, indent=2)
-        return {"report_md": md_path, "report_csv": csv_path, "plot": png_path, "curves": curves_path,
-                "table": table, "meta": meta}
+        """The report files in ``run_dir`` (``report.write_pipeline_report``); returns their paths, table and meta."""
+        return write_pipeline_report(self.run_dir, rows, meta)

@@ -18,6 +18,7 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed, set_color
 from recbole.utils.logger import RemoveColorFilter, log_colors_config
 
+from recbole_llmkd import compat
 from recbole_llmkd.config import Config
 from recbole_llmkd.errors import RecboleLLMKDError
 from recbole_llmkd.measure import count_parameters, full_ranking_throughput
@@ -28,20 +29,9 @@ class DatasetNotFoundError(RecboleLLMKDError, FileNotFoundError):
     """The dataset's atomic files are not where the config points (nothing is ever downloaded)."""
 
 
-def dataset_files(config) -> list:
-    """The atomic interaction files RecBole will read for this config."""
-    name, data_path = config["dataset"], config["data_path"]
-    parts = config["benchmark_filename"] or []
-    if parts:
-        return [os.path.join(data_path, f"{name}.{part}.inter") for part in parts]
-    return [os.path.join(data_path, f"{name}.inter")]
-
-
 def check_dataset_files(config) -> None:
-    """Fail fast, before RecBole would try to download (and prompt on stdin), when atomic files are missing."""
-    if config["dataset_save_path"]:
-        return
-    missing = [os.path.abspath(path) for path in dataset_files(config) if not os.path.isfile(path)]
+    """Fail fast, naming the paths, when the atomic files are missing (``compat.missing_dataset_files``)."""
+    missing = compat.missing_dataset_files(config)
     if missing:
         raise DatasetNotFoundError(
             f"dataset '{config['dataset']}' not found: no atomic file at {', '.join(missing)}. "

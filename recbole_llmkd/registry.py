@@ -1,8 +1,8 @@
 """Model and trainer lookup: the plugin's own registry first, RecBole's built-ins second.
 
-RecBole's ``get_model`` only knows its own package and, for an unknown name, probes its
-``exlib_recommender`` submodule, which imports lightgbm/xgboost and fails with an unrelated
-``No module named 'lightgbm'``. Our lookup never reaches that probe and names the available models.
+RecBole's ``get_model`` only knows its own package and, for an unknown name, fails with an unrelated
+``No module named 'lightgbm'``; our lookup finds RecBole's models through ``compat.recbole_model_module`` and names
+the available models.
 
 Plugin models are registered by name -> "module:Class" so that listing them (``--help``) imports
 neither torch-heavy modules nor RecBole.
@@ -13,6 +13,7 @@ import importlib.util
 import os
 from typing import Dict, List
 
+from recbole_llmkd import compat
 from recbole_llmkd.errors import RecboleLLMKDError
 
 # name -> "module path:ClassName"; users may add their own with register_model.
@@ -36,14 +37,6 @@ _PLUGIN_TRAINERS: Dict[str, str] = {
 # classes registered at run time by users (register_model(cls)).
 _RUNTIME_MODELS: Dict[str, type] = {}
 
-# RecBole's model families, in the order RecBole searches them; exlib (lightgbm/xgboost) is left out.
-_RECBOLE_SUBMODULES = (
-    "general_recommender",
-    "context_aware_recommender",
-    "sequential_recommender",
-    "knowledge_aware_recommender",
-)
-
 
 class UnknownModelError(RecboleLLMKDError, ValueError):
     """A model name that neither the plugin nor RecBole provides."""
@@ -66,21 +59,6 @@ def _recbole_properties_dir() -> str:
     return os.path.join(os.path.dirname(spec.origin), "properties", "model")
 
 
-def _recbole_module_path(name: str):
-    """The RecBole module that defines model `name`, or None (never imports exlib)."""
-    try:
-        recbole_spec = importlib.util.find_spec("recbole")
-    except ValueError:
-        recbole_spec = None
-    if recbole_spec is None:
-        return None
-    for submodule in _RECBOLE_SUBMODULES:
-        module_path = f"recbole.model.{submodule}.{name.lower()}"
-        if importlib.util.find_spec(module_path) is not None:
-            return module_path
-    return None
-
-
 def plugin_model_names() -> List[str]:
     return sorted(set(_PLUGIN_MODELS) | set(_RUNTIME_MODELS))
 
@@ -92,7 +70,7 @@ def recbole_model_names() -> List[str]:
     except ModuleNotFoundError:
         return []
     names = [f[: -len(".yaml")] for f in os.listdir(properties_dir) if f.endswith(".yaml")]
-    return sorted(n for n in names if _recbole_module_path(n) is not None)
+    return sorted(n for n in names if compat.recbole_model_module(n) is not None)
 
 
 def available_models() -> Dict[str, List[str]]:
@@ -110,7 +88,7 @@ def get_model(model_name: str) -> type:
         return _RUNTIME_MODELS[model_name]
     if model_name in _PLUGIN_MODELS:
         return _load(_PLUGIN_MODELS[model_name])
-    module_path = _recbole_module_path(model_name)
+    module_path = compat.recbole_model_module(model_name)
     if module_path is not None:
         module = importlib.import_module(module_path)
         if hasattr(module, model_name):
@@ -131,8 +109,6 @@ def get_trainer(model_type, model_name: str) -> type:
 
     Either way the class is given the checkpoint-loading fix from ``compat`` (torch >= 2.6).
     """
-    from recbole_llmkd import compat
-
     if model_name in _PLUGIN_TRAINERS:
         trainer_class = _load(_PLUGIN_TRAINERS[model_name])
     else:

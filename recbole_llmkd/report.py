@@ -1,8 +1,9 @@
 """The side-by-side report of a pipeline run: markdown table, CSV, quality-vs-throughput plot, training curves.
 
 Input: one ``results.json`` per model run (written by ``quick_start.run_recbole_llmkd``) plus the TensorBoard
-events RecBole's trainer wrote beside each run's log. Output, in the pipeline's run directory:
-``report.md``, ``report.csv``, ``quality_vs_throughput.png``, ``curves.png``.
+events RecBole's trainer wrote beside each run's log, and the pipeline's metadata. Output, in the pipeline's run
+directory (``write_pipeline_report``): ``report.md``, ``report.csv``, ``report.json``, ``quality_vs_throughput.png``,
+``curves.png``.
 """
 import csv
 import json
@@ -14,6 +15,13 @@ from typing import Dict, List, Optional
 QUALITY_METRICS = ("hit@10", "hit@20", "ndcg@10", "ndcg@20", "mrr@20")
 # SLMRec protocol (1 positive + 999 sampled negatives), reported by LLMTrainer (LLMRec, SLMRec) with slm_eval_sampled.
 SAMPLED_METRICS = ("sampled_hit@1", "sampled_hit@5", "sampled_ndcg@5", "sampled_mrr")
+# The columns of the report's tables (report.md); report.csv has every column of report_table.
+REPORT_COLUMNS = [
+    "model", "role", "params_total", "params_trainable", "train_time_s", "throughput_users_per_s",
+    "speedup_vs_teacher", "hit@10", "hit@20", "ndcg@10", "ndcg@20", "mrr@20",
+    "ndcg@10_gain_vs_twin_%", "ndcg@10_vs_teacher_%",
+]
+SAMPLED_COLUMNS = ["model", "sampled_hit@1", "sampled_hit@5", "sampled_ndcg@5", "sampled_mrr"]
 
 
 @dataclass
@@ -184,3 +192,62 @@ def plot_curves(run_dirs: Dict[str, str], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def render_report_markdown(table: List[dict], meta: dict) -> str:
+    """``report.md``: the header (device, date, commit, seeds, profile, steps), the tables and the two plots."""
+    lines = [
+        f"# recbole_llmkd pipeline report — {meta['dataset']}, profile `{meta['profile']}`",
+        "",
+        f"- device: {meta['device']}",
+        f"- date: {meta['date']}, commit: {meta['commit']}, seeds: {meta['seeds']}",
+        f"- profile: {meta['profile_description']}",
+        f"- steps run now: {', '.join(meta['steps_run']) or 'none'}; reused: {', '.join(meta['steps_reused']) or 'none'}",
+        *([f"- teacher: {meta['teacher_model']} (generative; KD students read its grounding distances, score_kind "
+           "neg_l2); SLMRec not run: it distils an LLMRec teacher's hidden states"]
+          if meta.get("teacher_model", "LLMRec") != "LLMRec" else []),
+        *([f"- config files (every step): {', '.join(meta['config_files'])}"] if meta.get("config_files") else []),
+        *([f"- not applied: {meta['not_applied']}"] if meta.get("not_applied") else []),
+        *([f"- teacher lists (training split, K={lists['K']}): {lists['target_in_list']:.1%} contain the target, "
+           f"{lists['history_in_list']:.1%} contain history items ({lists['history_items_share']:.1%} of the listed "
+           "items)" + (f"; {lists['student_overlap']:.1%} of the listed items are in the plain {lists['student']}'s own "
+                       f"top-{lists['K']} already" if "student_overlap" in lists else "")]
+          if (lists := meta.get("teacher_lists")) else []),
+        "- protocol: RecBole full ranking over all items (history not masked), leave-one-out, time order; best",
+        "  epoch on validation, test read once. Throughput: full-ranking users/s on the test split, same device,",
+        "  after one warm-up batch.",
+        "",
+        "## Quality and cost",
+        "",
+        markdown_table(table, REPORT_COLUMNS),
+        "",
+    ]
+    if any(entry.get("sampled_hit@1") is not None for entry in table):
+        lines += ["## SLMRec protocol (1 positive + 999 sampled negatives; not comparable with full ranking)", "",
+                  markdown_table([e for e in table if e.get("sampled_hit@1") is not None], SAMPLED_COLUMNS), ""]
+    lines += ["![quality vs throughput](quality_vs_throughput.png)", "", "![curves](curves.png)", ""]
+    return "\n".join(lines)
+
+
+def write_pipeline_report(run_dir: str, rows: List[ReportRow], meta: dict) -> dict:
+    """Write the pipeline's report into ``run_dir``; returns the paths, the table and ``meta``.
+
+    ``meta`` holds ``dataset``, ``profile``, ``teacher_model``, ``device``, ``date``, ``commit``, ``seeds``,
+    ``profile_description``, ``steps_run``, ``steps_reused`` and optionally ``config_files``, ``not_applied`` and
+    ``teacher_lists`` (the export's diagnostics); it is stored as is in ``report.json``.
+    """
+    table = report_table(rows, teacher_name=f"{meta.get('teacher_model', 'LLMRec')} (teacher)")
+    csv_path = os.path.join(run_dir, "report.csv")
+    md_path = os.path.join(run_dir, "report.md")
+    png_path = os.path.join(run_dir, "quality_vs_throughput.png")
+    curves_path = os.path.join(run_dir, "curves.png")
+    write_csv(table, csv_path)
+    plot_quality_vs_throughput(table, png_path)
+    step_dirs = {row.name: row.result["run_dir"] for row in rows}
+    plot_curves(step_dirs, curves_path)
+    with open(md_path, "w", encoding="utf-8") as f:
+        f.write(render_report_markdown(table, meta))
+    with open(os.path.join(run_dir, "report.json"), "w", encoding="utf-8") as f:
+        json.dump({"meta": meta, "table": table}, f, indent=2)
+    return {"report_md": md_path, "report_csv": csv_path, "plot": png_path, "curves": curves_path,
+            "table": table, "meta": meta}

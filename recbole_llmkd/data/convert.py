@@ -42,6 +42,7 @@ so is a split in which every row is dropped.
 CLI::
 
     python -m recbole_llmkd.data.convert --input DIR --output DIR --name NAME [--n-items N]
+    run_recbole_llmkd.py convert --input DIR --output DIR --name NAME [--n-items N]      (the same)
 
 prints each written file with its row count, the longest history, then one line per split such as
 ``train: dropped 3 of 40 rows: 3 all-padding seq with len_seq 1 (length clamped to 1 by the writer)``
@@ -49,7 +50,6 @@ prints each written file with its row count, the longest history, then one line 
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -62,7 +62,7 @@ from typing import Any, NamedTuple, Sequence
 
 import pandas as pd
 
-from recbole_llmkd.errors import RecboleLLMKDError, run_reporting_errors
+from recbole_llmkd.errors import RecboleLLMKDError
 
 logger = logging.getLogger("recbole_llmkd")
 
@@ -548,45 +548,37 @@ def _read_data_rows(path: Path) -> list[list[str]]:
         return list(csv.reader(handle, delimiter="\t"))[1:]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m recbole_llmkd.data.convert --input DIR --output DIR --name NAME [--n-items N] [--debug]``.
-
-    A bad input folder is one ``error:`` line and exit status 2 (``recbole_llmkd.errors``).
-    """
-    return run_reporting_errors(_main, argv, CONVERT_PROG)
+def describe_conversion(dataset_dir: str | Path, name: str) -> list[str]:
+    """What the CLI prints after a conversion: each written file with its row count, the longest history, then
+    :func:`describe_dropped` per split."""
+    dataset_dir = Path(dataset_dir)
+    lines = []
+    max_history = 0
+    for split in SPLIT_FILE_CANDIDATES:
+        inter_path = dataset_dir / f"{name}.{split}.inter"
+        rows = _read_data_rows(inter_path)
+        max_history = max([max_history] + [len(row[1].split()) for row in rows])
+        lines.append(f"{inter_path}\t{len(rows)} rows")
+    item_path = dataset_dir / f"{name}.item"
+    lines.append(f"{item_path}\t{len(_read_data_rows(item_path))} items with titles")
+    lines.append(f"longest history: {max_history} items (MAX_ITEM_LIST_LENGTH must be at least this)")
+    for split, split_report in read_conversion_report(dataset_dir)["splits"].items():
+        lines.append(describe_dropped(split, split_report["rows_read"], split_report["dropped"]))
+    return lines
 
 
 CONVERT_PROG = "python -m recbole_llmkd.data.convert"
 
 
-def _main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog=CONVERT_PROG,
-        description="Convert DLLM2Rec/BIGRec/LLaRA splits (train/val/test_data.df + id2name.txt) "
-        "into RecBole atomic benchmark files <output>/<name>/<name>.{train,valid,test}.inter and <name>.item.",
-    )
-    parser.add_argument("--input", required=True, help="folder with train_data.df, val_data.df, test_data.df, id2name.txt")
-    parser.add_argument("--output", required=True, help="parent folder of the dataset folder (RecBole data_path)")
-    parser.add_argument("--name", required=True, help="dataset name (RecBole 'dataset')")
-    parser.add_argument("--n-items", type=int, default=None, help="number of items (default: names in id2name.txt)")
-    parser.add_argument("--debug", action="store_true", help="on an error, also print the full traceback")
-    args = parser.parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m recbole_llmkd.data.convert --input DIR --output DIR --name NAME [--n-items N] [--debug]``: the
+    ``convert`` job of ``recbole_llmkd.cli`` (``run_recbole_llmkd.py convert``).
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    dataset_dir = convert_dllm2rec(args.input, args.output, args.name, n_items=args.n_items)
+    A bad input folder is one ``error:`` line and exit status 2 (``recbole_llmkd.errors``).
+    """
+    from recbole_llmkd.cli import data_job_main
 
-    max_history = 0
-    for split in SPLIT_FILE_CANDIDATES:
-        inter_path = dataset_dir / f"{args.name}.{split}.inter"
-        rows = _read_data_rows(inter_path)
-        max_history = max([max_history] + [len(row[1].split()) for row in rows])
-        print(f"{inter_path}\t{len(rows)} rows")
-    item_path = dataset_dir / f"{args.name}.item"
-    print(f"{item_path}\t{len(_read_data_rows(item_path))} items with titles")
-    print(f"longest history: {max_history} items (MAX_ITEM_LIST_LENGTH must be at least this)")
-    for split, split_report in read_conversion_report(dataset_dir)["splits"].items():
-        print(describe_dropped(split, split_report["rows_read"], split_report["dropped"]))
-    return 0
+    return data_job_main("convert", argv, CONVERT_PROG)
 
 
 if __name__ == "__main__":

@@ -24,13 +24,13 @@ arguments, continues where it stopped. Default output: ``<teacher run dir>/teach
 
     python -m recbole_llmkd.data.export RUN_DIR_OR_CHECKPOINT [--output PATH] [--topk 50] [--batch-size 256]
         [--workers N] [--ray-address auto|HOST:PORT|ray://HOST:PORT]
+    run_recbole_llmkd.py export ...                  (the same job, the same options)
 
 With ``--workers`` / ``--ray-address`` the rows are computed by teacher replicas on Ray (``export_ray.py``), giving
 the same artifact.
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import logging
@@ -44,7 +44,7 @@ import torch
 
 from recbole_llmkd.data.artifacts import ArtifactWriter, dataset_example_keys, dataset_metadata
 from recbole_llmkd.data.item_text import fallback_item_text, item_titles_for_dataset
-from recbole_llmkd.errors import ConfigValueError, run_reporting_errors
+from recbole_llmkd.errors import ConfigValueError
 
 DEFAULT_OUTPUT_NAME = "teacher_artifacts.safetensors"
 ITEM_TEXT_SOURCES = ("auto", "titles", "item_table", "text_encoder", "none")
@@ -483,46 +483,11 @@ EXPORT_PROG = "python -m recbole_llmkd.data.export"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """``python -m recbole_llmkd.data.export RUN_DIR [...]``; bad input is one ``error:`` line, exit status 2."""
-    return run_reporting_errors(_main, argv, EXPORT_PROG)
+    """``python -m recbole_llmkd.data.export RUN_DIR [...]``: the ``export`` job of ``recbole_llmkd.cli``
+    (``run_recbole_llmkd.py export``); bad input is one ``error:`` line, exit status 2."""
+    from recbole_llmkd.cli import data_job_main
 
-
-def _main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog=EXPORT_PROG, description="Export a trained teacher's artifacts (LLMRec or any RecBole sequential model)."
-    )
-    parser.add_argument("teacher", help="the teacher's run directory or checkpoint (.pth)")
-    parser.add_argument("--output", help=f"artifact file (default: <run dir>/{DEFAULT_OUTPUT_NAME})")
-    parser.add_argument("--topk", type=int, default=50, help="teacher items per row (default 50)")
-    parser.add_argument("--batch-size", type=int, help="rows per teacher forward (default: eval_batch_size)")
-    parser.add_argument("--with-user-state", action="store_true", help="also store the teacher's user states")
-    parser.add_argument("--item-text", choices=ITEM_TEXT_SOURCES, default="auto", help="source of item_text_emb")
-    parser.add_argument("--text-encoder", default="minilm", help="sentence encoder of --item-text text_encoder")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing artifact file")
-    parser.add_argument("--compare-with", metavar="RUN_DIR|PTH",
-                        help="a plain student's run: also measure how much of each teacher list it ranks anyway")
-    parser.add_argument("--ray-address", metavar="auto|HOST:PORT|ray://HOST:PORT",
-                        help="compute the rows on this Ray cluster (with --workers alone: Ray embedded here)")
-    parser.add_argument("--workers", type=int, metavar="N",
-                        help="Ray workers (teacher replicas; default with --ray-address: as many as the cluster holds)")
-    parser.add_argument("--debug", action="store_true", help="on an error, also print the full traceback")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    path = export_teacher(
-        args.teacher,
-        output=args.output,
-        topk=args.topk,
-        batch_size=args.batch_size,
-        with_user_state=args.with_user_state,
-        item_text=args.item_text,
-        overwrite=args.overwrite,
-        text_encoder=args.text_encoder,
-        compare_with=args.compare_with,
-        ray_address=args.ray_address,
-        num_workers=args.workers,
-    )
-    print(path)
-    return 0
+    return data_job_main("export", argv, EXPORT_PROG)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,10 @@ Command line::
 
     python -m recbole_llmkd.data.importer --rankings F [--item-emb F --item-tokens F] --dataset NAME \\
         [--config_files "a.yaml b.yaml"] --output F
+    run_recbole_llmkd.py import ...          (the same job, the same options)
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import json
@@ -25,7 +25,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ from recbole_llmkd.data.artifacts import (
     example_keys,
     item_tokens,
 )
-from recbole_llmkd.errors import RecboleLLMKDError, run_reporting_errors
+from recbole_llmkd.errors import RecboleLLMKDError
 
 RANKING_COLUMNS = (
     "user", "prefix", "target", "key", "items", "scores", "distances", "target_score", "target_distance", "split",
@@ -465,39 +465,11 @@ IMPORTER_PROG = "python -m recbole_llmkd.data.importer"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m recbole_llmkd.data.importer ...``; bad input is one ``error:`` line and exit status 2."""
-    return run_reporting_errors(_main, argv, IMPORTER_PROG)
+    """``python -m recbole_llmkd.data.importer ...``: the ``import`` job of ``recbole_llmkd.cli``
+    (``run_recbole_llmkd.py import``); bad input is one ``error:`` line and exit status 2."""
+    from recbole_llmkd.cli import data_job_main
 
-
-def _main(argv: List[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog=IMPORTER_PROG,
-        description="Convert an external teacher's rankings (+ item embeddings) into a recbole_llmkd teacher artifact.",
-    )
-    parser.add_argument("--rankings", required=True, help="rankings file, .csv or .jsonl (see docs/ARTIFACTS.md)")
-    parser.add_argument("--item-emb", help="item embeddings: .npy [n, d] (with --item-tokens) or .csv (item_id + dims)")
-    parser.add_argument("--item-tokens", help=".txt with one raw item token per line, rows of --item-emb .npy")
-    parser.add_argument("--dataset", required=True, help="RecBole dataset name (its item tokens are checked)")
-    parser.add_argument("--config_files", nargs="*", default=[], help="RecBole config files (the dataset's filtering)")
-    parser.add_argument(
-        "--model", default="SASRec", help="RecBole model used only to build the dataset (default SASRec)"
-    )
-    parser.add_argument("--output", required=True, help="artifact file to write (.safetensors)")
-    parser.add_argument("--K", type=int, default=None, help="teacher items per row (default: all, equal in every row)")
-    parser.add_argument("--key-history", type=int, default=DEFAULT_KEY_HISTORY, help="history items in the example key")
-    parser.add_argument("--teacher-name", default="external", help="teacher name stored in the metadata")
-    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
-    parser.add_argument("--debug", action="store_true", help="on an error, also print the full traceback")
-    args = parser.parse_args(argv)
-
-    config_files = [name for entry in args.config_files for name in entry.split()]
-    dataset = build_dataset(args.dataset, config_files, args.model)
-    path = import_teacher(
-        args.rankings, args.item_emb, args.item_tokens, dataset=dataset, output=args.output, K=args.K,
-        key_history=args.key_history, teacher_name=args.teacher_name, overwrite=args.overwrite,
-    )
-    print(f"wrote {path}")
-    return 0
+    return data_job_main("import", argv, IMPORTER_PROG)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,7 @@
 """Item text (titles, artist names) read straight from a RecBole atomic ``.item`` file.
 
-RecBole would load a ``movie_title:token_seq`` column as a list of word ids (and crash on it under
-pandas 3), so the file is read here with the ``csv`` module instead, and the titles are mapped to
-RecBole's internal item ids through ``dataset.field2id_token``:
+The file is read as text, never through RecBole's loader (``compat.atomic_file_reader`` says why), and the
+titles are mapped to RecBole's internal item ids through ``dataset.field2id_token``:
 
     titles[internal_id] = title of raw item token dataset.field2id_token[item_id][internal_id]
     titles[0]           = ""                      (internal id 0 is [PAD])
@@ -10,12 +9,12 @@ RecBole's internal item ids through ``dataset.field2id_token``:
 """
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from recbole_llmkd import compat
 from recbole_llmkd.errors import RecboleLLMKDError
 
 
@@ -60,9 +59,9 @@ def read_item_text(
 
     The file is tab separated with a ``name:type`` header, e.g.
     ``item_id:token  movie_title:token_seq  release_year:token  class:token_seq``. Fields are read
-    with the csv module (tab delimiter, ``"`` quoting as pandas/RecBole read them), never split
-    into words. Titles are stripped; empty or whitespace-only titles count as missing and are left
-    out of the result.
+    by ``compat.atomic_file_reader`` (tab delimiter, ``"`` quoting as pandas/RecBole read them), never
+    split into words. Titles are stripped; empty or whitespace-only titles count as missing and are
+    left out of the result.
 
     Args:
         item_file: path of the ``.item`` file.
@@ -85,7 +84,7 @@ def read_item_text(
         raise FileNotFoundError(f"item file not found: {item_file}")
 
     with open(item_file, "r", encoding=encoding, newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t")
+        reader = compat.atomic_file_reader(handle)
         header = next(reader, None)
         if header is None:
             raise ItemTextError(f"{item_file}: the file is empty (expected a 'name:type' header line)")

@@ -1,5 +1,5 @@
 """Distillation losses and weights: pure functions on tensors (METHODS.md §1.4-§1.8, §2.2-§2.4, §2.7)."""
-from recbole_llmkd.distill.guards import KDTermError, KDTermMonitor, check_kd_term
+from recbole_llmkd.distill.guards import KDTermError, KDTermMonitor, KDTermReporter, check_kd_term
 from recbole_llmkd.distill.hidden import (
     REDUCTIONS,
     SLM_KD_SCALINGS,
@@ -38,6 +38,7 @@ __all__ = [
     "WEIGHT_NORMS",
     "KDTermError",
     "KDTermMonitor",
+    "KDTermReporter",
     "alignment_reductions",
     "block_layer_pairs",
     "block_logit_kd",

@@ -5,9 +5,12 @@ back to the student's cross-entropy: the published scripts trained without disti
 is > 0 is checked every batch (``check_kd_term``) and over every epoch (``KDTermMonitor``), and any problem raises
 ``KDTermError`` naming the term, its weight and what went wrong. Terms whose weight is 0 are not checked (except for
 NaN/inf in ``KDTermMonitor.update``: ``0 · NaN = NaN`` would still poison a weighted sum).
+
+``KDTermReporter`` is the model side of this protocol, shared by every distilled model (``Distiller``, ``SLMRec``);
+``recbole_llmkd.trainer.kd_monitor.KDMonitoring`` is the trainer side, shared by ``KDTrainer`` and ``SLMTrainer``.
 """
 import math
-from typing import Dict, Mapping, Optional, Union
+from typing import Dict, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -126,3 +129,27 @@ class KDTermMonitor:
         if problems:
             raise KDTermError("; ".join(problems))
         return means
+
+
+class KDTermReporter:
+    """Model mixin: the KD protocol a distilled model offers its trainer (``KDMonitoring``).
+
+    - ``loss_names()``: the names of the parts of ``calculate_loss``'s tuple, in order;
+    - ``kd_term_weights()``: ``{term: weight}`` of the weighted terms this model reports, each checked every batch
+      (``check_kd_term``, by the model) and every epoch (``KDTermMonitor``, by the trainer);
+    - ``KD_TERM_WEIGHT_KEYS``: ``{term: config key of its weight}``, named in the guards' messages;
+    - ``kd_terms``: the unweighted, detached terms (and diagnostics) of the last training batch, which the trainer
+      averages over the epoch and logs by name. The model fills it in ``calculate_loss``.
+    """
+
+    KD_TERM_WEIGHT_KEYS: Mapping[str, str] = {}
+    kd_terms: Dict[str, Tensor]
+
+    def init_kd_terms(self) -> None:
+        self.kd_terms = {}
+
+    def loss_names(self) -> Tuple[str, ...]:
+        raise NotImplementedError
+
+    def kd_term_weights(self) -> Dict[str, float]:
+        raise NotImplementedError

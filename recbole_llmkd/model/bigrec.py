@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
+from recbole_llmkd.config_schema import read_config
 from recbole_llmkd.data.item_text import item_titles_for_dataset
 from recbole_llmkd.errors import ConfigValueError
 from recbole_llmkd.llm import autocast_context, encode_texts, lora_backbone_from_config
@@ -112,24 +113,20 @@ class BIGRec(TrainedTensorsCheckpoint, SequentialRecommender):
         super().__init__(config, dataset)
         self.logger = logging.getLogger(__name__)
 
-        # load parameters info
-        self.instruction = config["bigrec_instruction"]
-        self.history_prefix = config["bigrec_history_prefix"]
-        self.template = config["bigrec_template"]
-        self.train_on_inputs = bool(config["bigrec_train_on_inputs"])
-        self.num_beams = int(config["bigrec_num_beams"] or 1)
-        self.max_new_tokens = int(config["bigrec_max_new_tokens"] or 32)
-        self.pop_gamma = float(config["bigrec_pop_gamma"] or 0.0)
-        self.use_bf16 = bool(config["llm_bf16"])
         self.run_device = torch.device(config["device"])
+        self.use_bf16 = read_config(config, "llm_bf16")
+
+        # load parameters info: the prompt, generation and grounding
+        self.instruction = read_config(config, "bigrec_instruction")
+        self.history_prefix = read_config(config, "bigrec_history_prefix")
+        self.template = read_config(config, "bigrec_template")
         for key in ("{instruction}", "{history}"):
             if key not in self.template:
                 raise ConfigValueError(f"bigrec_template must contain {key}; got {self.template!r}")
-        if self.num_beams < 1 or self.max_new_tokens < 1 or self.pop_gamma < 0:
-            raise ConfigValueError(
-                f"bigrec_num_beams ({self.num_beams}) and bigrec_max_new_tokens ({self.max_new_tokens}) must be >= 1, "
-                f"bigrec_pop_gamma ({self.pop_gamma}) >= 0"
-            )
+        self.train_on_inputs = read_config(config, "bigrec_train_on_inputs")
+        self.num_beams = read_config(config, "bigrec_num_beams")
+        self.max_new_tokens = read_config(config, "bigrec_max_new_tokens")
+        self.pop_gamma = read_config(config, "bigrec_pop_gamma")
 
         # backbone with its LM head, LoRA on top (task CAUSAL_LM), base frozen
         backbone, self.llm, _ = lora_backbone_from_config(config, self.run_device, causal_lm=True)
@@ -144,7 +141,7 @@ class BIGRec(TrainedTensorsCheckpoint, SequentialRecommender):
         with self.llm.disable_adapter():
             title_table = encode_texts(self.llm.get_base_model().get_decoder(), self.tokenizer,
                                        [title or " " for title in self.item_titles[1:]],
-                                       batch_size=int(config["eval_batch_size"] or 256), device=self.run_device)
+                                       batch_size=read_config(config, "eval_batch_size"), device=self.run_device)
         title_table = torch.cat([title_table.new_zeros(1, title_table.shape[1]), title_table])  # [n_items, d_llm]
         self.register_buffer("item_text_emb", title_table.to(self.run_device), persistent=False)
         targets = torch.as_tensor(np.asarray(dataset.inter_feat[self.ITEM_ID]), dtype=torch.long)  # [N] (tensor or Series)

@@ -36,9 +36,13 @@ top-K scores, ``kd_temperature``), ``rd`` (Tang & Wang ranking distillation, ``t
 ``tw_weighting``), ``dllm2rec`` (importance-aware RD + ED). ED belongs to DLLM2Rec: it is active only with
 ``kd_method: dllm2rec`` and ``ed_weight > 0`` (the baselines are the plain student plus their own loss).
 ``rd_weight`` (λ_d) weighs whichever KD loss is selected.
+
+Every distillation key has its default, with a comment, in ``properties/model/Distiller.yaml``, which
+``recbole_llmkd.config.Config`` reads for any model with ``Distiller`` in its MRO (below the model's own yaml); the
+values each key accepts are declared in ``recbole_llmkd.config_schema``. The KD protocol (``loss_names``,
+``kd_term_weights``, ``kd_terms``) is ``recbole_llmkd.distill.KDTermReporter``'s.
 """
 import copy
-import math
 import os
 from logging import getLogger
 from pathlib import Path
@@ -48,12 +52,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recbole_llmkd.config_schema import read_config
 from recbole_llmkd.distill import (
-    CONFIDENCE_MODES,
     KDTermError,
-    RD_NEG_TERMS,
-    TANG_WANG_WEIGHTINGS,
-    WEIGHT_NORMS,
+    KDTermReporter,
     check_kd_term,
     combine_weights,
     confidence_weights,
@@ -64,54 +66,13 @@ from recbole_llmkd.distill import (
     position_weights,
     tang_wang_rd_loss,
 )
-from recbole_llmkd.errors import RecboleLLMKDError
-
-KD_METHODS = ("none", "logit", "rd", "dllm2rec")
-ED_PROJECTORS = ("linear", "mlp")
-ED_APPLY_TO = ("input", "input_and_output")
-ED_MODES = ("offset", "replace")
-ED_SCALES = ("fixed", "id_norm")
-ITEM_INITS = ("random", "text_encoder")
-BASE_LOSSES = ("native", "bce1")
-SELECT_ON = ("valid", "test")
+from recbole_llmkd.errors import ConfigValueError
 
 # Per-example teacher fields the KD trainer attaches to the training split (METHODS.md §4.3).
 TEACHER_TOPK_FIELD = "teacher_topk"
 TEACHER_SCORE_FIELD = "teacher_score"
 TEACHER_TARGET_SCORE_FIELD = "teacher_target_score"
 TEACHER_USER_STATE_FIELD = "teacher_user_state"
-
-# Defaults of every distillation key; the same values (with comments) are in properties/model/KD*.yaml. They are
-# used only when a key is absent from the config (a user's own distilled model without a property file).
-KD_DEFAULTS = {
-    "teacher": None,
-    "kd_method": "dllm2rec",
-    "rd_topk": 10,
-    "rd_beta": 1.0,
-    "gamma_p": 0.3,
-    "gamma_c": 0.5,
-    "gamma_o": 0.1,
-    "rd_weight": 0.8,
-    "rd_weight_norm": "row",
-    "rd_neg_term": "logsigmoid",
-    "confidence_mode": "topk_softmax",
-    "confidence_temp": 1.0,
-    "rd_filter_candidates": False,
-    "ed_weight": 0.2,
-    "ed_projector": "linear",
-    "ed_apply_to": "input",
-    "ed_mode": "offset",
-    "ed_scale": "fixed",
-    "item_init": "random",
-    "text_encoder": "minilm",
-    "ed_folded": False,
-    "base_loss": "native",
-    "kd_temperature": 1.0,
-    "tw_lambda": 1.0,
-    "tw_mu": 0.1,
-    "tw_weighting": "hybrid",
-    "select_on": "valid",
-}
 
 # File a teacher run directory holds (``resolve_teacher_artifacts``).
 TEACHER_ARTIFACT_NAME = "teacher_artifacts.safetensors"
@@ -141,38 +102,19 @@ def student_topk_membership(teacher_topk: Tensor, student_logits: Tensor, k: int
     return membership
 
 
-class TeacherConfigError(RecboleLLMKDError, ValueError):
+class TeacherConfigError(ConfigValueError):
     """The distillation config is inconsistent (no teacher, unknown switch, artifact without what is needed)."""
 
 
-def _choice(config, key: str, choices) -> str:
-    value = _value(config, key)
-    if value not in choices:
-        raise TeacherConfigError(f"{key}={value!r} is not supported; expected one of {', '.join(map(str, choices))}")
-    return value
-
-
-def _value(config, key: str):
-    value = config[key] if key in config else None
-    return KD_DEFAULTS[key] if value is None else value
-
-
-def _number(config, key: str, minimum: float = 0.0, strict: bool = False) -> float:
-    value = _value(config, key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TeacherConfigError(f"{key} must be a finite number, got {value!r}")
-    if value < minimum or (strict and value == minimum):
-        raise TeacherConfigError(f"{key} must be {'>' if strict else '>='} {minimum:g}, got {value!r}")
-    return float(value)
-
-
-class Distiller:
+class Distiller(KDTermReporter):
     """Mixin that turns a RecBole sequential model into a DLLM2Rec student (see the module docstring).
 
     The host class must define ``self.item_embedding`` (``nn.Embedding``, row 0 = [PAD]), ``self.n_items``, and
     call ``init_distiller`` at the end of its ``__init__``; its ``forward`` embeds items with
     ``embed_input_items`` and its scoring uses ``output_item_table``.
     """
+
+    KD_TERM_WEIGHT_KEYS = {"logit_kd": "rd_weight", "rd_tw": "rd_weight", "rd": "rd_weight", "ed_ratio": "ed_weight"}
 
     # ----------------------------------------------------------------------------------------------------------
     # Set-up
@@ -186,30 +128,34 @@ class Distiller:
             item_table_rows: rows of ``self.item_embedding`` (``n_items``, or ``n_items + 1`` with a mask token).
             embedding_size: width of ``self.item_embedding``.
         """
-        self.kd_method = _choice(config, "kd_method", KD_METHODS)
-        self.rd_topk = int(_number(config, "rd_topk", 1))
-        self.rd_beta = _number(config, "rd_beta", 0.0, strict=True)
-        self.gamma_p = _number(config, "gamma_p")
-        self.gamma_c = _number(config, "gamma_c")
-        self.gamma_o = _number(config, "gamma_o")
-        self.rd_weight = _number(config, "rd_weight")
-        self.rd_weight_norm = _choice(config, "rd_weight_norm", WEIGHT_NORMS)
-        self.rd_neg_term = _choice(config, "rd_neg_term", RD_NEG_TERMS)
-        self.confidence_mode = _choice(config, "confidence_mode", CONFIDENCE_MODES)
-        self.confidence_temp = _number(config, "confidence_temp", 0.0, strict=True)
-        self.rd_filter_candidates = bool(_value(config, "rd_filter_candidates"))
-        self.ed_weight = _number(config, "ed_weight")
-        self.ed_projector_kind = _choice(config, "ed_projector", ED_PROJECTORS)
-        self.ed_apply_to = _choice(config, "ed_apply_to", ED_APPLY_TO)
-        self.ed_mode = _choice(config, "ed_mode", ED_MODES)
-        self.ed_scale = _choice(config, "ed_scale", ED_SCALES)
-        self.ed_folded = bool(_value(config, "ed_folded"))
-        self.base_loss = _choice(config, "base_loss", BASE_LOSSES)
-        self.kd_temperature = _number(config, "kd_temperature", 0.0, strict=True)
-        self.tw_lambda = _number(config, "tw_lambda", 0.0, strict=True)
-        self.tw_mu = _number(config, "tw_mu")
-        self.tw_weighting = _choice(config, "tw_weighting", TANG_WANG_WEIGHTINGS)
-        self.select_on = _choice(config, "select_on", SELECT_ON)
+
+        def value(key):
+            return read_config(config, key, TeacherConfigError)
+
+        self.kd_method = value("kd_method")
+        self.rd_topk = value("rd_topk")
+        self.rd_beta = value("rd_beta")
+        self.gamma_p = value("gamma_p")
+        self.gamma_c = value("gamma_c")
+        self.gamma_o = value("gamma_o")
+        self.rd_weight = value("rd_weight")
+        self.rd_weight_norm = value("rd_weight_norm")
+        self.rd_neg_term = value("rd_neg_term")
+        self.confidence_mode = value("confidence_mode")
+        self.confidence_temp = value("confidence_temp")
+        self.rd_filter_candidates = value("rd_filter_candidates")
+        self.ed_weight = value("ed_weight")
+        self.ed_projector_kind = value("ed_projector")
+        self.ed_apply_to = value("ed_apply_to")
+        self.ed_mode = value("ed_mode")
+        self.ed_scale = value("ed_scale")
+        self.ed_folded = value("ed_folded")
+        self.base_loss = value("base_loss")
+        self.kd_temperature = value("kd_temperature")
+        self.tw_lambda = value("tw_lambda")
+        self.tw_mu = value("tw_mu")
+        self.tw_weighting = value("tw_weighting")
+        self.select_on = value("select_on")
         if self.kd_method == "dllm2rec" and self.gamma_p == self.gamma_c == self.gamma_o == 0:
             raise TeacherConfigError("gamma_p, gamma_c and gamma_o are all 0: every ranking-distillation weight is 0")
         if self.rd_topk >= self.n_items:
@@ -226,11 +172,10 @@ class Distiller:
         # ED is DLLM2Rec's; a folded checkpoint (ed_folded) carries its folded tables whatever kd_method says.
         self.ed_active = (self.kd_method == "dllm2rec" and self.ed_weight > 0) or self.ed_folded
         self.kd_loss_name = {"none": None, "logit": "logit_kd", "rd": "rd_tw", "dllm2rec": "rd"}[self.kd_method]
-        self.loss_names: Tuple[str, ...] = ("base",) if self.kd_loss_name is None else ("base", self.kd_loss_name)
-        # Diagnostics of the last training batch (detached), read by KDTrainer every batch.
-        self.kd_last_terms: Dict[str, Tensor] = {}
+        # Terms and diagnostics of the last training batch (detached), read by KDTrainer every batch.
+        self.init_kd_terms()
 
-        teacher_path = _value(config, "teacher")
+        teacher_path = value("teacher")
         needs_teacher = self.kd_method != "none"
         object.__setattr__(self, "teacher", None)
         object.__setattr__(self, "teacher_path", None)
@@ -247,9 +192,9 @@ class Distiller:
         object.__setattr__(self, "kd_config", config)
         # ED: projector g and the frozen teacher item text embeddings z (non-persistent buffer).
         self._build_ed(embedding_size)
-        self.item_init = _choice(config, "item_init", ITEM_INITS)
+        self.item_init = value("item_init")
         if self.item_init == "text_encoder":
-            self._init_items_from_text(dataset, str(_value(config, "text_encoder")))
+            self._init_items_from_text(dataset, str(value("text_encoder")))
 
     def _init_items_from_text(self, dataset, encoder: str) -> None:
         """``item_init: text_encoder``: the item table starts from the titles' sentence embeddings, projected to its
@@ -366,7 +311,7 @@ class Distiller:
             with torch.no_grad():
                 real = item_seq > 0  # [B, L]; the mask token has projected = 0
                 offset_norm = (self.ed_weight * projected[real]).norm()
-                self.kd_last_terms["ed_ratio"] = offset_norm / id_emb[real].norm().clamp_min(1e-12)
+                self.kd_terms["ed_ratio"] = offset_norm / id_emb[real].norm().clamp_min(1e-12)
         if self.ed_mode == "offset":
             return id_emb + self.ed_weight * projected
         has_text = self.ed_row_mask[item_seq]  # [B, L, 1]
@@ -449,7 +394,7 @@ class Distiller:
             pos_items: ``[B]`` the target items.
             native_loss: computes the host model's own loss (``base_loss: native``).
         """
-        terms = self.kd_last_terms
+        terms = self.kd_terms
         for key in [k for k in terms if k != "ed_ratio"]:
             del terms[key]
         needs_negative = self.base_loss == "bce1" or (self.kd_method == "dllm2rec" and self.rd_neg_term != "none")
@@ -493,6 +438,10 @@ class Distiller:
         terms[self.kd_loss_name] = kd_loss.detach()
         return (base, self.rd_weight * kd_loss)
 
+    def loss_names(self) -> Tuple[str, ...]:
+        """Names of the parts of ``distill``'s tuple: ``("base",)`` or ``("base", kd loss name)``."""
+        return ("base",) if self.kd_loss_name is None else ("base", self.kd_loss_name)
+
     def kd_term_weights(self) -> Dict[str, float]:
         """``{term: weight}`` for ``KDTermMonitor``: terms that must be finite and not stuck at 0 while weighted."""
         weights = {}
@@ -501,12 +450,6 @@ class Distiller:
         if self._ed_uses_projector():
             weights["ed_ratio"] = self.ed_weight
         return weights
-
-    def kd_term_weight_names(self) -> Dict[str, str]:
-        names = {"ed_ratio": "ed_weight"}
-        if self.kd_loss_name is not None:
-            names[self.kd_loss_name] = "rd_weight"
-        return names
 
     # ----------------------------------------------------------------------------------------------------------
     # Teacher fields for the trainer
@@ -580,7 +523,7 @@ class Distiller:
         Returns:
             ``{"path": ..., "model": class name the checkpoint loads into}``.
         """
-        from recbole.config import Config as RecBoleConfig
+        from recbole_llmkd import compat
 
         config = config if config is not None else self.kd_config
         if plain and not self.plain_exportable():
@@ -604,7 +547,7 @@ class Distiller:
                 key: value for key, value in self.state_dict().items()
                 if not key.startswith(("ed_projector.", "folded_input_embedding."))
             }
-            config.__class__ = RecBoleConfig  # the pickle then references RecBole only
+            compat.as_plain_recbole_config(config)  # the pickle then references RecBole only
             model_name = parent.__name__
         else:
             config["ed_folded"] = True

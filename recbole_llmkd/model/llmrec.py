@@ -38,6 +38,7 @@ from torch import nn
 from torch.nn.modules.module import _IncompatibleKeys
 
 from recbole_llmkd import compat
+from recbole_llmkd.config_schema import read_config
 from recbole_llmkd.data.item_text import item_titles_for_dataset
 from recbole_llmkd.errors import ConfigValueError, RecboleLLMKDError
 from recbole_llmkd.llm import autocast_context, lora_backbone_from_config, sha256_file, tokenize_prompt
@@ -45,8 +46,6 @@ from recbole_llmkd.measure import count_parameters
 
 ITEM_TABLE_TRAINABLE = "trainable"
 ITEM_TABLE_TEXT_ENCODER = "text_encoder"  # frozen sentence embeddings of the titles beside a learned ID table
-HEADS = ("dot", "linear")
-TITLE_VIEWS = ("tokens", "cached")  # use_item_titles: the title as prompt tokens, or one cached state per item
 
 
 class CheckpointMismatchError(RecboleLLMKDError, ValueError):
@@ -114,43 +113,39 @@ class LLMRec(TrainedTensorsCheckpoint, SequentialRecommender):
         self.logger = logging.getLogger(__name__)
 
         # load parameters info
-        self.loss_type = config["loss_type"] or "CE"
+        self.loss_type = config["loss_type"]
         if self.loss_type != "CE":
             raise ConfigValueError(f"LLMRec is trained with full cross-entropy; loss_type={self.loss_type!r} is not supported")
-        self.head_type = config["head"]
-        if self.head_type not in HEADS:
-            raise ConfigValueError(f"head must be one of {list(HEADS)}, got {self.head_type!r}")
-        self.use_item_titles = bool(config["use_item_titles"])
-        self.title_max_tokens = int(config["llm_title_max_tokens"] or 16)
-        self.title_view = config["llm_title_view"] or "tokens"
-        if self.title_view not in TITLE_VIEWS:
-            raise ConfigValueError(f"llm_title_view must be one of {list(TITLE_VIEWS)}, got {self.title_view!r}")
-        self.use_bf16 = bool(config["llm_bf16"])
-        self.llm_prefix_cache = bool(config["llm_prefix_cache"]) if config["llm_prefix_cache"] is not None else True
-        self.run_device = torch.device(config["device"])
+        self.head_type = read_config(config, "head")
+        self.use_item_titles = read_config(config, "use_item_titles")
+        self.title_max_tokens = read_config(config, "llm_title_max_tokens")
+        self.title_view = read_config(config, "llm_title_view")
 
         # backbone: HF decoder without LM head, first llm_n_layers layers, LoRA on top, base frozen
+        self.use_bf16 = read_config(config, "llm_bf16")
+        self.llm_prefix_cache = read_config(config, "llm_prefix_cache")
+        self.run_device = torch.device(config["device"])
         backbone, self.llm, self.gradient_checkpointing = lora_backbone_from_config(config, self.run_device)
         self.backbone_identity = backbone.identity
         self.tokenizer = backbone.tokenizer
         self.d_llm = int(self.backbone_identity["hidden_size"])
 
         # item table E: trainable, or a pretrained SASRec table (frozen)
-        self.item_table_source = config["item_table"] or ITEM_TABLE_TRAINABLE
+        self.item_table_source = read_config(config, "item_table")
         self.item_table_frozen = self.item_table_source not in (ITEM_TABLE_TRAINABLE, ITEM_TABLE_TEXT_ENCODER)
         if self.item_table_source == ITEM_TABLE_TEXT_ENCODER:
             from recbole_llmkd.llm.text_encoder import item_text_embeddings
             from recbole_llmkd.model.item_table import SemanticIDItemTable
 
-            semantic = item_text_embeddings(dataset, str(config["text_encoder"] or "minilm"))  # [n_items, d_text]
-            self.item_embedding = SemanticIDItemTable(semantic, int(config["item_dim"]))
+            semantic = item_text_embeddings(dataset, str(read_config(config, "text_encoder")))  # [n_items, d_text]
+            self.item_embedding = SemanticIDItemTable(semantic, read_config(config, "item_dim"))
             self.item_table_sha256 = None
         elif self.item_table_frozen:
             self.item_embedding, self.item_table_sha256 = self._load_pretrained_item_table(
                 self.item_table_source, config, dataset
             )
         else:
-            self.item_embedding = nn.Embedding(self.n_items, int(config["item_dim"]), padding_idx=0)
+            self.item_embedding = nn.Embedding(self.n_items, read_config(config, "item_dim"), padding_idx=0)
             nn.init.normal_(self.item_embedding.weight, std=0.02)
             with torch.no_grad():
                 self.item_embedding.weight[0].zero_()
@@ -171,7 +166,7 @@ class LLMRec(TrainedTensorsCheckpoint, SequentialRecommender):
                 self.register_buffer("title_token_ids", title_ids, persistent=False)  # [n_items, T]
                 self.register_buffer("title_token_mask", title_mask, persistent=False)  # [n_items, T]
             else:
-                title_states = self._base_title_states(title_ids, title_mask, int(config["eval_batch_size"] or 256))
+                title_states = self._base_title_states(title_ids, title_mask, read_config(config, "eval_batch_size"))
                 self.register_buffer("title_states", title_states, persistent=False)  # [n_items, d_llm]
                 self.title_proj = nn.Linear(self.d_llm, self.d_llm)
                 nn.init.zeros_(self.title_proj.weight)

@@ -22,7 +22,7 @@ Online: a fresh LLMRec of ``slm_teacher_n_layers`` layers is a submodule (``onli
 shares the student's item table and has its own adapters.
 
 ``calculate_loss`` returns a tuple (each part is logged by RecBole as train_loss1..n) and leaves the unweighted
-terms in ``last_kd_terms`` for ``SLMTrainer``'s ``KDTermMonitor`` (logged by name every epoch; NaN or an epoch of
+terms in ``kd_terms`` (the KD protocol, ``distill.KDTermReporter``) for ``SLMTrainer``'s ``KDTermMonitor`` (logged by name every epoch; NaN or an epoch of
 exact zeros with a weight > 0 stops training).
 
 Set-up checks (``SLMRecSetupError``, all in ``__init__``, before any training): B divides M and N; teacher and
@@ -41,8 +41,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_llmkd import compat
+from recbole_llmkd.config_schema import read_config
 from recbole_llmkd.distill import (
     KDTermError,
+    KDTermReporter,
     alignment_reductions,
     block_layer_pairs,
     block_logit_kd,
@@ -51,52 +53,43 @@ from recbole_llmkd.distill import (
     multi_supervision_loss,
     norm_alignment,
 )
-from recbole_llmkd.errors import RecboleLLMKDError
+from recbole_llmkd.errors import ConfigValueError
 from recbole_llmkd.model.llmrec import LLMRec, load_llmrec
 
-KD_MODES = ("offline", "online")
-KD_LOSS_TYPES = ("cosine", "logit")
-STUDENT_INITS = ("base", "teacher")
 ONLINE_TEACHER = "online_teacher"
 _LAYER_INDEX = re.compile(r"\.layers\.(\d+)\.")
 
 
-class SLMRecSetupError(RecboleLLMKDError, ValueError):
+class SLMRecSetupError(ConfigValueError):
     """The SLMRec teacher/student set-up is invalid (blocks, backbone family, hidden size, dataset, options)."""
 
 
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SLMRecSetupError(f"{name} must be an int >= 1, got {value!r}")
-    return value
-
-
-def _weight(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise SLMRecSetupError(f"{name} must be a number >= 0, got {value!r}")
-    return float(value)
-
-
-class SLMRec(LLMRec):
+class SLMRec(KDTermReporter, LLMRec):
     r"""Shallow LLMRec student distilled block-wise from a deep LLMRec teacher (SLMRec, ICLR 2025)."""
+
+    KD_TERM_WEIGHT_KEYS = {
+        "d_cos": "slm_lambda1",
+        "kd_logit": "slm_lambda1",
+        "d_norm": "slm_lambda2",
+        "l_ms": "slm_lambda3",
+        "l_ms_teacher": "slm_online_lambda3_teacher",
+    }
 
     def __init__(self, config, dataset):
         logger = logging.getLogger(__name__)
+
+        def value(key):
+            return read_config(config, key, SLMRecSetupError)
+
         # options first: a bad value fails before any backbone is loaded
-        self.kd_mode = config["kd_mode"] or "offline"
-        if self.kd_mode not in KD_MODES:
-            raise SLMRecSetupError(f"kd_mode must be one of {list(KD_MODES)}, got {self.kd_mode!r}")
-        self.kd_loss_type = config["kd_loss_type"] or "cosine"
-        if self.kd_loss_type not in KD_LOSS_TYPES:
-            raise SLMRecSetupError(f"kd_loss_type must be one of {list(KD_LOSS_TYPES)}, got {self.kd_loss_type!r}")
+        self.kd_mode = value("kd_mode")
+        self.kd_loss_type = value("kd_loss_type")
         if self.kd_mode == "offline" and self.kd_loss_type != "cosine":
             raise SLMRecSetupError(
                 f"kd_loss_type={self.kd_loss_type!r} needs W_a adapters on the teacher, which only the online variant "
                 "trains: use kd_mode: online, or kd_loss_type: cosine (the offline block loss)"
             )
-        self.student_init = config["slm_student_init"] or "base"
-        if self.student_init not in STUDENT_INITS:
-            raise SLMRecSetupError(f"slm_student_init must be one of {list(STUDENT_INITS)}, got {self.student_init!r}")
+        self.student_init = value("slm_student_init")
         if self.student_init == "teacher" and self.kd_mode == "online":
             raise SLMRecSetupError(
                 "slm_student_init: teacher copies a *trained* teacher; the online teacher starts untrained. "
@@ -104,15 +97,18 @@ class SLMRec(LLMRec):
             )
         if config["llm_n_layers"] is None:
             raise SLMRecSetupError("SLMRec needs llm_n_layers: the student's number of decoder layers N (e.g. M/2)")
-        n_student = _positive_int("llm_n_layers (N)", config["llm_n_layers"])
-        self.n_blocks = _positive_int("slm_blocks (B)", config["slm_blocks"])
-        self.lambda_cos = _weight("slm_lambda1", config["slm_lambda1"])
-        self.lambda_norm = _weight("slm_lambda2", config["slm_lambda2"])
-        self.lambda_ms = _weight("slm_lambda3", config["slm_lambda3"])
-        self.lambda_ms_teacher = _weight("slm_online_lambda3_teacher", config["slm_online_lambda3_teacher"])
-        self.kd_scaling = config["slm_kd_scaling"] or "code"
+        n_student = value("llm_n_layers")  # N
+        self.n_blocks = value("slm_blocks")  # B
+        self.lambda_cos = value("slm_lambda1")
+        self.lambda_norm = value("slm_lambda2")
+        self.lambda_ms = value("slm_lambda3")
+        self.lambda_ms_teacher = value("slm_online_lambda3_teacher")
+        self.kd_scaling = value("slm_kd_scaling")
         self.reductions = alignment_reductions(self.kd_scaling)
-        self.detach_online_teacher = bool(config["online_detach_teacher"])
+        self.detach_online_teacher = value("online_detach_teacher")
+        self.state_projection_enabled = value("slm_state_projection")
+        self.copy_item_table = value("slm_copy_item_table")
+        n_teacher_configured = value("slm_teacher_n_layers")  # M, optional offline
         if self.n_blocks == 1 and self.lambda_ms > 0:
             raise SLMRecSetupError(
                 f"slm_blocks=1 leaves no intermediate tap for multi-supervision while slm_lambda3={self.lambda_ms:g} > 0; "
@@ -123,7 +119,7 @@ class SLMRec(LLMRec):
         self.teacher_checkpoint = None
         teacher_header = None
         if self.kd_mode == "offline":
-            if not config["teacher"]:
+            if not value("teacher"):
                 raise SLMRecSetupError(
                     "kd_mode: offline needs teacher=<LLMRec checkpoint (.pth) or run directory> (--teacher=...)"
                 )
@@ -132,15 +128,15 @@ class SLMRec(LLMRec):
             self.teacher_checkpoint = str(resolve_checkpoint(config["teacher"]))
             teacher_header = self._read_teacher_header(self.teacher_checkpoint)
             n_teacher = int(teacher_header["backbone_identity"]["n_layers"])
-            if config["slm_teacher_n_layers"] is not None and int(config["slm_teacher_n_layers"]) != n_teacher:
+            if n_teacher_configured is not None and n_teacher_configured != n_teacher:
                 raise SLMRecSetupError(
-                    f"slm_teacher_n_layers={config['slm_teacher_n_layers']} but the teacher checkpoint "
+                    f"slm_teacher_n_layers={n_teacher_configured} but the teacher checkpoint "
                     f"{self.teacher_checkpoint} has {n_teacher} decoder layers"
                 )
         else:
-            if config["slm_teacher_n_layers"] is None:
+            if n_teacher_configured is None:
                 raise SLMRecSetupError("kd_mode: online needs slm_teacher_n_layers: the online teacher's depth M")
-            n_teacher = _positive_int("slm_teacher_n_layers (M)", config["slm_teacher_n_layers"])
+            n_teacher = n_teacher_configured
         try:
             self.block_pairs: List[Tuple[int, int]] = block_layer_pairs(n_teacher, n_student, self.n_blocks)
         except ValueError as error:
@@ -177,7 +173,7 @@ class SLMRec(LLMRec):
 
         # state projection (different family / hidden size), multi-supervision adapters
         self.state_projection = None
-        if bool(config["slm_state_projection"]):
+        if self.state_projection_enabled:
             self.state_projection = nn.ModuleList(
                 nn.Linear(self.d_llm, self.d_teacher, bias=False) for _ in range(self.n_blocks)
             )
@@ -201,7 +197,7 @@ class SLMRec(LLMRec):
             self._initialise_from_teacher(config)
             self.to(config["device"])
 
-        self.last_kd_terms: Dict[str, torch.Tensor] = {}
+        self.init_kd_terms()
         logger.info(
             f"SLMRec ({self.kd_mode}): teacher {teacher_identity['spec']} M={n_teacher} layers "
             f"(d {self.d_teacher}{', ' + self.teacher_checkpoint if self.teacher_checkpoint else ''}), student "
@@ -233,7 +229,7 @@ class SLMRec(LLMRec):
                 f"this run's dataset {self.dataset_fingerprint['dataset']!r} has {self.dataset_fingerprint['n_items']} "
                 f"(sha256 {self.dataset_fingerprint['item_tokens_sha256'][:12]}…): use the teacher's dataset and filtering"
             )
-        self._check_family(header["backbone_identity"], bool(config["slm_state_projection"]))
+        self._check_family(header["backbone_identity"], self.state_projection_enabled)
         teacher_len = header.get("config_max_len")
         if teacher_len is not None and teacher_len != config["MAX_ITEM_LIST_LENGTH"]:
             self.logger.warning(
@@ -269,7 +265,7 @@ class SLMRec(LLMRec):
             teacher = LLMRec(config, dataset)
         finally:
             config["llm_n_layers"] = student_layers
-        self._check_family(teacher.backbone_identity, bool(config["slm_state_projection"]))
+        self._check_family(teacher.backbone_identity, self.state_projection_enabled)
         teacher.item_embedding = self.item_embedding  # one item table for both (the paper's shared table)
         return teacher
 
@@ -289,9 +285,9 @@ class SLMRec(LLMRec):
                     f"SLMRec: student item table {self.item_table_source!r} differs from the teacher's "
                     f"{teacher.item_table_source!r}: teacher and student score in different item spaces"
                 )
-            if not self.item_table_frozen and bool(config["slm_copy_item_table"]):
+            if not self.item_table_frozen and self.copy_item_table:
                 to_copy["item_embedding.weight"] = teacher.item_embedding.weight.detach()
-        elif bool(config["slm_copy_item_table"]):
+        elif self.copy_item_table:
             to_copy["item_embedding.weight"] = teacher_state["item_embedding.weight"]
         if self.student_init == "teacher":
             if self.d_llm != self.d_teacher:
@@ -357,16 +353,6 @@ class SLMRec(LLMRec):
             if self.kd_mode == "online":
                 weights["l_ms_teacher"] = self.lambda_ms_teacher
         return weights
-
-    @staticmethod
-    def kd_weight_names() -> Dict[str, str]:
-        return {
-            "d_cos": "slm_lambda1",
-            "kd_logit": "slm_lambda1",
-            "d_norm": "slm_lambda2",
-            "l_ms": "slm_lambda3",
-            "l_ms_teacher": "slm_online_lambda3_teacher",
-        }
 
     @staticmethod
     def _check_hidden_states(side: str, hidden_states, n_layers: int, batch_size: int) -> None:
@@ -456,13 +442,13 @@ class SLMRec(LLMRec):
         weights = self.kd_term_weights()
         for name, weight in weights.items():
             check_kd_term(name, terms.get(name), weight)
-        self.last_kd_terms = {name: value.detach() for name, value in terms.items()}
+        self.kd_terms = {name: value.detach() for name, value in terms.items()}
         losses = []
         for name in self.loss_names():
             losses.append(terms[name] * weights[name] if name in weights else terms[name])
         return tuple(losses)
 
-    def loss_names(self) -> List[str]:
+    def loss_names(self) -> Tuple[str, ...]:
         """Names of the parts of ``calculate_loss``'s tuple, in order (train_loss1..n in RecBole's log)."""
         names = ["ce"]
         names += ["kd_logit"] if (self.kd_mode == "online" and self.kd_loss_type == "logit") else ["d_cos", "d_norm"]
@@ -472,7 +458,7 @@ class SLMRec(LLMRec):
             names.append("ce_teacher")
             if self.n_blocks > 1:
                 names.append("l_ms_teacher")
-        return names
+        return tuple(names)
 
     def train(self, mode: bool = True):
         super().train(mode)

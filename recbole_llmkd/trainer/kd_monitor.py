@@ -1,14 +1,18 @@
-"""KDMonitoring: the KD-term guard shared by KDTrainer and SLMTrainer.
+"""KDMonitoring: the trainer side of the KD protocol, shared by KDTrainer and SLMTrainer.
 
-Every batch's KD terms go to a ``KDTermMonitor`` (``recbole_llmkd.distill.guards``): a NaN/inf term stops training
-at once, a weighted term that is exactly 0 for a whole epoch stops it at the end of that epoch. The stop is a
-``KDTermError`` that names the epoch and the term, and says where the best checkpoint saved before the stop is:
-RecBole writes it only when validation improves, so it is kept as it was, and a rerun or an evaluation can use it.
+The model is a ``recbole_llmkd.distill.KDTermReporter``. Every batch's KD terms (``model.kd_terms``) go to a
+``KDTermMonitor`` (``recbole_llmkd.distill.guards``): a NaN/inf term stops training at once, a weighted term that is
+exactly 0 for a whole epoch stops it at the end of that epoch. The stop is a ``KDTermError`` that names the epoch and
+the term, and says where the best checkpoint saved before the stop is: RecBole writes it only when validation
+improves, so it is kept as it was, and a rerun or an evaluation can use it. Each epoch's term means are kept in
+``kd_epoch_terms`` and logged by ``log_kd_epoch``.
 """
 import os
-from typing import Callable, Dict, Mapping, Optional
+from typing import Dict, List, Mapping, Optional
 
-from recbole_llmkd.distill import KDTermMonitor
+from recbole.utils import set_color
+
+from recbole_llmkd.distill import KDTermMonitor, KDTermReporter
 from recbole_llmkd.distill.guards import KDTermError
 
 
@@ -16,31 +20,55 @@ class KDMonitoring:
     """Trainer mixin (put it before RecBole's ``Trainer`` in the bases); call ``init_kd_monitor`` in ``__init__``."""
 
     kd_monitor: KDTermMonitor
+    kd_epoch_terms: List[Dict[str, float]]
     best_checkpoint_epoch: Optional[int] = None
 
-    def init_kd_monitor(self, weights: Mapping[str, float], weight_names: Mapping[str, str]) -> None:
-        self.kd_monitor = KDTermMonitor(weights, weight_names)
+    def init_kd_monitor(self, model) -> None:
+        """Guard ``model``'s weighted KD terms; ``kd_epoch_terms`` gets one ``{term: epoch mean}`` per trained epoch."""
+        if not isinstance(model, KDTermReporter):
+            raise TypeError(
+                f"{type(self).__name__} trains models that report KD terms (KDSASRec, KDGRU4Rec, KDBERT4Rec, SLMRec, "
+                f"...); got {type(model).__name__}"
+            )
+        self.kd_monitor = KDTermMonitor(model.kd_term_weights(), model.KD_TERM_WEIGHT_KEYS)
+        self.kd_epoch_terms = []
 
-    def monitored_loss(self, calculate_loss: Callable, last_terms: Callable[[], Dict[str, object]]) -> Callable:
-        """``calculate_loss`` whose batch KD terms (``last_terms()`` after each call) go through the monitor."""
+    def last_epoch_kd_terms(self) -> Optional[Dict[str, float]]:
+        """The KD term means of the last finished epoch (None before the first)."""
+        return self.kd_epoch_terms[-1] if self.kd_epoch_terms else None
 
-        def loss(interaction):
-            losses = calculate_loss(interaction)
-            self.kd_monitor.update(last_terms())
-            return losses
-
-        return loss
-
-    def monitored_epoch(self, train_epoch: Callable[[], object], epoch_idx: int):
-        """Run one epoch (``train_epoch()``) and the epoch-end check; returns ``(epoch loss, {term: epoch mean})``.
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        """The host trainer's epoch with every batch's ``model.kd_terms`` monitored, then the epoch-end check.
 
         A ``KDTermError`` from either is raised again with the epoch and the kept checkpoint in its message.
         """
+        calculate_loss = loss_func or self.model.calculate_loss
+
+        def monitored_loss(interaction):
+            losses = calculate_loss(interaction)
+            self.kd_monitor.update(self.model.kd_terms)
+            return losses
+
         try:
-            total_loss = train_epoch()
-            return total_loss, self.kd_monitor.end_epoch(epoch_idx)
+            total_loss = super()._train_epoch(
+                train_data, epoch_idx, loss_func=monitored_loss, show_progress=show_progress
+            )
+            epoch_terms = self.kd_monitor.end_epoch(epoch_idx)
         except KDTermError as error:
             raise KDTermError(f"training stopped in epoch {epoch_idx}: {error}. {self.kept_checkpoint_note()}") from error
+        self.kd_epoch_terms.append(epoch_terms)
+        self.log_kd_epoch(epoch_idx, epoch_terms)
+        return total_loss
+
+    def log_kd_epoch(self, epoch_idx: int, epoch_terms: Mapping[str, float]) -> None:
+        """Log the epoch means by name and write them to TensorBoard under ``KD/``."""
+        self.logger.info(
+            set_color(f"epoch {epoch_idx} KD terms (epoch means)", "green")
+            + ": "
+            + ", ".join(f"{name}: {value:.6g}" for name, value in epoch_terms.items())
+        )
+        for name, value in epoch_terms.items():
+            self.tensorboard.add_scalar(f"KD/{name}", value, epoch_idx)
 
     def kept_checkpoint_note(self) -> str:
         path = getattr(self, "saved_model_file", None)

@@ -6,14 +6,14 @@ What it adds to RecBole's ``Trainer``:
   extras some confidence modes need) are attached to ``train_data._dataset.inter_feat`` with
   ``inter_feat.update(Interaction(...))``, so every shuffled batch carries the teacher rows of its own examples;
   validation and test loaders get nothing;
-- every batch, the model's KD terms go through ``KDTermMonitor``: a NaN/inf term raises ``KDTermError`` at once, a
-  weighted term that is exactly 0 for a whole epoch raises at the end of the epoch;
-- every epoch, each loss component and diagnostic (base, rd / logit_kd / rd_tw, rd_pos, rd_neg, wc_entropy,
+- every batch, the model's KD terms go through ``KDTermMonitor`` (``KDMonitoring``): a NaN/inf term raises
+  ``KDTermError`` at once, a weighted term that is exactly 0 for a whole epoch raises at the end of the epoch;
+- every epoch (``KDMonitoring.log_kd_epoch``), each loss component and diagnostic (base, rd / logit_kd / rd_tw, rd_pos, rd_neg, wc_entropy,
   overlap = |O_T ∩ O_S|/K, ed_ratio = ‖ed·g(z)‖/‖b‖) is logged by name and written to TensorBoard under ``KD/``;
 - the best epoch is picked on validation (RecBole's early stopping); ``select_on: test`` (reproduction of the official
   code only) selects on the test loader given to ``fit(..., test_data=...)`` and labels the run "test-selected".
 """
-from typing import Dict, Optional
+from typing import Dict
 
 from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
@@ -27,13 +27,7 @@ class KDTrainer(KDMonitoring, Trainer):
 
     def __init__(self, config, model):
         super().__init__(config, model)
-        if not hasattr(model, "kd_term_weights"):
-            raise TypeError(
-                f"KDTrainer trains Distiller models (KDSASRec, KDGRU4Rec, KDBERT4Rec, ...); got {type(model).__name__}"
-            )
-        self.init_kd_monitor(model.kd_term_weights(), model.kd_term_weight_names())
-        # epoch -> {term: epoch mean}
-        self.kd_epoch_terms: Dict[int, Dict[str, float]] = {}
+        self.init_kd_monitor(model)
         self.selection_label = "valid"
 
     # ----------------------------------------------------------------------------------------------------------
@@ -85,27 +79,10 @@ class KDTrainer(KDMonitoring, Trainer):
         )
 
     # ----------------------------------------------------------------------------------------------------------
-    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        loss = self.monitored_loss(loss_func or self.model.calculate_loss, lambda: self.model.kd_last_terms)
-        # raises KDTermError (epoch, term, kept checkpoint) for a NaN term or a dead weighted term
-        total_loss, epoch_terms = self.monitored_epoch(
-            lambda: super(KDTrainer, self)._train_epoch(train_data, epoch_idx, loss_func=loss, show_progress=show_progress),
-            epoch_idx,
-        )
-        self.kd_epoch_terms[epoch_idx] = epoch_terms
-        self.logger.info(
-            set_color(f"epoch {epoch_idx} KD terms (epoch means)", "green")
-            + ": "
-            + ", ".join(f"{name}: {value:.6g}" for name, value in epoch_terms.items())
-        )
-        for name, value in epoch_terms.items():
-            self.tensorboard.add_scalar(f"KD/{name}", value, epoch_idx)
-        return total_loss
-
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
         """RecBole's line, with the loss parts named (``base``, ``rd``, ...) instead of ``train_loss1..n``."""
-        names = getattr(self.model, "loss_names", None)
-        if not isinstance(losses, tuple) or names is None or len(names) != len(losses):
+        names = self.model.loss_names()
+        if not isinstance(losses, tuple) or len(names) != len(losses):
             return super()._generate_train_loss_output(epoch_idx, s_time, e_time, losses)
         des = self.config["loss_decimal_place"] or 4
         parts = ", ".join(
@@ -119,15 +96,9 @@ class KDTrainer(KDMonitoring, Trainer):
         )
 
     def _add_train_loss_to_tensorboard(self, epoch_idx, losses, tag="Loss/Train"):
-        names = getattr(self.model, "loss_names", None)
-        if isinstance(losses, tuple) and names is not None and len(names) == len(losses):
+        names = self.model.loss_names()
+        if isinstance(losses, tuple) and len(names) == len(losses):
             for name, value in zip(names, losses):
                 self.tensorboard.add_scalar(f"{tag}/{name}", value, epoch_idx)
             return
         super()._add_train_loss_to_tensorboard(epoch_idx, losses, tag)
-
-    def last_kd_terms(self) -> Optional[Dict[str, float]]:
-        """The KD term means of the last finished epoch (None before the first)."""
-        if not self.kd_epoch_terms:
-            return None
-        return self.kd_epoch_terms[max(self.kd_epoch_terms)]

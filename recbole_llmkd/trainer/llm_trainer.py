@@ -25,9 +25,8 @@ from recbole.utils import set_color
 from torch.nn.utils.clip_grad import clip_grad_norm_
 from tqdm import tqdm
 
+from recbole_llmkd.config_schema import read_config
 from recbole_llmkd.trainer.kd_monitor import KDMonitoring
-
-TRAIN_EXAMPLE_CHOICES = ("all_prefixes", "last_per_user")
 
 
 def last_row_per_user(dataset) -> np.ndarray:
@@ -50,7 +49,8 @@ def cosine_with_warmup(step: int, warmup_steps: int, total_steps: int) -> float:
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
 
 
-SAMPLED_EVAL_CHOICES = {None: None, False: None, True: "test", "test": "test", "valid_and_test": "valid_and_test"}
+# slm_eval_sampled -> the splits that get the sampled protocol (None: full ranking only)
+SAMPLED_EVAL_MODES = {None: None, False: None, True: "test", "test": "test", "valid_and_test": "valid_and_test"}
 
 
 class LLMTrainer(Trainer):
@@ -67,19 +67,16 @@ class LLMTrainer(Trainer):
     train_examples_key = "llm_train_examples"
 
     def __init__(self, config, model):
-        learner = str(config["learner"] or "adamw").lower()
-        if learner != "adamw":
-            raise ValueError(f"{type(self).__name__} trains with AdamW (METHODS.md §2.5); learner={learner!r} is not supported")
+        read_config(config, "learner")  # AdamW only (~ too: this trainer builds its own optimizer)
+        self.adam_betas = read_config(config, "adam_betas")  # before RecBole's __init__ builds the optimizer
+        self.adam_eps = read_config(config, "adam_eps")
         super().__init__(config, model)
-        self.warmup_steps = int(config["warmup_steps"] or 0)
+        self.warmup_steps = read_config(config, "warmup_steps")
         self.scheduler = None
         self.global_step = 0
-        mode = config["slm_eval_sampled"]
-        if mode not in SAMPLED_EVAL_CHOICES:
-            raise ValueError(f"slm_eval_sampled must be one of ~, True, 'test', 'valid_and_test'; got {mode!r}")
-        self.sampled_mode = SAMPLED_EVAL_CHOICES[mode]
-        self.sampled_negatives = int(config["slm_eval_negatives"] or 999)
-        seed = config["slm_eval_seed"]
+        self.sampled_mode = SAMPLED_EVAL_MODES[read_config(config, "slm_eval_sampled")]
+        self.sampled_negatives = read_config(config, "slm_eval_negatives")
+        seed = read_config(config, "slm_eval_seed")
         self.sampled_seed = int(config["seed"] if seed is None else seed)
         self.sampled_valid_evaluations = 0
         self.sampled_test_result = None
@@ -92,13 +89,11 @@ class LLMTrainer(Trainer):
 
     def _build_optimizer(self, **kwargs):
         params = kwargs.pop("params", self.trainable_parameters())
-        betas = tuple(float(beta) for beta in (self.config["adam_betas"] or (0.9, 0.999)))
-        eps = float(self.config["adam_eps"] or 1e-8)
         return torch.optim.AdamW(
             params,
             lr=kwargs.pop("learning_rate", self.learning_rate),
-            betas=betas,
-            eps=eps,
+            betas=self.adam_betas,
+            eps=self.adam_eps,
             weight_decay=kwargs.pop("weight_decay", self.weight_decay) or 0.0,
         )
 
@@ -112,9 +107,7 @@ class LLMTrainer(Trainer):
     # ----- training examples ------------------------------------------------------------------------------
     def select_training_examples(self, train_data):
         """The train dataloader over the examples chosen by ``config[train_examples_key]``."""
-        choice = self.config[self.train_examples_key] or "all_prefixes"
-        if choice not in TRAIN_EXAMPLE_CHOICES:
-            raise ValueError(f"{self.train_examples_key} must be one of {list(TRAIN_EXAMPLE_CHOICES)}, got {choice!r}")
+        choice = read_config(self.config, self.train_examples_key)
         if choice == "all_prefixes":
             return train_data
         dataset = train_data._dataset
@@ -213,10 +206,10 @@ class LLMTrainer(Trainer):
 
 
 class SLMTrainer(KDMonitoring, LLMTrainer):
-    """Trainer for SLMRec (METHODS.md §2.3-§2.7): LLMTrainer plus the KD-term guard.
+    """Trainer for SLMRec (METHODS.md §2.3-§2.7): LLMTrainer plus the KD-term guard (``KDMonitoring``).
 
     - ``slm_train_examples`` picks the training examples (``last_per_user`` by default, SLMRec §2.5).
-    - Every batch's unweighted terms (``model.last_kd_terms``) go to a ``KDTermMonitor``: a NaN/inf term stops
+    - Every batch's unweighted terms (``model.kd_terms``) go to a ``KDTermMonitor``: a NaN/inf term stops
       training at once, a term exactly 0 for a whole epoch while its weight > 0 stops it at the epoch's end; every
       term's epoch mean is logged by name (``SLMRec terms epoch N: ce=… d_cos=… d_norm=… l_ms=…``).
     """
@@ -225,19 +218,11 @@ class SLMTrainer(KDMonitoring, LLMTrainer):
 
     def __init__(self, config, model):
         super().__init__(config, model)
-        self.init_kd_monitor(model.kd_term_weights(), model.kd_weight_names())
-        self.kd_epoch_terms = []  # one {term: epoch mean} per epoch
+        self.init_kd_monitor(model)
 
-    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        loss = self.monitored_loss(loss_func or self.model.calculate_loss, lambda: self.model.last_kd_terms)
-        total_loss, means = self.monitored_epoch(
-            lambda: super(SLMTrainer, self)._train_epoch(train_data, epoch_idx, loss_func=loss, show_progress=show_progress),
-            epoch_idx,
-        )
-        self.kd_epoch_terms.append(means)
+    def log_kd_epoch(self, epoch_idx, epoch_terms):
         self.logger.info(
             f"SLMRec terms epoch {epoch_idx} (unweighted batch means; train_loss1.. = "
             f"{', '.join(self.model.loss_names())}, weighted sums): "
-            + " ".join(f"{name}={value:.6g}" for name, value in means.items())
+            + " ".join(f"{name}={value:.6g}" for name, value in epoch_terms.items())
         )
-        return total_loss
