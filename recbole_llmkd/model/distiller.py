@@ -74,9 +74,6 @@ TEACHER_SCORE_FIELD = "teacher_score"
 TEACHER_TARGET_SCORE_FIELD = "teacher_target_score"
 TEACHER_USER_STATE_FIELD = "teacher_user_state"
 
-# File a teacher run directory holds (``resolve_teacher_artifacts``).
-TEACHER_ARTIFACT_NAME = "teacher_artifacts.safetensors"
-
 _MAX_NEGATIVE_DRAWS = 100
 
 
