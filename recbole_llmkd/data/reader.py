@@ -16,20 +16,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from recbole_llmkd.data.align import AlignedTeacher, align_artifacts
-from recbole_llmkd.data.validate import (
-    FORMAT_VERSION,
-    GLOBAL_TENSORS,
-    METADATA_KEY,
-    OPTIONAL_ROW_TENSORS,
-    REQUIRED_ROW_TENSORS,
-    SPLITS,
-    ArtifactError,
-    check_K,
-    check_unique_keys,
-    validate_global,
-    validate_row_tensors,
-    validate_user_metadata,
-)
+from recbole_llmkd.data import validate
+from recbole_llmkd.data.validate import ArtifactError
 
 
 @dataclass
@@ -99,23 +87,23 @@ class TeacherArtifacts:
 
 
 def _read_metadata(path: Path) -> dict:
-    """The artifact metadata: the JSON object under ``METADATA_KEY`` in the safetensors header."""
+    """The artifact metadata: the JSON object under ``validate.METADATA_KEY`` in the safetensors header."""
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata()
     except SafetensorError as error:
         raise ArtifactError(f"{path} is not a safetensors file ({error})") from error
-    if not header or METADATA_KEY not in header:
+    if not header or validate.METADATA_KEY not in header:
         raise ArtifactError(
-            f"{path} is a safetensors file without {METADATA_KEY!r} metadata: not a teacher artifact "
+            f"{path} is a safetensors file without {validate.METADATA_KEY!r} metadata: not a teacher artifact "
             "(write artifacts with ArtifactWriter or recbole_llmkd.data.importer)"
         )
     try:
-        metadata = json.loads(header[METADATA_KEY])
+        metadata = json.loads(header[validate.METADATA_KEY])
     except json.JSONDecodeError as error:
-        raise ArtifactError(f"{path}: the {METADATA_KEY!r} metadata is not valid JSON ({error})") from error
+        raise ArtifactError(f"{path}: the {validate.METADATA_KEY!r} metadata is not valid JSON ({error})") from error
     if not isinstance(metadata, dict):
-        raise ArtifactError(f"{path}: the {METADATA_KEY!r} metadata must be a JSON object")
+        raise ArtifactError(f"{path}: the {validate.METADATA_KEY!r} metadata must be a JSON object")
     return metadata
 
 
@@ -127,30 +115,34 @@ def load_artifacts(path: str | os.PathLike) -> TeacherArtifacts:
     metadata = _read_metadata(path)
     where = str(path)
     version = metadata.get("format_version")
-    if version != FORMAT_VERSION:
+    if version != validate.FORMAT_VERSION:
         raise ArtifactError(
-            f"{where}: unsupported format_version {version!r}; this recbole_llmkd reads format_version {FORMAT_VERSION}"
+            f"{where}: unsupported format_version {version!r}; this recbole_llmkd reads format_version "
+            f"{validate.FORMAT_VERSION}"
         )
-    validate_user_metadata(metadata, where)
+    validate.validate_user_metadata(metadata, where)
     for key in ("splits", "has", "fingerprint", "teacher", "created"):
         if key not in metadata:
             raise ArtifactError(f"{where}: metadata lacks {key!r}")
     splits = metadata["splits"]
-    if not isinstance(splits, dict) or "train" not in splits or set(splits) - set(SPLITS):
+    if not isinstance(splits, dict) or "train" not in splits or set(splits) - set(validate.SPLITS):
         raise ArtifactError(
-            f"{where}: metadata 'splits' must include 'train' and be among {list(SPLITS)}, got {splits!r}"
+            f"{where}: metadata 'splits' must include 'train' and be among {list(validate.SPLITS)}, got {splits!r}"
         )
     n_items = len(metadata["item_tokens"])
 
     tensors = load_file(str(path))
-    expected_names = set(GLOBAL_TENSORS)
+    expected_names = set(validate.GLOBAL_TENSORS)
+    row_tensor_names = validate.REQUIRED_ROW_TENSORS + validate.OPTIONAL_ROW_TENSORS
     for split in splits:
-        expected_names |= {f"{split}.{name}" for name in REQUIRED_ROW_TENSORS + OPTIONAL_ROW_TENSORS}
+        expected_names |= {f"{split}.{name}" for name in row_tensor_names}
     unknown = sorted(set(tensors) - expected_names)
     if unknown:
         raise ArtifactError(f"{where}: unexpected tensors {unknown} (splits in the metadata: {list(splits)})")
     optional_present = sorted(
-        name for name in tensors if name in GLOBAL_TENSORS or name.split(".", 1)[-1] in OPTIONAL_ROW_TENSORS
+        name
+        for name in tensors
+        if name in validate.GLOBAL_TENSORS or name.split(".", 1)[-1] in validate.OPTIONAL_ROW_TENSORS
     )
     if sorted(metadata["has"]) != optional_present:
         raise ArtifactError(
@@ -162,13 +154,15 @@ def load_artifacts(path: str | os.PathLike) -> TeacherArtifacts:
             raise ArtifactError(
                 f"{where}: metadata splits[{split!r}] must be {{'n_rows': int, 'K': int}}, got {info!r}"
             )
-        K = check_K(info["K"], n_items, f"{where}: split {split!r}")
+        K = validate.check_K(info["K"], n_items, f"{where}: split {split!r}")
         prefix = f"{split}."
         split_tensors = {name[len(prefix):]: tensor for name, tensor in tensors.items() if name.startswith(prefix)}
-        checked = validate_row_tensors(split_tensors, K, n_items, f"{where}: split {split!r}", n_rows=info["n_rows"])
-        check_unique_keys(checked["key"], split, int(metadata["key_history"]), where)
+        checked = validate.validate_row_tensors(
+            split_tensors, K, n_items, f"{where}: split {split!r}", n_rows=info["n_rows"]
+        )
+        validate.check_unique_keys(checked["key"], split, int(metadata["key_history"]), where)
         tensors.update({f"{split}.{name}": tensor for name, tensor in checked.items()})
-    for name in GLOBAL_TENSORS:
+    for name in validate.GLOBAL_TENSORS:
         if name in tensors:
-            tensors[name] = validate_global(name, tensors[name], n_items, where)
+            tensors[name] = validate.validate_global(name, tensors[name], n_items, where)
     return TeacherArtifacts(path=path, metadata=metadata, tensors=tensors)
