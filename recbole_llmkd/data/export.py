@@ -17,7 +17,7 @@ For every row of the train split (RecBole's default augmentation: every prefix o
 
 Plus ``item_text_emb`` [n_items, d_llm]: each item's title through the **base** LLM (LoRA disabled), last layer,
 last token, row 0 zeros (BIGRec recipe); for datasets without an ``.item`` file, ``input_proj(E)`` of the teacher
-(METHODS.md §1.3 fallback; recorded in ``teacher.item_text_emb_source``).
+(docs/METHODS.md §1.3 fallback; recorded in ``teacher.item_text_emb_source``).
 
 The export is written chunk by chunk through ``ArtifactWriter``: an interrupted export, re-run with the same
 arguments, continues where it stopped. Default output: ``<teacher run dir>/teacher_artifacts.safetensors``.
