@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
 
 from bench_kd_control import METHODS, METRICS, common_config, merge_results, row, run_once, sasrec_size  # noqa: E402
 
+from recbole_llmkd.data.paths import TEACHER_RUN_ARTIFACT, diagnostics_path  # noqa: E402
 from recbole_llmkd.measure import device_description, git_commit  # noqa: E402
 
 
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
 
     teacher_dir = os.path.abspath(args.teacher_run) if args.teacher_run else os.path.join(out_dir, f"BIGRec-{args.layers}L")
     result = run_once("BIGRec", "ml-100k", teacher_config(args, common), teacher_dir)  # reused when already trained
-    artifact = os.path.join(teacher_dir, "teacher_artifacts.safetensors")
+    artifact = os.path.join(teacher_dir, TEACHER_RUN_ARTIFACT)
     export = {"export_time_s": None, "rows": None}
     if not os.path.isfile(artifact):
         # the export logs "<n> rows computed in <s> s": the rows of this call (a resumed export computes fewer)
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
             export = json.load(f)
     name = f"BIGRec-{args.layers}L"
     teacher = {**row(result, args, "BIGRec", "teacher", name, 0), "train_time_s": result["train_time_s"], **export}
-    with open(os.path.join(teacher_dir, "teacher_artifacts.diagnostics.json"), encoding="utf-8") as f:
+    with open(diagnostics_path(artifact), encoding="utf-8") as f:
         teacher["lists"] = json.load(f)
     print(f"teacher: test ndcg@10 {teacher['ndcg@10']:.4f}, train {teacher['train_time_s']:.0f} s, export "
           f"{export['export_time_s']} s for {export['rows']} rows", flush=True)

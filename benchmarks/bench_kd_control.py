@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
+from recbole_llmkd.data.paths import TEACHER_RUN_ARTIFACT, diagnostics_path  # noqa: E402
 from recbole_llmkd.measure import device_description, git_commit  # noqa: E402
 
 RESULTS_JSON = os.path.join(REPO_ROOT, "benchmarks", "results", "kd_quality.json")
@@ -158,7 +159,7 @@ def main(argv=None) -> int:
     teacher_dir = os.path.join(out_dir, f"teacher-{args.teacher_kind}")
     teacher = run_once(teacher_model, args.dataset, {**common, **sasrec_size(args.teacher_hidden, args.teacher_layers),
                                        **teacher_extra, "seed": 2020}, teacher_dir)
-    artifact = os.path.join(teacher_dir, "teacher_artifacts.safetensors")
+    artifact = os.path.join(teacher_dir, TEACHER_RUN_ARTIFACT)
     if not os.path.isfile(artifact):
         export_teacher(teacher_dir, output=artifact, topk=args.topk, item_text=item_text, show_progress=False)
     teacher_row = row(teacher, args, "SASRec", "teacher", teacher_name, args.teacher_hidden)
@@ -181,7 +182,7 @@ def main(argv=None) -> int:
     with open(os.path.join(out_dir, f"control-{args.teacher_kind}.json"), "w", encoding="utf-8") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=2)
     merge_results([teacher_row] + rows)
-    with open(os.path.join(teacher_dir, "teacher_artifacts.diagnostics.json"), encoding="utf-8") as f:
+    with open(diagnostics_path(artifact), encoding="utf-8") as f:
         lists = json.load(f)
     print(f"\n{meta['date']}, commit {meta['commit']}, {meta['device']}")
     print(f"teacher lists (train): {lists['target_in_list']:.1%} contain the target, "

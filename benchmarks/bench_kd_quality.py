@@ -40,6 +40,7 @@ sys.path.insert(0, REPO_ROOT)
 
 import torch  # noqa: E402
 
+from recbole_llmkd.data.paths import TEACHER_RUN_ARTIFACT  # noqa: E402
 from recbole_llmkd.measure import device_description, git_commit  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -109,7 +110,7 @@ def load_pipeline_run(pipeline_dir: str, profile: str = None, dataset: str = Non
                         overrides=meta.get("overrides") or {})
 
     teacher_dir = os.path.join(pipeline_dir, "teacher")
-    artifact = os.path.join(teacher_dir, "teacher_artifacts.safetensors")
+    artifact = os.path.join(teacher_dir, TEACHER_RUN_ARTIFACT)
     teacher_results = os.path.join(teacher_dir, "results.json")
     for path, what in ((teacher_results, "the teacher's results.json"), (artifact, "the teacher artifact")):
         if not os.path.isfile(path):

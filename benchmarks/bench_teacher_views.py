@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
 
 from bench_kd_control import METHODS, METRICS, common_config, merge_results, row, run_once, sasrec_size  # noqa: E402
 
+from recbole_llmkd.data.paths import TEACHER_RUN_ARTIFACT, diagnostics_path  # noqa: E402
 from recbole_llmkd.measure import device_description, git_commit  # noqa: E402
 
 VIEWS = {
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
         teacher_dir = os.path.join(out_dir, f"teacher-{view}")
         result = run_once("LLMRec", "ml-100k", teacher_config(args, common, sasrec["checkpoint"], VIEWS[view]),
                           teacher_dir)
-        artifact = os.path.join(teacher_dir, "teacher_artifacts.safetensors")
+        artifact = os.path.join(teacher_dir, TEACHER_RUN_ARTIFACT)
         export_s = None
         if not os.path.isfile(artifact):
             started = time.perf_counter()
@@ -131,7 +132,7 @@ def main(argv=None) -> int:
         name = f"LLMRec-{args.layers}L-{view}"
         teachers[view] = {**row(result, args, "LLMRec", "teacher", name, 0), "train_time_s": result["train_time_s"],
                           "export_time_s": export_s, "cost_s_per_batch": cost[view]}
-        with open(os.path.join(teacher_dir, "teacher_artifacts.diagnostics.json"), encoding="utf-8") as f:
+        with open(diagnostics_path(artifact), encoding="utf-8") as f:
             teachers[view]["lists"] = json.load(f)
         print(f"teacher {view}: test ndcg@10 {teachers[view]['ndcg@10']:.4f}", flush=True)
         for seed in args.seeds:

@@ -19,6 +19,7 @@ import textwrap
 from typing import Dict, List, Optional, Tuple
 
 from recbole_llmkd import registry
+from recbole_llmkd.data.paths import TEACHER_RUN_ARTIFACT
 from recbole_llmkd.errors import DEBUG_FLAG, RecboleLLMKDError, run_reporting_errors
 
 PROG = "run_recbole_llmkd.py"
@@ -29,7 +30,7 @@ ITEM_TEXT_SOURCES = ("auto", "titles", "item_table", "text_encoder", "none")
 # spells them --OPTION, the main parser --export-OPTION beside --export-teacher.
 EXPORT_OPTIONS = (
     ("output", "output", dict(metavar="FILE", help="artifact file (default: <teacher run dir>/"
-                                                      "teacher_artifacts.safetensors)")),
+                                                      f"{TEACHER_RUN_ARTIFACT})")),
     ("topk", "topk", dict(metavar="K", type=int, default=50, help="teacher items per example (default 50)")),
     ("batch-size", "batch_size", dict(metavar="N", type=int, help="rows per teacher forward (default: eval_batch_size)")),
     ("with-user-state", "with_user_state", dict(action="store_true", help="also store the teacher's user states")),

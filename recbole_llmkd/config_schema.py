@@ -190,7 +190,9 @@ SCHEMA: Dict[str, Key] = {
     "slm_online_lambda3_teacher": _WEIGHT,
     # LLMTrainer / SLMTrainer (LLMRec.yaml, BIGRec.yaml, SLMRec.yaml)
     "llm_train_examples": _choice(TRAIN_EXAMPLE_CHOICES),
-    "learner": _choice(LEARNERS, nullable=True, ignore_case=True, note="the LLM trainers train with AdamW, METHODS.md §2.5"),
+    "learner": _choice(
+        LEARNERS, nullable=True, ignore_case=True, note="the LLM trainers train with AdamW, docs/METHODS.md §2.5"
+    ),
     "adam_betas": Key("pair"),
     "adam_eps": _POSITIVE,
     "warmup_steps": Key("int", minimum=0),

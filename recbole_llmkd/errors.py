@@ -28,6 +28,8 @@ class ConfigValueError(RecboleLLMKDError, ValueError):
 
 # Errors from outside the plugin that are still the user's input, not a bug: a path that is missing or in the way.
 USER_OS_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+# How many offending items (tokens, rows, ranges, files) an error message lists before it stops.
+FIRST_FEW = 5
 
 
 def one_line(message: str) -> str:

@@ -1,4 +1,4 @@
-"""The SLMRec evaluation protocol: 1 positive + 999 uniformly sampled negatives per row (METHODS.md §2.6).
+"""The SLMRec evaluation protocol: 1 positive + 999 uniformly sampled negatives per row (docs/METHODS.md §2.6).
 
 For every evaluation row (leave-one-out: one validation or test row per user) the candidates are the row's target
 plus ``n_negatives`` items drawn uniformly **without replacement** from all items ``1..n_items-1`` minus the user's
@@ -13,8 +13,8 @@ averaged over rows. **Ties**: ``r`` = the number of negatives whose score is *st
 so a negative with exactly the positive's score does not push it down (optimistic; a model that scores every item
 the same gets HR@1 = 1 — check ``n_tied`` in the result).
 
-Differences from RecBole's ``uni999`` (kept out on purpose, see METHODS.md §2.6): ``uni999`` may draw history items
-as negatives, uses the global numpy RNG and cuts MRR at K. Here negatives never come from the user's sequence, the
+Differences from RecBole's ``uni999`` (kept out on purpose, see docs/METHODS.md §2.6): ``uni999`` may draw history
+items as negatives, uses the global numpy RNG and cuts MRR at K. Here negatives never come from the user's sequence, the
 draw is reproducible (``numpy.random.Generator(PCG64(seed))`` consumed row by row in loader order, so the same seed
 and data give the same negatives whatever the batch size) and MRR is uncut. Call it with a different ``seed`` to
 re-draw the negatives (``SLMTrainer`` uses ``slm_eval_seed`` + the number of sampled evaluations so far).

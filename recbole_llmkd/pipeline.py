@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from recbole_llmkd import compat
 from recbole_llmkd.config import load_yaml_file, properties_dir
+from recbole_llmkd.data.paths import TEACHER_RUN_ARTIFACT, diagnostics_path
 from recbole_llmkd.errors import RecboleLLMKDError
 from recbole_llmkd.measure import device_description, git_commit
 from recbole_llmkd.report import ReportRow, load_result, write_pipeline_report
@@ -133,7 +134,7 @@ class Pipeline:
         return os.path.join(self.run_dir, name)
 
     def artifact_path(self) -> str:
-        return os.path.join(self.step_dir("teacher"), "teacher_artifacts.safetensors")
+        return os.path.join(self.step_dir("teacher"), TEACHER_RUN_ARTIFACT)
 
     def step_config(self, step: str, config: dict) -> dict:
         """One step's config_dict: the profile's ``common``, the step's own keys, ``--config_files``, its run directory.
@@ -395,8 +396,6 @@ class Pipeline:
 
     def _teacher_list_diagnostics(self) -> Optional[dict]:
         """What the export measured of the teacher's lists on the training split (None if it did not)."""
-        from recbole_llmkd.data.export import diagnostics_path
-
         path = diagnostics_path(self.artifact_path())
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 

@@ -1,4 +1,4 @@
-"""KD terms fail loudly (recbole_llmkd/distill/guards.py, METHODS.md §2.7)."""
+"""KD terms fail loudly (recbole_llmkd/distill/guards.py, docs/METHODS.md §2.7)."""
 import pytest
 import torch
 

@@ -85,7 +85,7 @@ def test_confidence_code_mode_is_softmax_of_minus_distance_plus_1e8():
         confidence_weights(scores, "code"), torch.tensor([[0.665241, 0.244728, 0.090031]]), atol=1e-6, rtol=0
     )
     # Large distances d = [30, 31, 32]: exp(-d) ≈ 9.4e-14, 3.4e-14, 1.3e-14 << 1e-8, so the 1e-8 dominates and the
-    # weights collapse to uniform (METHODS.md §1.4): (9.36e-14 + 1e-8) / (3e-8 + 1.40e-13) = 0.333335
+    # weights collapse to uniform (docs/METHODS.md §1.4): (9.36e-14 + 1e-8) / (3e-8 + 1.40e-13) = 0.333335
     far = confidence_weights(-torch.tensor([[30.0, 31.0, 32.0]]), "code")
     torch.testing.assert_close(far, torch.full((1, 3), 1.0 / 3.0), atol=2e-6, rtol=0)
 

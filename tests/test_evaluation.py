@@ -1,4 +1,4 @@
-"""The SLMRec evaluation protocol (recbole_llmkd.evaluation, METHODS.md §2.6)."""
+"""The SLMRec evaluation protocol (recbole_llmkd.evaluation, docs/METHODS.md §2.6)."""
 import math
 
 import numpy as np

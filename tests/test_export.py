@@ -37,10 +37,10 @@ def exported(teacher_run):
 
 def test_export_load_align_round_trip(teacher_run, exported, data_root):
     from recbole_llmkd.data.artifacts import load_artifacts
-    from recbole_llmkd.data.export import DEFAULT_OUTPUT_NAME
+    from recbole_llmkd.data.artifacts import TEACHER_RUN_ARTIFACT
     from recbole_llmkd.model.llmrec import load_llmrec
 
-    assert exported.name == DEFAULT_OUTPUT_NAME and str(exported.parent) == teacher_run["run_dir"]
+    assert exported.name == TEACHER_RUN_ARTIFACT and str(exported.parent) == teacher_run["run_dir"]
     artifacts = load_artifacts(exported)
     config, train_data, valid_data, test_data = build(data_root)
     n_train = len(train_data._dataset.inter_feat)

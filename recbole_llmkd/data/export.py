@@ -17,7 +17,7 @@ For every row of the train split (RecBole's default augmentation: every prefix o
 
 Plus ``item_text_emb`` [n_items, d_llm]: each item's title through the **base** LLM (LoRA disabled), last layer,
 last token, row 0 zeros (BIGRec recipe); for datasets without an ``.item`` file, ``input_proj(E)`` of the teacher
-(METHODS.md §1.3 fallback; recorded in ``teacher.item_text_emb_source``).
+(docs/METHODS.md §1.3 fallback; recorded in ``teacher.item_text_emb_source``).
 
 The export is written chunk by chunk through ``ArtifactWriter``: an interrupted export, re-run with the same
 arguments, continues where it stopped. Default output: ``<teacher run dir>/teacher_artifacts.safetensors``.
@@ -42,11 +42,13 @@ from typing import Any, Optional
 
 import torch
 
-from recbole_llmkd.data.artifacts import ArtifactWriter, dataset_example_keys, dataset_metadata
 from recbole_llmkd.data.item_text import fallback_item_text, item_titles_for_dataset
+from recbole_llmkd.data.keys import dataset_example_keys
+from recbole_llmkd.data.paths import TEACHER_RUN_ARTIFACT, diagnostics_path
+from recbole_llmkd.data.reader import load_artifacts
+from recbole_llmkd.data.writer import ArtifactWriter, dataset_metadata
 from recbole_llmkd.errors import ConfigValueError
 
-DEFAULT_OUTPUT_NAME = "teacher_artifacts.safetensors"
 ITEM_TEXT_SOURCES = ("auto", "titles", "item_table", "text_encoder", "none")
 # Config keys that define what the teacher computes; copied into the artifact's metadata.
 TEACHER_CONFIG_KEYS = (
@@ -331,7 +333,7 @@ def export_teacher(
         from recbole_llmkd.data.export_ray import check_ray_address
 
         check_ray_address(ray_address)
-    output = Path(output) if output is not None else checkpoint.parent / DEFAULT_OUTPUT_NAME
+    output = Path(output) if output is not None else checkpoint.parent / TEACHER_RUN_ARTIFACT
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} already exists; delete it or pass overwrite=True (--export-overwrite)")
 
@@ -430,19 +432,12 @@ def export_teacher(
     return path
 
 
-def diagnostics_path(artifact_path: str | os.PathLike) -> Path:
-    """``teacher_artifacts.safetensors`` -> ``teacher_artifacts.diagnostics.json`` beside it."""
-    artifact_path = Path(artifact_path)
-    return artifact_path.with_name(artifact_path.stem + ".diagnostics.json")
-
-
 def write_list_diagnostics(artifact_path: str | os.PathLike, train_dataset, chunk_rows: int = 8192,
                            student=None, batch_size: int = 1024) -> dict:
     """The teacher lists' diagnostics on the training split (``distill.teacher_list_diagnostics``): logged, and
     written to ``diagnostics_path(artifact_path)`` for the report. With ``student`` (a RecBole sequential model in
     eval mode, e.g. the plain student), also ``student_overlap``: the mean share of each list that the student
     ranks in its own top-K (``distill.overlap_ratio``, K = the artifact's). Returns them."""
-    from recbole_llmkd.data.artifacts import load_artifacts
     from recbole_llmkd.distill import overlap_ratio, teacher_list_diagnostics
 
     aligned = load_artifacts(artifact_path).align(train_dataset, split="train")

@@ -30,15 +30,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from recbole_llmkd.data.artifacts import (
-    DEFAULT_KEY_HISTORY,
-    PAD_TOKEN,
-    SPLITS,
-    ArtifactWriter,
-    dataset_metadata,
-    example_keys,
-    item_tokens,
-)
+from recbole_llmkd.data.keys import DEFAULT_KEY_HISTORY, PAD_TOKEN, example_keys, item_tokens
+from recbole_llmkd.data.validate import SPLITS
+from recbole_llmkd.data.writer import ArtifactWriter, dataset_metadata
 from recbole_llmkd.errors import RecboleLLMKDError
 
 RANKING_COLUMNS = (

@@ -1,4 +1,4 @@
-"""Distillation losses and weights: pure functions on tensors (METHODS.md §1.4-§1.8, §2.2-§2.4, §2.7)."""
+"""Distillation losses and weights: pure functions on tensors (docs/METHODS.md §1.4-§1.8, §2.2-§2.4, §2.7)."""
 from recbole_llmkd.distill.guards import KDTermError, KDTermMonitor, KDTermReporter, check_kd_term
 from recbole_llmkd.distill.hidden import (
     REDUCTIONS,

@@ -1,4 +1,4 @@
-"""KD terms must never fail silently (METHODS.md §2.7).
+"""KD terms must never fail silently (docs/METHODS.md §2.7).
 
 In the official SLMRec code a missing KD term stayed the integer 0, ``.item()`` raised, and a bare ``except`` fell
 back to the student's cross-entropy: the published scripts trained without distillation. Here a KD term whose weight

@@ -1,4 +1,4 @@
-"""SLMRec block-wise hidden-state distillation and multi-supervision (METHODS.md §2.2-§2.4).
+"""SLMRec block-wise hidden-state distillation and multi-supervision (docs/METHODS.md §2.2-§2.4).
 
 Notation: the teacher has M decoder layers, the student N, both split into B_blocks blocks. Hugging Face
 ``hidden_states`` has L+1 entries (index 0 = input embeddings, index L = after the final norm). The aligned states
@@ -7,7 +7,7 @@ are last-token states ``[B, d]`` (B = batch size), taken by the caller at the in
 Every term is computed in float32 even when the states or logits are bf16/fp16 (raw residual streams have large
 norms). The λ weights (λ1, λ2 = 0.1, λ3) are applied by the caller, not here. Nothing here detaches the teacher
 states: offline KD runs the teacher under ``torch.no_grad()`` and the online variant decides
-(``online_detach_teacher``); ``block_logit_kd`` always detaches the teacher logits (METHODS.md §2.4).
+(``online_detach_teacher``); ``block_logit_kd`` always detaches the teacher logits (docs/METHODS.md §2.4).
 """
 from typing import Dict, List, Sequence, Tuple
 
@@ -224,7 +224,7 @@ def block_logit_kd(
 
 
 def alignment_reductions(scaling: str) -> Dict[str, Dict[str, object]]:
-    """Keyword arguments of each SLMRec term for ``slm_kd_scaling`` (METHODS.md §2.3 table).
+    """Keyword arguments of each SLMRec term for ``slm_kd_scaling`` (docs/METHODS.md §2.3 table).
 
     - ``"code"``: ``D_cos`` and ``D_norm`` summed over blocks, ``D_norm`` unsquared, ``L_ms`` summed over taps.
     - ``"paper"``: means over blocks / taps, ``D_norm`` squared.

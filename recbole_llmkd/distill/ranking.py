@@ -1,6 +1,6 @@
-"""DLLM2Rec importance-aware ranking distillation (METHODS.md §1.4, §1.6-§1.8) and its baselines.
+"""DLLM2Rec importance-aware ranking distillation (docs/METHODS.md §1.4, §1.6-§1.8) and its baselines.
 
-Every function is a pure function on tensors. Notation (METHODS.md):
+Every function is a pure function on tensors. Notation (docs/METHODS.md):
 
 - ``B`` batch size, ``K`` number of teacher candidates, ``n_items`` number of item ids including ``0 = [PAD]``.
 - ``teacher_topk`` ``[B, K]``: the teacher's best items ``c_1..c_K`` per example, best first. Entries ``<= 0`` are
@@ -153,7 +153,7 @@ def confidence_weights(
     teacher_item_table: Optional[Tensor] = None,
     teacher_topk: Optional[Tensor] = None,
 ) -> Tensor:
-    """Teacher confidence ``w^c_bk`` (METHODS.md §1.4, ``confidence_mode``).
+    """Teacher confidence ``w^c_bk`` (docs/METHODS.md §1.4, ``confidence_mode``).
 
     Modes (``t`` = teacher score from ``topk_scores``, ``τ`` = ``temperature``):
 
@@ -361,7 +361,7 @@ def dllm2rec_rd_loss(
     *,
     candidate_mask: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    """DLLM2Rec ranking-distillation loss (METHODS.md §1.4, official-code aggregation).
+    """DLLM2Rec ranking-distillation loss (docs/METHODS.md §1.4, official-code aggregation).
 
     ``ℓ_bk = -log σ(ŷ_{b,c_k}) - N_b`` with
 
@@ -519,7 +519,7 @@ def tang_wang_rd_loss(
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Diagnostics (METHODS.md §1.8)
+# Diagnostics (docs/METHODS.md §1.8)
 # ----------------------------------------------------------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ gets a head tied to its token embeddings.
 - ``"tiny"``: a tiny, randomly initialised, deterministically seeded ``LlamaConfig`` decoder with a byte-level
   tokenizer built in code, for tests.
 
-Truncation (METHODS.md §2.1, item 2) keeps the first N decoder layers, the token embeddings and the final norm:
+Truncation (docs/METHODS.md §2.1, item 2) keeps the first N decoder layers, the token embeddings and the final norm:
 ``layers = layers[:N]``, ``config.num_hidden_layers = N`` (and ``config.layer_types = layer_types[:N]``).
 """
 from __future__ import annotations

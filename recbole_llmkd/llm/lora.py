@@ -1,4 +1,4 @@
-"""LoRA on an LLM backbone (METHODS.md §2.1, item 3) and small training helpers.
+"""LoRA on an LLM backbone (docs/METHODS.md §2.1, item 3) and small training helpers.
 
 E-LLMRec LoRA: peft, task FEATURE_EXTRACTION, r = 16, alpha = 16, dropout 0.05, bias "none", targets the MLP only
 (``gate_proj``, ``up_proj``, ``down_proj``); every base weight is frozen. A LoRA-wrapped linear computes

@@ -1,6 +1,6 @@
 """Text embeddings and prompt tokenisation with an LLM backbone.
 
-BIGRec recipe for item text embeddings (METHODS.md §1.3, ``item_text_emb``): tokenize with left padding, run the
+BIGRec recipe for item text embeddings (docs/METHODS.md §1.3, ``item_text_emb``): tokenize with left padding, run the
 decoder, take the last layer at the last position:
 
     z = hidden_states[-1][:, -1, :] == last_hidden_state[:, -1, :]      # [B, d_llm]

@@ -1,4 +1,4 @@
-"""DLLM2Rec distillation as one reusable component (METHODS.md §1.2-§1.8).
+"""DLLM2Rec distillation as one reusable component (docs/METHODS.md §1.2-§1.8).
 
 ``Distiller`` is a mixin placed before a RecBole sequential model in the MRO. It adds
 
@@ -68,14 +68,11 @@ from recbole_llmkd.distill import (
 )
 from recbole_llmkd.errors import ConfigValueError
 
-# Per-example teacher fields the KD trainer attaches to the training split (METHODS.md §4.3).
+# Per-example teacher fields the KD trainer attaches to the training split (docs/METHODS.md §3.1).
 TEACHER_TOPK_FIELD = "teacher_topk"
 TEACHER_SCORE_FIELD = "teacher_score"
 TEACHER_TARGET_SCORE_FIELD = "teacher_target_score"
 TEACHER_USER_STATE_FIELD = "teacher_user_state"
-
-# File a teacher run directory holds (``resolve_teacher_artifacts``).
-TEACHER_ARTIFACT_NAME = "teacher_artifacts.safetensors"
 
 _MAX_NEGATIVE_DRAWS = 100
 

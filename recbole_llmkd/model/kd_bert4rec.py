@@ -1,4 +1,4 @@
-"""KDBERT4Rec: RecBole's BERT4Rec distilled from an LLM teacher with DLLM2Rec (METHODS.md §1, §4.4).
+"""KDBERT4Rec: RecBole's BERT4Rec distilled from an LLM teacher with DLLM2Rec (docs/METHODS.md §1, §3.2).
 
 The base loss stays BERT4Rec's masked-item loss (``base_loss: native``) on the transform's masked sequence. The
 distillation acts on the **next-item** logits, computed exactly as ``full_sort_predict`` does (the mask token

@@ -1,4 +1,4 @@
-"""KDGRU4Rec: RecBole's GRU4Rec distilled from an LLM teacher with DLLM2Rec (METHODS.md §1).
+"""KDGRU4Rec: RecBole's GRU4Rec distilled from an LLM teacher with DLLM2Rec (docs/METHODS.md §1).
 
 ``forward`` embeds the input items with ``embed_input_items`` (ED offset added before the embedding dropout);
 ``calculate_loss`` returns ``(L_base, λ_d·L_kd)`` from ``Distiller.distill``. Train with ``KDTrainer``.

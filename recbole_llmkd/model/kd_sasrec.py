@@ -1,4 +1,4 @@
-"""KDSASRec: RecBole's SASRec distilled from an LLM teacher with DLLM2Rec (METHODS.md §1).
+"""KDSASRec: RecBole's SASRec distilled from an LLM teacher with DLLM2Rec (docs/METHODS.md §1).
 
 Only two things differ from SASRec: ``forward`` embeds the input items with ``embed_input_items`` (the ED offset
 ``ed_weight·g(z_i)`` is added before the position embedding, LayerNorm and dropout), and ``calculate_loss`` returns

@@ -1,4 +1,4 @@
-"""LLMRec: the E-LLMRec (E4SRec-style) LLM sequential recommender, the teacher of recbole_llmkd (METHODS.md §2.1).
+"""LLMRec: the E-LLMRec (E4SRec-style) LLM sequential recommender, the teacher of recbole_llmkd (docs/METHODS.md §2.1).
 
 Prompt layout (one row per example, ``L = MAX_ITEM_LIST_LENGTH`` item slots)::
 

@@ -1,4 +1,5 @@
-"""SLMRec: a shallow LLMRec (N decoder layers) distilled from a deep LLMRec teacher (M layers) (METHODS.md §2.2-§2.7).
+"""SLMRec: a shallow LLMRec (N decoder layers) distilled from a deep LLMRec teacher (M layers)
+(docs/METHODS.md §2.2-§2.7).
 
 The student is the teacher's architecture (``LLMRec``) truncated to N = ``llm_n_layers`` layers. The teacher's M
 layers and the student's N layers form B = ``slm_blocks`` blocks; pair k = 1..B aligns the student's hidden state

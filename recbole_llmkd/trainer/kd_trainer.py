@@ -1,4 +1,4 @@
-"""KDTrainer: RecBole's Trainer for the DLLM2Rec students (METHODS.md §1.8, §2.7, §4.3, §4.5).
+"""KDTrainer: RecBole's Trainer for the DLLM2Rec students (docs/METHODS.md §1.8, §2.7, §3.1, §3.3).
 
 What it adds to RecBole's ``Trainer``:
 

@@ -1,4 +1,4 @@
-"""Trainers for the LLM recommenders: RecBole's Trainer with the E-LLMRec training setup (METHODS.md §2.5).
+"""Trainers for the LLM recommenders: RecBole's Trainer with the E-LLMRec training setup (docs/METHODS.md §2.5).
 
 ``LLMTrainer`` (for ``LLMRec``):
 
@@ -206,9 +206,9 @@ class LLMTrainer(Trainer):
 
 
 class SLMTrainer(KDMonitoring, LLMTrainer):
-    """Trainer for SLMRec (METHODS.md §2.3-§2.7): LLMTrainer plus the KD-term guard (``KDMonitoring``).
+    """Trainer for SLMRec (docs/METHODS.md §2.3-§2.7): LLMTrainer plus the KD-term guard (``KDMonitoring``).
 
-    - ``slm_train_examples`` picks the training examples (``last_per_user`` by default, SLMRec §2.5).
+    - ``slm_train_examples`` picks the training examples (``last_per_user`` by default, docs/METHODS.md §2.5).
     - Every batch's unweighted terms (``model.kd_terms``) go to a ``KDTermMonitor``: a NaN/inf term stops
       training at once, a term exactly 0 for a whole epoch while its weight > 0 stops it at the epoch's end; every
       term's epoch mean is logged by name (``SLMRec terms epoch N: ce=… d_cos=… d_norm=… l_ms=…``).
