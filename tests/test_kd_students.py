@@ -402,7 +402,8 @@ def test_ed_scale_id_norm_sizes_the_offset_by_the_id_table(sasrec_data):
         offset = 0.2 * scaled.item_embedding.projected_table()[text_rows]  # [n_text, H]
         id_rows = scaled.item_embedding.weight[text_rows]
         ratio = offset.norm(dim=-1).mean() / id_rows.norm(dim=-1).mean()
-        fixed_ratio = (0.2 * fixed.item_embedding.projected_table()[text_rows]).norm(dim=-1).mean() / id_rows.norm(dim=-1).mean()
+        fixed_offset = 0.2 * fixed.item_embedding.projected_table()[text_rows]  # [n_text, H]
+        fixed_ratio = fixed_offset.norm(dim=-1).mean() / id_rows.norm(dim=-1).mean()
     assert float(ratio) == pytest.approx(0.2, abs=1e-5)
     assert abs(float(fixed_ratio) - 0.2) > 0.01  # the official scaling is not calibrated to the ID table
     with pytest.raises(TeacherConfigError, match="ed_scale"):
@@ -413,3 +414,104 @@ def test_ed_scale_id_norm_sizes_the_offset_by_the_id_table(sasrec_data):
         before = scaled.full_sort_predict(batch)
         scaled.fold_teacher()
         torch.testing.assert_close(scaled.full_sort_predict(batch), before, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# ED as the item table: the students run RecBole's own forward and scoring
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_kd_students_define_no_forward_nor_scoring():
+    from recbole_llmkd.model.distiller import Distiller
+    from recbole_llmkd.registry import get_model
+
+    for klass in [Distiller] + [get_model(name) for name in KD_MODELS]:
+        assert "forward" not in vars(klass), f"{klass.__name__} copies its RecBole model's forward"
+        assert "full_sort_predict" not in vars(klass), f"{klass.__name__} copies its RecBole model's full_sort_predict"
+    for name in KD_MODELS:
+        student = get_model(name)
+        assert student.forward is student.recbole_parent().forward
+
+
+@pytest.mark.parametrize("model_name", KD_MODELS)
+def test_student_without_ed_scores_exactly_as_its_recbole_model(model_name, tmp_path):
+    config, train_data, _, test_data = build_split(model_name, tmp_path)
+    student = make_model(config, train_data, kd_method="none").eval()
+    assert type(student.item_embedding) is torch.nn.Embedding
+    plain = student.recbole_parent()(config, train_data._dataset).eval()
+    plain.load_state_dict(student.state_dict())
+    batch = _eval_batch(test_data)
+    with torch.no_grad():
+        assert torch.equal(student.full_sort_predict(batch), plain.full_sort_predict(batch))
+        assert torch.equal(student.predict(batch), plain.predict(batch))
+
+
+def _tiny_ed_table(apply_to="input", mode="offset"):
+    """4 items + a mask token (BERT4Rec's layout): b [5, 3], z [4, 2], a linear g set by hand."""
+    from recbole_llmkd.model.ed_item_embedding import EDItemEmbedding
+
+    ids = torch.nn.Embedding(5, 3, padding_idx=0)
+    with torch.no_grad():
+        ids.weight.copy_(torch.arange(15.0).view(5, 3))
+    text = torch.tensor([[0.0, 0.0], [1.0, 2.0], [3.0, -1.0], [0.5, 0.5]])  # [n_items, d], row 0 = [PAD]
+    table = EDItemEmbedding(ids, 4, text, {}, ed_weight=0.5, projector="linear", mode=mode, scale="fixed",
+                            apply_to=apply_to)
+    with torch.no_grad():
+        table.ed_projector.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))  # g(z) = Wz + c
+        table.ed_projector.bias.copy_(torch.tensor([0.1, 0.2, 0.3]))
+    return table
+
+
+def test_ed_item_table_by_hand():
+    table = _tiny_ed_table().eval()
+    b = torch.arange(15.0).view(5, 3)
+    g = {1: torch.tensor([1.1, 2.2, 3.3]), 2: torch.tensor([3.1, -0.8, 2.3]), 3: torch.tensor([0.6, 0.7, 1.3])}
+    with torch.no_grad():
+        embedded = table(torch.tensor([[1, 2, 3, 4, 0]]))  # [1, 5, 3]: items 1-3, the mask token, [PAD]
+    expected = torch.stack([b[1] + 0.5 * g[1], b[2] + 0.5 * g[2], b[3] + 0.5 * g[3], b[4], b[0]])  # no text: b only
+    torch.testing.assert_close(embedded[0], expected)
+    assert table.weight is table.id_embedding.weight  # ed_apply_to input: scoring uses b
+    both = _tiny_ed_table(apply_to="input_and_output")
+    with torch.no_grad():
+        torch.testing.assert_close(both.weight, expected[[4, 0, 1, 2, 3]])  # every row (mask row included) enriched
+    replace = _tiny_ed_table(mode="replace").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(replace(torch.tensor([2, 4])), torch.stack([g[2], b[4]]))
+    table.train()  # a training forward reports ‖offset‖ / ‖ID rows‖ over the real items
+    table.terms.clear()
+    table(torch.tensor([[1, 2, 0]]))
+    ratio = (0.5 * torch.stack([g[1], g[2]])).norm() / b[1:3].norm()
+    torch.testing.assert_close(table.terms["ed_ratio"], ratio)
+
+
+def test_any_recbole_model_distils_by_the_mixin_alone(sasrec_data):
+    """NARM, with nothing of its own but ``__init__``: RecBole's forward and scoring run on the ED item table."""
+    from recbole.model.sequential_recommender.narm import NARM
+
+    from recbole_llmkd.model.distiller import Distiller
+
+    class KDNARM(Distiller, NARM):
+        def __init__(self, config, dataset):
+            NARM.__init__(self, config, dataset)
+            self.init_distiller(config, dataset)
+
+    train_data, test_data, artifact = sasrec_data[1], sasrec_data[3], sasrec_data[4]
+    config_dict = {**KD_TEST_CONFIG, "kd_method": "dllm2rec", "teacher": str(artifact)}
+    config = Config(KDNARM, "ml-100k", config_dict=config_dict)
+    model = make_model(config, train_data)
+    _, losses = _gradients(model, first_batch(model, train_data))
+    assert len(losses) == 2 and all(torch.isfinite(loss) for loss in losses) and model.kd_terms["ed_ratio"] > 0
+    assert model.item_embedding.ed_projector.weight.grad.abs().sum() > 0  # NARM's forward embeds through ED
+
+    plain = NARM(config, train_data._dataset).eval()
+    plain.load_state_dict({key.replace("id_embedding.", ""): value for key, value in model.state_dict().items()
+                           if ".ed_projector." not in key})
+    model.eval()
+    batch = _eval_batch(test_data)
+    with torch.no_grad():
+        with_ed = model.full_sort_predict(batch)
+        for parameter in model.item_embedding.ed_projector.parameters():
+            parameter.zero_()  # offset 0: the student is NARM with its ID table
+        assert torch.equal(model.full_sort_predict(batch), plain.full_sort_predict(batch))
+        assert torch.equal(model.predict(batch), plain.predict(batch))
+    assert not torch.allclose(with_ed, plain.full_sort_predict(batch))

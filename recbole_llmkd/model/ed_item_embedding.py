@@ -25,7 +25,8 @@ class EDItemEmbedding(nn.Module):
         n_items: item ids ``[0, n_items)``; rows ``1 .. n_items - 1`` have text.
         item_text_emb: ``z`` ``[n_items, d_llm]`` (row 0 zeros), or None for a student rebuilt from a folded
             checkpoint: its input table (``folded_input``) then comes with the state dict.
-        terms: the host's KD terms; each training forward writes ``ed_ratio`` there (‖offset‖ / ‖ID rows‖, [PAD] out).
+        terms: the host's KD terms; each training forward writes ``ed_ratio`` there: ‖offset‖ / ‖ID rows‖ of its
+            real items ([PAD] out).
     """
 
     def __init__(
@@ -79,7 +80,7 @@ class EDItemEmbedding(nn.Module):
         return torch.where(self.has_text.bool(), projected, table)
 
     def forward(self, item_ids: Tensor) -> Tensor:
-        """Input embeddings of ``item_ids`` ``[B, L]`` → ``[B, L, H]`` (before the host's positions/LayerNorm/dropout)."""
+        """Input embeddings ``[B, L, H]`` of ``item_ids`` ``[B, L]``, before the host's positions and LayerNorm."""
         if self.folded_input is not None:
             return self.folded_input(item_ids)  # [B, L, H]
         id_emb = self.id_embedding(item_ids)  # [B, L, H]
