@@ -173,7 +173,8 @@ def test_artifact_without_text_embeddings_or_too_small_k(sasrec_data, tmp_path):
     no_text = write_synthetic_artifact(train_data._dataset, tmp_path / "notext.safetensors", d=0)
     with pytest.raises(TeacherConfigError, match="needs item_text_emb"):
         make_model(config, train_data, kd_method="dllm2rec", teacher=str(no_text))
-    assert make_model(config, train_data, kd_method="dllm2rec", teacher=str(no_text), ed_weight=0.0).ed_projector is None
+    no_ed = make_model(config, train_data, kd_method="dllm2rec", teacher=str(no_text), ed_weight=0.0)
+    assert type(no_ed.item_embedding) is torch.nn.Embedding  # ED off: the host's plain item table, no projector
     with pytest.raises(TeacherConfigError, match="stores only K=20"):
         make_model(config, train_data, kd_method="dllm2rec", teacher=str(no_text), rd_topk=30)
     with pytest.raises(TeacherConfigError, match="kd_method='distill' is not supported"):
@@ -199,9 +200,13 @@ def test_teacher_data_not_in_state_dict_nor_optimizer(sasrec_data):
     config, train_data, artifact = sasrec_data[0], sasrec_data[1], sasrec_data[4]
     model = make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact))
     plain = make_model(config, train_data, kd_method="none", teacher=None)
+    # The ID table b moves inside the ED item table; the projector is the only new parameter.
+    assert set(plain.state_dict()) - set(model.state_dict()) == {"item_embedding.weight"}
     extra_keys = set(model.state_dict()) - set(plain.state_dict())
-    assert extra_keys == {"ed_projector.weight", "ed_projector.bias"}  # the projector is the only new parameter
-    assert "item_text_emb" in dict(model.named_buffers())  # moves with .to(device) ...
+    assert extra_keys == {
+        "item_embedding.id_embedding.weight", "item_embedding.ed_projector.weight", "item_embedding.ed_projector.bias"
+    }
+    assert "item_embedding.item_text_emb" in dict(model.named_buffers())  # moves with .to(device) ...
     assert not any("teacher" in key or "text" in key for key in model.state_dict())  # ... but is never saved
     n_rows = len(train_data._dataset.inter_feat)
     for tensor in list(model.state_dict().values()) + list(model.parameters()):
@@ -210,7 +215,7 @@ def test_teacher_data_not_in_state_dict_nor_optimizer(sasrec_data):
     trainer = get_trainer(config["MODEL_TYPE"], "KDSASRec")(config, model)
     optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
     assert optimised == {id(p) for p in model.parameters()}
-    assert id(model.item_text_emb) not in optimised
+    assert id(model.item_embedding.item_text_emb) not in optimised
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -238,7 +243,7 @@ def test_consistency_weight_uses_the_students_current_topk(sasrec_data):
 
     def weights_now():
         with torch.no_grad():
-            logits = model.forward(item_seq, item_len) @ model.output_item_table().T  # [B, n_items]
+            logits = model.forward(item_seq, item_len) @ model.item_embedding.weight.T  # [B, n_items]
         return logits, model.rd_weights(logits, teacher_topk, teacher_scores, batch)
 
     logits, before = weights_now()
@@ -281,8 +286,9 @@ def test_kd_weight_changes_gradients_and_ed_trains_the_projector(sasrec_data):
     grads_plain, losses_plain = _gradients(no_kd, batch)
     torch.testing.assert_close(losses_kd[0], losses_plain[0], rtol=1e-5, atol=1e-6)  # same base loss (two models)
     assert float(losses_kd[1].detach()) > 0 and float(losses_plain[1].detach()) == 0.0
-    assert not torch.allclose(grads_kd["item_embedding.weight"], grads_plain["item_embedding.weight"], rtol=1e-5, atol=1e-6)
-    assert grads_kd["ed_projector.weight"].abs().sum() > 0  # ED is trained through the input embeddings
+    id_table = "item_embedding.id_embedding.weight"  # b inside the ED item table
+    assert not torch.allclose(grads_kd[id_table], grads_plain[id_table], rtol=1e-5, atol=1e-6)
+    assert grads_kd["item_embedding.ed_projector.weight"].abs().sum() > 0  # ED is trained through the input embeddings
     assert set(with_kd.kd_terms) >= {"base", "rd", "rd_pos", "rd_neg", "wc_entropy", "overlap", "ed_ratio"}
 
 
@@ -335,7 +341,7 @@ def test_fold_gives_identical_scores_with_and_without_the_teacher_file(sasrec_da
     model = make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact), ed_apply_to=ed_apply_to,
                        ed_weight=0.5)
     with torch.no_grad():  # a trained-looking projector, not the init
-        model.ed_projector.bias.normal_()
+        model.item_embedding.ed_projector.bias.normal_()
     model.eval()
     batch = _eval_batch(test_data)
     with torch.no_grad():
@@ -345,7 +351,8 @@ def test_fold_gives_identical_scores_with_and_without_the_teacher_file(sasrec_da
         folded = model.full_sort_predict(batch)
     assert torch.allclose(folded, before, atol=1e-5)
     assert torch.allclose(model.predict(batch), before_pred, atol=1e-5)
-    assert model.ed_projector is None and "item_text_emb" not in dict(model.named_buffers())
+    assert not any("ed_projector" in name for name, _ in model.named_parameters())
+    assert not any("item_text_emb" in name for name, _ in model.named_buffers())
 
     saved = model.save_folded(tmp_path / "folded.pth", config)
     os.remove(artifact)  # served models never see the teacher file
@@ -366,12 +373,13 @@ def test_ed_replace_mode_and_mlp_projector(sasrec_data, tmp_path):
     config, train_data, test_data, artifact = sasrec_data[0], sasrec_data[1], sasrec_data[3], sasrec_data[4]
     model = make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact), ed_mode="replace",
                        ed_projector="mlp")
-    assert isinstance(model.ed_projector, torch.nn.Sequential)
+    ed_table = model.item_embedding
+    assert isinstance(ed_table.ed_projector, torch.nn.Sequential)
     model.eval()
     item_seq = torch.tensor([[3, 5, 0]])
     with torch.no_grad():
-        embedded = model.embed_input_items(item_seq)  # [1, 3, H]
-        projected = model.ed_projector(model.item_text_emb[item_seq])  # [1, 3, H]
+        embedded = ed_table(item_seq)  # [1, 3, H]
+        projected = ed_table.ed_projector(ed_table.item_text_emb[item_seq])  # [1, 3, H]
     # e_i = g(z_i); the MLP on the whole table, then indexed, vs on the indexed rows: BLAS picks kernels by shape
     torch.testing.assert_close(embedded[0, :2], projected[0, :2], rtol=1e-5, atol=1e-6)
     assert torch.equal(embedded[0, 2], model.item_embedding.weight[0])  # [PAD] keeps its ID row, no text
@@ -389,12 +397,13 @@ def test_ed_scale_id_norm_sizes_the_offset_by_the_id_table(sasrec_data):
     scaled = make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact), ed_scale="id_norm",
                         ed_weight=0.2)
     fixed = make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact), ed_weight=0.2)
-    text_rows = scaled.ed_row_mask.squeeze(-1).bool()
+    text_rows = scaled.item_embedding.has_text.squeeze(-1).bool()
     with torch.no_grad():
-        offset = 0.2 * scaled._projected_item_table()[text_rows]  # [n_text, H]
+        offset = 0.2 * scaled.item_embedding.projected_table()[text_rows]  # [n_text, H]
         id_rows = scaled.item_embedding.weight[text_rows]
         ratio = offset.norm(dim=-1).mean() / id_rows.norm(dim=-1).mean()
-        fixed_ratio = (0.2 * fixed._projected_item_table()[text_rows]).norm(dim=-1).mean() / id_rows.norm(dim=-1).mean()
+        fixed_offset = 0.2 * fixed.item_embedding.projected_table()[text_rows]  # [n_text, H]
+        fixed_ratio = fixed_offset.norm(dim=-1).mean() / id_rows.norm(dim=-1).mean()
     assert float(ratio) == pytest.approx(0.2, abs=1e-5)
     assert abs(float(fixed_ratio) - 0.2) > 0.01  # the official scaling is not calibrated to the ID table
     with pytest.raises(TeacherConfigError, match="ed_scale"):
@@ -405,3 +414,104 @@ def test_ed_scale_id_norm_sizes_the_offset_by_the_id_table(sasrec_data):
         before = scaled.full_sort_predict(batch)
         scaled.fold_teacher()
         torch.testing.assert_close(scaled.full_sort_predict(batch), before, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# ED as the item table: the students run RecBole's own forward and scoring
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_kd_students_define_no_forward_nor_scoring():
+    from recbole_llmkd.model.distiller import Distiller
+    from recbole_llmkd.registry import get_model
+
+    for klass in [Distiller] + [get_model(name) for name in KD_MODELS]:
+        assert "forward" not in vars(klass), f"{klass.__name__} copies its RecBole model's forward"
+        assert "full_sort_predict" not in vars(klass), f"{klass.__name__} copies its RecBole model's full_sort_predict"
+    for name in KD_MODELS:
+        student = get_model(name)
+        assert student.forward is student.recbole_parent().forward
+
+
+@pytest.mark.parametrize("model_name", KD_MODELS)
+def test_student_without_ed_scores_exactly_as_its_recbole_model(model_name, tmp_path):
+    config, train_data, _, test_data = build_split(model_name, tmp_path)
+    student = make_model(config, train_data, kd_method="none").eval()
+    assert type(student.item_embedding) is torch.nn.Embedding
+    plain = student.recbole_parent()(config, train_data._dataset).eval()
+    plain.load_state_dict(student.state_dict())
+    batch = _eval_batch(test_data)
+    with torch.no_grad():
+        assert torch.equal(student.full_sort_predict(batch), plain.full_sort_predict(batch))
+        assert torch.equal(student.predict(batch), plain.predict(batch))
+
+
+def _tiny_ed_table(apply_to="input", mode="offset"):
+    """4 items + a mask token (BERT4Rec's layout): b [5, 3], z [4, 2], a linear g set by hand."""
+    from recbole_llmkd.model.ed_item_embedding import EDItemEmbedding
+
+    ids = torch.nn.Embedding(5, 3, padding_idx=0)
+    with torch.no_grad():
+        ids.weight.copy_(torch.arange(15.0).view(5, 3))
+    text = torch.tensor([[0.0, 0.0], [1.0, 2.0], [3.0, -1.0], [0.5, 0.5]])  # [n_items, d], row 0 = [PAD]
+    table = EDItemEmbedding(ids, 4, text, {}, ed_weight=0.5, projector="linear", mode=mode, scale="fixed",
+                            apply_to=apply_to)
+    with torch.no_grad():
+        table.ed_projector.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))  # g(z) = Wz + c
+        table.ed_projector.bias.copy_(torch.tensor([0.1, 0.2, 0.3]))
+    return table
+
+
+def test_ed_item_table_by_hand():
+    table = _tiny_ed_table().eval()
+    b = torch.arange(15.0).view(5, 3)
+    g = {1: torch.tensor([1.1, 2.2, 3.3]), 2: torch.tensor([3.1, -0.8, 2.3]), 3: torch.tensor([0.6, 0.7, 1.3])}
+    with torch.no_grad():
+        embedded = table(torch.tensor([[1, 2, 3, 4, 0]]))  # [1, 5, 3]: items 1-3, the mask token, [PAD]
+    expected = torch.stack([b[1] + 0.5 * g[1], b[2] + 0.5 * g[2], b[3] + 0.5 * g[3], b[4], b[0]])  # no text: b only
+    torch.testing.assert_close(embedded[0], expected)
+    assert table.weight is table.id_embedding.weight  # ed_apply_to input: scoring uses b
+    both = _tiny_ed_table(apply_to="input_and_output")
+    with torch.no_grad():
+        torch.testing.assert_close(both.weight, expected[[4, 0, 1, 2, 3]])  # every row (mask row included) enriched
+    replace = _tiny_ed_table(mode="replace").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(replace(torch.tensor([2, 4])), torch.stack([g[2], b[4]]))
+    table.train()  # a training forward reports ‖offset‖ / ‖ID rows‖ over the real items
+    table.terms.clear()
+    table(torch.tensor([[1, 2, 0]]))
+    ratio = (0.5 * torch.stack([g[1], g[2]])).norm() / b[1:3].norm()
+    torch.testing.assert_close(table.terms["ed_ratio"], ratio)
+
+
+def test_any_recbole_model_distils_by_the_mixin_alone(sasrec_data):
+    """NARM, with nothing of its own but ``__init__``: RecBole's forward and scoring run on the ED item table."""
+    from recbole.model.sequential_recommender.narm import NARM
+
+    from recbole_llmkd.model.distiller import Distiller
+
+    class KDNARM(Distiller, NARM):
+        def __init__(self, config, dataset):
+            NARM.__init__(self, config, dataset)
+            self.init_distiller(config, dataset)
+
+    train_data, test_data, artifact = sasrec_data[1], sasrec_data[3], sasrec_data[4]
+    config_dict = {**KD_TEST_CONFIG, "kd_method": "dllm2rec", "teacher": str(artifact)}
+    config = Config(KDNARM, "ml-100k", config_dict=config_dict)
+    model = make_model(config, train_data)
+    _, losses = _gradients(model, first_batch(model, train_data))
+    assert len(losses) == 2 and all(torch.isfinite(loss) for loss in losses) and model.kd_terms["ed_ratio"] > 0
+    assert model.item_embedding.ed_projector.weight.grad.abs().sum() > 0  # NARM's forward embeds through ED
+
+    plain = NARM(config, train_data._dataset).eval()
+    plain.load_state_dict({key.replace("id_embedding.", ""): value for key, value in model.state_dict().items()
+                           if ".ed_projector." not in key})
+    model.eval()
+    batch = _eval_batch(test_data)
+    with torch.no_grad():
+        with_ed = model.full_sort_predict(batch)
+        for parameter in model.item_embedding.ed_projector.parameters():
+            parameter.zero_()  # offset 0: the student is NARM with its ID table
+        assert torch.equal(model.full_sort_predict(batch), plain.full_sort_predict(batch))
+        assert torch.equal(model.predict(batch), plain.predict(batch))
+    assert not torch.allclose(with_ed, plain.full_sort_predict(batch))

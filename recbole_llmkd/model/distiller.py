@@ -6,29 +6,25 @@
   training split in ``init_distiller``; the aligned teacher is kept **outside** the module tree
   (``object.__setattr__``), so nothing from it lands in ``state_dict`` or in the optimizer;
 - collaborative embedding distillation (ED, §1.5): ``e_i = b_i + ed_weight·g(z_i)`` for the input items, with a
-  ``linear``/``mlp`` projector ``g`` over the teacher's item text embeddings ``z`` (a non-persistent buffer);
-- the training loss (§1.2, §1.4, baselines of issue 4): ``distill(...)`` returns ``(L_base, λ_d·L_kd)``;
+  ``linear``/``mlp`` projector ``g`` over the teacher's item text embeddings ``z``: an ``EDItemEmbedding`` takes the
+  place of the host's ``self.item_embedding`` (its ``.weight`` is the scoring table), so the host's own ``forward``
+  and ``full_sort_predict`` run unchanged;
+- the training loss (§1.2, §1.4, baselines of issue 4): ``calculate_loss`` hands the host's next-item logits to
+  ``distill(...)``, which returns ``(L_base, λ_d·L_kd)``;
 - the fold step: ``fold_teacher()`` bakes ``ed_weight·g(z)`` into the item tables, ``save_folded(path)`` writes a
   checkpoint that needs no teacher file (a plain RecBole checkpoint whenever the folded model is one).
 
-Distilling another RecBole sequential model whose item table is ``self.item_embedding`` takes a few lines::
+Distilling another RecBole sequential model that embeds its items with ``self.item_embedding`` and scores with
+``self.item_embedding.weight`` takes the mixin alone::
 
     class KDNARM(Distiller, NARM):
         def __init__(self, config, dataset):
             NARM.__init__(self, config, dataset)
-            self.init_distiller(config, dataset, item_table_rows=self.n_items, embedding_size=self.embedding_size)
+            self.init_distiller(config, dataset)
 
-        def forward(self, item_seq, item_seq_len):      # NARM's forward with one line changed:
-            item_seq_emb = self.embed_input_items(item_seq)   # was: self.item_embedding(item_seq)
-            ...
-
-        def calculate_loss(self, interaction):
-            item_seq, pos_items = interaction[self.ITEM_SEQ], interaction[self.POS_ITEM_ID]
-            seq_output = self.forward(item_seq, interaction[self.ITEM_SEQ_LEN])           # [B, H]
-            logits = seq_output @ self.output_item_table().T                             # [B, n_items]
-            return self.distill(interaction, logits, item_seq, pos_items, lambda: self.loss_fct(logits, pos_items))
-
-(and ``predict`` / ``full_sort_predict`` scoring with ``self.output_item_table()``); train it with
+NARM's ``forward`` and ``full_sort_predict`` are used as they are; the mixin's ``calculate_loss`` (CE base loss on
+the next-item logits; override ``native_loss`` for another) and ``predict`` (for a ``forward(item_seq, item_seq_len)``
+that returns ``[B, H]``) fit most RecBole sequential models. Train it with
 ``recbole_llmkd.trainer.kd_trainer.KDTrainer``, which attaches the per-example teacher fields to the batches.
 
 ``kd_method`` (issue 4 point 4): ``none`` (plain student, no teacher), ``logit`` (Hinton KD over the teacher's
@@ -50,7 +46,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from recbole_llmkd.config_schema import read_config
 from recbole_llmkd.distill import (
@@ -67,6 +63,7 @@ from recbole_llmkd.distill import (
     tang_wang_rd_loss,
 )
 from recbole_llmkd.errors import ConfigValueError
+from recbole_llmkd.model.ed_item_embedding import EDItemEmbedding
 
 # Per-example teacher fields the KD trainer attaches to the training split (docs/METHODS.md §3.1).
 TEACHER_TOPK_FIELD = "teacher_topk"
@@ -108,7 +105,7 @@ class Distiller(KDTermReporter):
 
     The host class must define ``self.item_embedding`` (``nn.Embedding``, row 0 = [PAD]), ``self.n_items``, and
     call ``init_distiller`` at the end of its ``__init__``; its ``forward`` embeds items with
-    ``embed_input_items`` and its scoring uses ``output_item_table``.
+    ``self.item_embedding(item_seq)`` and its ``full_sort_predict`` scores with ``self.item_embedding.weight``.
     """
 
     KD_TERM_WEIGHT_KEYS = {"logit_kd": "rd_weight", "rd_tw": "rd_weight", "rd": "rd_weight", "ed_ratio": "ed_weight"}
@@ -117,13 +114,11 @@ class Distiller(KDTermReporter):
     # Set-up
     # ----------------------------------------------------------------------------------------------------------
 
-    def init_distiller(self, config, dataset, item_table_rows: int, embedding_size: int) -> None:
-        """Read the KD config, load and align the teacher, build the ED projector.
+    def init_distiller(self, config, dataset) -> None:
+        """Read the KD config, load and align the teacher, install ED as ``self.item_embedding``.
 
         Args:
             dataset: the training split (``train_data._dataset``); the teacher rows are aligned with its rows.
-            item_table_rows: rows of ``self.item_embedding`` (``n_items``, or ``n_items + 1`` with a mask token).
-            embedding_size: width of ``self.item_embedding``.
         """
 
         def value(key):
@@ -165,7 +160,6 @@ class Distiller(KDTermReporter):
                 f"loss_type: {self.loss_type}; use loss_type: CE or base_loss: bce1"
             )
 
-        self.item_table_rows = int(item_table_rows)
         # ED is DLLM2Rec's; a folded checkpoint (ed_folded) carries its folded tables whatever kd_method says.
         self.ed_active = (self.kd_method == "dllm2rec" and self.ed_weight > 0) or self.ed_folded
         self.kd_loss_name = {"none": None, "logit": "logit_kd", "rd": "rd_tw", "dllm2rec": "rd"}[self.kd_method]
@@ -187,8 +181,7 @@ class Distiller(KDTermReporter):
             getLogger().info(f"kd_method=none: the teacher {teacher_path} is not used")
 
         object.__setattr__(self, "kd_config", config)
-        # ED: projector g and the frozen teacher item text embeddings z (non-persistent buffer).
-        self._build_ed(embedding_size)
+        self._build_ed()
         self.item_init = value("item_init")
         if self.item_init == "text_encoder":
             self._init_items_from_text(dataset, str(value("text_encoder")))
@@ -200,7 +193,7 @@ class Distiller(KDTermReporter):
 
         vectors = item_text_embeddings(dataset, encoder)  # [n_items, d_text]
         with torch.no_grad():
-            weight = self.item_embedding.weight  # [rows, H]
+            weight = getattr(self.item_embedding, "id_embedding", self.item_embedding).weight  # b: [rows, H]
             target_norm = float(weight[1 : self.n_items].norm(dim=1).mean())
             try:
                 weight[: self.n_items] = pca_project(vectors, weight.shape[1], target_norm).to(weight.device)
@@ -243,83 +236,42 @@ class Distiller(KDTermReporter):
         object.__setattr__(self, "teacher_path", path)
         object.__setattr__(self, "_teacher_dataset_id", id(dataset))
 
-    def _build_ed(self, embedding_size: int) -> None:
-        self.ed_projector = None
-        self.folded_input_embedding = None
-        if not self.ed_active:
-            return
-        if self.ed_folded:
-            # The tables already hold b + ed·g(z); a separate input table exists when the output side kept b.
-            if self.ed_apply_to == "input":
-                self.folded_input_embedding = nn.Embedding(self.item_table_rows, embedding_size, padding_idx=0)
-            return
-        text_emb = self.teacher.item_text_emb.float()  # [n_items, d_llm], row 0 zeros
-        d_llm = text_emb.shape[1]
-        padded = torch.zeros(self.item_table_rows, d_llm)  # [rows, d_llm]; a mask-token row has no text
-        padded[: text_emb.shape[0]] = text_emb
-        self.register_buffer("item_text_emb", padded, persistent=False)
-        has_text = torch.zeros(self.item_table_rows, 1)  # [rows, 1]: 0 for [PAD] and the mask token
-        has_text[1 : self.n_items] = 1.0
-        self.register_buffer("ed_row_mask", has_text, persistent=False)
-        if self.ed_projector_kind == "linear":
-            self.ed_projector = nn.Linear(d_llm, embedding_size)
-        else:
-            self.ed_projector = nn.Sequential(
-                nn.Linear(d_llm, embedding_size), nn.GELU(), nn.Linear(embedding_size, embedding_size)
-            )
-
-    # ----------------------------------------------------------------------------------------------------------
-    # Embedding distillation
-    # ----------------------------------------------------------------------------------------------------------
+    def _build_ed(self) -> None:
+        """With ED on, ``self.item_embedding`` becomes an ``EDItemEmbedding`` around the host's ``nn.Embedding``."""
+        if not self.ed_active or (self.ed_folded and self.ed_apply_to == "input_and_output"):
+            return  # no ED, or a folded tied table: the host's plain nn.Embedding holds it all
+        self.item_embedding = EDItemEmbedding(
+            self.item_embedding, self.n_items, None if self.ed_folded else self.teacher.item_text_emb, self.kd_terms,
+            ed_weight=self.ed_weight, projector=self.ed_projector_kind, mode=self.ed_mode, scale=self.ed_scale,
+            apply_to=self.ed_apply_to,
+        )
 
     def _ed_uses_projector(self) -> bool:
         return self.ed_active and not self.ed_folded
 
-    def _projected_item_table(self) -> Tensor:
-        """``g(z)`` for every row of the item table, zero for [PAD] and the mask token. ``[rows, H]``.
+    # ----------------------------------------------------------------------------------------------------------
+    # RecBole's calls: the host's logits go to ``distill``
+    # ----------------------------------------------------------------------------------------------------------
 
-        ``ed_scale: id_norm`` rescales it to the ID table's size, ``g(z_i) · mean_j ‖b_j‖ / mean_j ‖g(z_j)‖`` (both
-        means over the text rows, detached), so the offset ``ed_weight · g(z)`` is ``ed_weight`` times the ID
-        embeddings' size from the first step on; ``fixed`` (the official code) leaves ``g(z)`` as it comes.
-        """
-        projected = self.ed_projector(self.item_text_emb) * self.ed_row_mask  # [rows, H]
-        if self.ed_scale == "id_norm":
-            text_rows = self.ed_row_mask.squeeze(-1).bool()  # [rows]
-            id_norm = self.item_embedding.weight[text_rows].detach().norm(dim=-1).mean()
-            text_norm = projected[text_rows].detach().norm(dim=-1).mean().clamp_min(1e-12)
-            projected = projected * (id_norm / text_norm)
-        return projected
+    def calculate_loss(self, interaction) -> Tuple[Tensor, ...]:
+        """``distill``'s ``(L_base, λ_d·L_kd)``, from the host's next-item logits (its own ``full_sort_predict``)."""
+        logits = self.full_sort_predict(interaction)  # [B, n_items]
+        item_seq, pos_items = interaction[self.ITEM_SEQ], interaction[self.POS_ITEM_ID]  # [B, L], [B]
+        return self.distill(interaction, logits, item_seq, pos_items, lambda: self.native_loss(interaction, logits))
 
-    def _enriched_table(self, table: Tensor, projected: Tensor) -> Tensor:
-        """``b + ed·g(z)`` (offset) or ``g(z)`` (replace) on text rows; [PAD]/mask rows keep ``b``. ``[rows, H]``."""
-        if self.ed_mode == "offset":
-            return table + self.ed_weight * projected
-        return torch.where(self.ed_row_mask.bool(), projected, table)
+    def native_loss(self, interaction, logits: Tensor) -> Tensor:
+        """The host's own loss (``base_loss: native``): cross-entropy of the next-item ``logits`` ``[B, n_items]``, as
+        SASRec, GRU4Rec, NARM, ... compute it with ``loss_type: CE``. A host with another loss overrides this."""
+        return self.loss_fct(logits, interaction[self.POS_ITEM_ID])
 
-    def embed_input_items(self, item_seq: Tensor) -> Tensor:
-        """Embeddings of the input items ``[B, L, H]`` (ED offset added before positions/LayerNorm/dropout)."""
-        if self.folded_input_embedding is not None:
-            return self.folded_input_embedding(item_seq)  # [B, L, H]
-        id_emb = self.item_embedding(item_seq)  # [B, L, H]
-        if not self._ed_uses_projector():
-            return id_emb
-        projected = self._projected_item_table()[item_seq]  # [B, L, H]
-        if self.training:
-            with torch.no_grad():
-                real = item_seq > 0  # [B, L]; the mask token has projected = 0
-                offset_norm = (self.ed_weight * projected[real]).norm()
-                self.kd_terms["ed_ratio"] = offset_norm / id_emb[real].norm().clamp_min(1e-12)
-        if self.ed_mode == "offset":
-            return id_emb + self.ed_weight * projected
-        has_text = self.ed_row_mask[item_seq]  # [B, L, 1]
-        return torch.where(has_text.bool(), projected, id_emb)
-
-    def output_item_table(self) -> Tensor:
-        """The table the student scores with, first ``n_items`` rows (the mask token excluded). ``[n_items, H]``."""
-        table = self.item_embedding.weight  # [rows, H]
-        if self._ed_uses_projector() and self.ed_apply_to == "input_and_output":
-            table = self._enriched_table(table, self._projected_item_table())
-        return table[: self.n_items]
+    def predict(self, interaction) -> Tensor:
+        """Scores ``[B]`` of ``interaction[ITEM_ID]`` with the scoring table ``item_embedding.weight``, as
+        ``full_sort_predict`` scores: RecBole's ``predict`` uses ``item_embedding(test_item)``, the input embedding,
+        which ED (``ed_apply_to: input``) makes differ. For hosts whose ``forward(item_seq, item_seq_len)`` is the
+        ``[B, H]`` sequence state (SASRec, GRU4Rec, NARM, STAMP, ...)."""
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])  # [B, H]
+        test_item_emb = self.item_embedding.weight[interaction[self.ITEM_ID]]  # [B, H]
+        return torch.mul(seq_output, test_item_emb).sum(dim=1)  # [B]
 
     # ----------------------------------------------------------------------------------------------------------
     # Losses
@@ -486,28 +438,16 @@ class Distiller(KDTermReporter):
         """True when the folded student is exactly the host RecBole model (one tied item table)."""
         return not self.ed_active or self.ed_apply_to == "input_and_output"
 
-    @torch.no_grad()
     def fold_teacher(self) -> None:
         """Bake ``ed_weight·g(z)`` into the item tables; afterwards the model needs neither projector nor teacher file.
 
-        ``ed_apply_to: input_and_output``: the single tied table becomes ``b + ed·g(z)``: the folded model is the host
-        RecBole model exactly. ``ed_apply_to: input`` (default): input items use ``b + ed·g(z)`` while scoring uses
-        ``b``, so the fold keeps ``item_embedding = b`` for scoring and adds ``folded_input_embedding`` for input.
-        Idempotent.
+        ``ed_apply_to: input_and_output``: the single tied table becomes ``b + ed·g(z)``: ``item_embedding`` is the
+        host's ``nn.Embedding`` again and the folded model is the host RecBole model exactly. ``ed_apply_to: input``
+        (default): input items use ``b + ed·g(z)`` while scoring uses ``b`` (``EDItemEmbedding.fold``). Idempotent.
         """
         if not self._ed_uses_projector():
             return
-        enriched = self._enriched_table(self.item_embedding.weight, self._projected_item_table())  # [rows, H]
-        if self.ed_apply_to == "input_and_output":
-            self.item_embedding.weight.copy_(enriched)
-        else:
-            self.folded_input_embedding = nn.Embedding(
-                self.item_table_rows, enriched.shape[1], padding_idx=0
-            ).to(enriched.device)
-            self.folded_input_embedding.weight.copy_(enriched)
-        self.ed_projector = None
-        del self.item_text_emb
-        del self.ed_row_mask
+        self.item_embedding = self.item_embedding.fold()
         self.ed_folded = True
 
     def save_folded(self, path, config=None, plain: Optional[bool] = None) -> Dict[str, str]:
@@ -540,10 +480,7 @@ class Distiller(KDTermReporter):
             parent = self.recbole_parent()
             config["model"] = parent.__name__
             config.model = parent.__name__
-            state_dict = {
-                key: value for key, value in self.state_dict().items()
-                if not key.startswith(("ed_projector.", "folded_input_embedding."))
-            }
+            state_dict = self.state_dict()  # folded: the host's plain nn.Embedding, nothing of ED left
             compat.as_plain_recbole_config(config)  # the pickle then references RecBole only
             model_name = parent.__name__
         else:
