@@ -40,17 +40,20 @@ def check_dataset_files(config) -> None:
         )
 
 
+def new_run_dir(name: str) -> str:
+    """``runs/<name>-<YYYYmmdd-HHMMSS>``, with ``-2``, ``-3``, ... appended while that path exists (not created)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = os.path.join("runs", f"{name}-{stamp}")
+    suffix = 1
+    while os.path.exists(path):
+        suffix += 1
+        path = os.path.join("runs", f"{name}-{stamp}-{suffix}")
+    return path
+
+
 def prepare_run_dir(config) -> str:
     """Create the run directory, route checkpoints into it, and return its absolute path."""
-    run_dir = config["run_dir"]
-    if not run_dir:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = os.path.join("runs", f"{config['model']}-{config['dataset']}-{stamp}")
-        suffix = 1
-        while os.path.exists(run_dir):
-            suffix += 1
-            run_dir = os.path.join("runs", f"{config['model']}-{config['dataset']}-{stamp}-{suffix}")
-    run_dir = os.path.abspath(run_dir)
+    run_dir = os.path.abspath(config["run_dir"] or new_run_dir(f"{config['model']}-{config['dataset']}"))
     os.makedirs(run_dir, exist_ok=True)
     config["run_dir"] = run_dir
     if "checkpoint_dir" not in config.external_config_dict:

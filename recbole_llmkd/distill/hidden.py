@@ -9,7 +9,7 @@ norms). The λ weights (λ1, λ2 = 0.1, λ3) are applied by the caller, not here
 states: offline KD runs the teacher under ``torch.no_grad()`` and the online variant decides
 (``online_detach_teacher``); ``block_logit_kd`` always detaches the teacher logits (docs/METHODS.md §2.4).
 """
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,19 @@ def _reduce(per_block: List[Tensor], reduction: str) -> Tensor:
     """``Σ_k x_k`` for ``"sum"``, ``(1/len) Σ_k x_k`` for ``"mean"``; float32 scalar."""
     stacked = torch.stack(per_block)  # [n_blocks]
     return stacked.sum() if reduction == "sum" else stacked.mean()
+
+
+def _aligned_blocks(
+    student_states: Sequence[Tensor],
+    teacher_states: Sequence[Tensor],
+    block_term: Callable[[Tensor, Tensor], Tensor],
+    reduction: str,
+) -> Tensor:
+    """``block_term(h_s^(k), h_t^(k))`` for every block ``k``, reduced over the blocks (after the shape checks)."""
+    _check_reduction(reduction)
+    _check_state_pairs(student_states, teacher_states)
+    per_block = [block_term(student, teacher) for student, teacher in zip(student_states, teacher_states)]  # [n_blocks]
+    return _reduce(per_block, reduction)
 
 
 def _check_state_pairs(student_states: Sequence[Tensor], teacher_states: Sequence[Tensor]) -> None:
@@ -99,13 +112,11 @@ def cosine_alignment(
     Returns:
         float32 scalar.
     """
-    _check_reduction(reduction)
-    _check_state_pairs(student_states, teacher_states)
-    per_block = []
-    for student_state, teacher_state in zip(student_states, teacher_states):
+    def block_term(student_state: Tensor, teacher_state: Tensor) -> Tensor:
         cosine = F.cosine_similarity(student_state.float(), teacher_state.float(), dim=1)  # [B]
-        per_block.append(1.0 - cosine.mean())
-    return _reduce(per_block, reduction)
+        return 1.0 - cosine.mean()
+
+    return _aligned_blocks(student_states, teacher_states, block_term, reduction)
 
 
 def norm_alignment(
@@ -125,17 +136,15 @@ def norm_alignment(
     Returns:
         float32 scalar.
     """
-    _check_reduction(reduction)
-    _check_state_pairs(student_states, teacher_states)
-    per_block = []
-    for student_state, teacher_state in zip(student_states, teacher_states):
+    def block_term(student_state: Tensor, teacher_state: Tensor) -> Tensor:
         difference = student_state.float() - teacher_state.float()  # [B, d]
         if squared:
             distance = difference.pow(2).sum(dim=1)  # [B]
         else:
             distance = torch.linalg.vector_norm(difference, ord=2, dim=1)  # [B]
-        per_block.append(distance.mean())
-    return _reduce(per_block, reduction)
+        return distance.mean()
+
+    return _aligned_blocks(student_states, teacher_states, block_term, reduction)
 
 
 def _check_block_logits(name: str, block_logits: Sequence[Tensor]) -> None:

@@ -40,6 +40,7 @@ from recbole_llmkd.model.llmrec import (
     CheckpointMismatchError,
     TrainedTensorsCheckpoint,
     _item_tokens_fingerprint,
+    dataset_mismatch,
     unique_histories,
 )
 
@@ -180,13 +181,9 @@ class BIGRec(TrainedTensorsCheckpoint, SequentialRecommender):
                 f"{saved.get('sha256')}), but this model loaded {mine['spec']!r} ({mine['n_layers']} layers, sha256 "
                 f"{mine['sha256']})"
             )
-        saved_data = para.get("dataset_fingerprint") or {}
-        if saved_data and saved_data != self.dataset_fingerprint:
-            raise CheckpointMismatchError(
-                f"the checkpoint was trained on dataset {saved_data.get('dataset')!r} with {saved_data.get('n_items')} "
-                f"item ids; this dataset {self.dataset_fingerprint['dataset']!r} has "
-                f"{self.dataset_fingerprint['n_items']} (or other item tokens)"
-            )
+        mismatch = dataset_mismatch(para.get("dataset_fingerprint") or {}, self.dataset_fingerprint)
+        if mismatch:
+            raise CheckpointMismatchError(f"the checkpoint was {mismatch}")
 
     # ----- prompts ----------------------------------------------------------------------------------------
     def prompt(self, history: list[int]) -> str:

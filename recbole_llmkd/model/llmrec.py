@@ -59,6 +59,18 @@ def _item_tokens_fingerprint(dataset) -> dict:
     return {key: fingerprint[key] for key in ("dataset", "n_items", "item_tokens_sha256")}
 
 
+def dataset_mismatch(saved: dict, current: dict) -> Optional[str]:
+    """None when a checkpoint's item-token fingerprint ``saved`` (absent in old checkpoints: ``{}``) is ``current``;
+    otherwise what differs, as ``"trained on dataset ... ; this run's dataset ... has ..."``."""
+    if not saved or saved == current:
+        return None
+    return (
+        f"trained on dataset {saved.get('dataset')!r} with {saved.get('n_items')} item ids (item tokens sha256 "
+        f"{str(saved.get('item_tokens_sha256'))[:12]}…); this run's dataset {current['dataset']!r} has "
+        f"{current['n_items']} (sha256 {current['item_tokens_sha256'][:12]}…)"
+    )
+
+
 def unique_histories(item_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The distinct rows of ``item_seq`` [B, L]: ``(unique_seq [U, L], inverse [B], first_row [U])``, with
     ``item_seq[first_row] == unique_seq`` and ``unique_seq[inverse] == item_seq`` (predict runs each history once)."""
@@ -284,14 +296,9 @@ class LLMRec(TrainedTensorsCheckpoint, SequentialRecommender):
                 f"the checkpoint was trained with item table {saved_table.get('source')!r} (sha256 "
                 f"{saved_table.get('sha256')}), this model uses {self.item_table_source!r} (sha256 {self.item_table_sha256})"
             )
-        saved_data = para.get("dataset_fingerprint", {})
-        if saved_data and saved_data != self.dataset_fingerprint:
-            raise CheckpointMismatchError(
-                f"the checkpoint was trained on dataset {saved_data.get('dataset')!r} with {saved_data.get('n_items'):,} "
-                f"items (item tokens sha256 {saved_data.get('item_tokens_sha256', '')[:12]}…); this dataset "
-                f"{self.dataset_fingerprint['dataset']!r} has {self.dataset_fingerprint['n_items']:,} items (sha256 "
-                f"{self.dataset_fingerprint['item_tokens_sha256'][:12]}…)"
-            )
+        mismatch = dataset_mismatch(para.get("dataset_fingerprint") or {}, self.dataset_fingerprint)
+        if mismatch:
+            raise CheckpointMismatchError(f"the checkpoint was {mismatch}")
 
     # ----- forward, factored for SLMRec -------------------------------------------------------------------
     @staticmethod

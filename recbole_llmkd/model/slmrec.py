@@ -55,7 +55,7 @@ from recbole_llmkd.distill import (
     norm_alignment,
 )
 from recbole_llmkd.errors import ConfigValueError
-from recbole_llmkd.model.llmrec import LLMRec, load_llmrec
+from recbole_llmkd.model.llmrec import LLMRec, dataset_mismatch, load_llmrec
 
 ONLINE_TEACHER = "online_teacher"
 _LAYER_INDEX = re.compile(r"\.layers\.(\d+)\.")
@@ -222,13 +222,10 @@ class SLMRec(KDTermReporter, LLMRec):
 
     def _check_teacher_matches(self, header: dict, config) -> None:
         """Same item tokens, backbone family and hidden size (or a projection) as the teacher checkpoint."""
-        teacher_data = header.get("dataset_fingerprint") or {}
-        if teacher_data and teacher_data != self.dataset_fingerprint:
+        mismatch = dataset_mismatch(header.get("dataset_fingerprint") or {}, self.dataset_fingerprint)
+        if mismatch:
             raise SLMRecSetupError(
-                f"teacher {self.teacher_checkpoint} was trained on dataset {teacher_data.get('dataset')!r} with "
-                f"{teacher_data.get('n_items')} item ids (item tokens sha256 {str(teacher_data.get('item_tokens_sha256'))[:12]}…); "
-                f"this run's dataset {self.dataset_fingerprint['dataset']!r} has {self.dataset_fingerprint['n_items']} "
-                f"(sha256 {self.dataset_fingerprint['item_tokens_sha256'][:12]}…): use the teacher's dataset and filtering"
+                f"teacher {self.teacher_checkpoint} was {mismatch}: use the teacher's dataset and filtering"
             )
         self._check_family(header["backbone_identity"], self.state_projection_enabled)
         teacher_len = header.get("config_max_len")

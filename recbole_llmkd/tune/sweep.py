@@ -47,7 +47,6 @@ import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from logging import getLogger
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
@@ -297,16 +296,6 @@ def _absolute_paths(values: Dict[str, Any]) -> Dict[str, Any]:
         if isinstance(value, str) and value and not os.path.isabs(value) and os.path.exists(value):
             fixed[key] = os.path.abspath(value)
     return fixed
-
-
-def _default_sweep_dir(model: str, dataset: str) -> str:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = os.path.join("runs", f"sweep-{model}-{dataset}-{stamp}")
-    suffix = 1
-    while os.path.exists(path):
-        suffix += 1
-        path = os.path.join("runs", f"sweep-{model}-{dataset}-{stamp}-{suffix}")
-    return path
 
 
 def _model_name(model) -> str:
@@ -637,7 +626,7 @@ def run_sweep(
     from ray import tune
     from ray.tune import FailureConfig, RunConfig, TuneConfig, Tuner
 
-    from recbole_llmkd.quick_start import init_run_logger
+    from recbole_llmkd.quick_start import init_run_logger, new_run_dir
 
     cmd_args = dict(cmd_args or {})
     config_dict = dict(config_dict or {})
@@ -649,7 +638,7 @@ def run_sweep(
         "alg": search_alg,
     }
     run_dir = cmd_args.get("run_dir") or config_dict.get("run_dir")
-    sweep_dir = os.path.abspath(run_dir or _default_sweep_dir(_model_name(model), dataset))
+    sweep_dir = os.path.abspath(run_dir or new_run_dir(f"sweep-{_model_name(model)}-{dataset}"))
     experiment_path = os.path.join(sweep_dir, EXPERIMENT_NAME)
     setup_file = os.path.join(sweep_dir, "sweep.json")
 
