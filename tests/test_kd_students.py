@@ -515,3 +515,24 @@ def test_any_recbole_model_distils_by_the_mixin_alone(sasrec_data):
         assert torch.equal(model.full_sort_predict(batch), plain.full_sort_predict(batch))
         assert torch.equal(model.predict(batch), plain.predict(batch))
     assert not torch.allclose(with_ed, plain.full_sort_predict(batch))
+
+
+def test_kd_checkpoint_with_pre_module_ed_names_still_loads(sasrec_data):
+    """A KD state dict in the names ED had before ``EDItemEmbedding`` (``item_embedding.weight``, ``ed_projector.*``)
+    loads strictly into today's student and scores the same."""
+    config, train_data, test_data, artifact = sasrec_data[0], sasrec_data[1], sasrec_data[3], sasrec_data[4]
+    model = make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact), ed_weight=0.5)
+    with torch.no_grad():
+        model.item_embedding.ed_projector.bias.normal_()
+    model.eval()
+    old_names = {}
+    for key, value in model.state_dict().items():
+        key = key.replace("item_embedding.id_embedding.weight", "item_embedding.weight")
+        old_names[key.replace("item_embedding.ed_projector.", "ed_projector.")] = value
+    assert "ed_projector.weight" in old_names and "item_embedding.weight" in old_names
+    fresh = make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact), ed_weight=0.5)
+    fresh.load_state_dict(old_names)  # strict
+    fresh.eval()
+    batch = _eval_batch(test_data)
+    with torch.no_grad():
+        assert torch.equal(fresh.full_sort_predict(batch), model.full_sort_predict(batch))

@@ -63,7 +63,7 @@ from recbole_llmkd.distill import (
     tang_wang_rd_loss,
 )
 from recbole_llmkd.errors import ConfigValueError
-from recbole_llmkd.model.ed_item_embedding import EDItemEmbedding
+from recbole_llmkd.model.ed_item_embedding import EDItemEmbedding, upgrade_pre_module_keys
 
 # Per-example teacher fields the KD trainer attaches to the training split (docs/METHODS.md §3.1).
 TEACHER_TOPK_FIELD = "teacher_topk"
@@ -245,6 +245,7 @@ class Distiller(KDTermReporter):
             ed_weight=self.ed_weight, projector=self.ed_projector_kind, mode=self.ed_mode, scale=self.ed_scale,
             apply_to=self.ed_apply_to,
         )
+        self.register_load_state_dict_pre_hook(upgrade_pre_module_keys)  # KD checkpoints written before the module
 
     def _ed_uses_projector(self) -> bool:
         return self.ed_active and not self.ed_folded

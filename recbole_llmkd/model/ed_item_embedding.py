@@ -122,3 +122,23 @@ class EDItemEmbedding(nn.Module):
         del self.item_text_emb
         del self.has_text
         return self
+
+
+# State-dict names of ED before it became this module (recbole_llmkd <= ff1d2bf), relative to the host model.
+_PRE_MODULE_NAMES = (
+    ("item_embedding.weight", "item_embedding.id_embedding.weight"),
+    ("ed_projector.", "item_embedding.ed_projector."),
+    ("folded_input_embedding.", "item_embedding.folded_input."),
+)
+
+
+def upgrade_pre_module_keys(host: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """Load-state-dict pre-hook of a host whose ``item_embedding`` is an ``EDItemEmbedding``: renames, in place, the
+    keys a KD checkpoint written before this module has (``ed_projector.*`` beside ``item_embedding.weight``) to
+    today's, so those checkpoints keep loading strictly. Keys already in today's names are left alone."""
+    for old, new in _PRE_MODULE_NAMES:
+        for key in [k for k in state_dict if k.startswith(prefix + old)]:
+            renamed = prefix + new + key[len(prefix + old):]
+            if renamed not in state_dict:
+                state_dict[renamed] = state_dict.pop(key)
+
