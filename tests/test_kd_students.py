@@ -536,3 +536,13 @@ def test_kd_checkpoint_with_pre_module_ed_names_still_loads(sasrec_data):
     batch = _eval_batch(test_data)
     with torch.no_grad():
         assert torch.equal(fresh.full_sort_predict(batch), model.full_sort_predict(batch))
+
+
+def test_folded_plain_student_reloads_its_own_state_dict(sasrec_data):
+    """After folding into a plain nn.Embedding, the old-name pre-hook leaves ``item_embedding.weight`` alone."""
+    config, train_data, artifact = sasrec_data[0], sasrec_data[1], sasrec_data[4]
+    model = make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact), ed_weight=0.5,
+                       ed_apply_to="input_and_output")
+    model.fold_teacher()
+    assert type(model.item_embedding) is torch.nn.Embedding
+    model.load_state_dict(model.state_dict())  # strict

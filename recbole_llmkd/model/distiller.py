@@ -477,16 +477,15 @@ class Distiller(KDTermReporter):
         config["kd_method"] = "none"
         for key in ("ed_weight", "ed_projector", "ed_apply_to", "ed_mode"):
             config[key] = getattr(self, {"ed_projector": "ed_projector_kind"}.get(key, key))
+        state_dict = self.state_dict()  # folded: with a plain export, the host's nn.Embedding, nothing of ED left
         if plain:
             parent = self.recbole_parent()
             config["model"] = parent.__name__
             config.model = parent.__name__
-            state_dict = self.state_dict()  # folded: the host's plain nn.Embedding, nothing of ED left
             compat.as_plain_recbole_config(config)  # the pickle then references RecBole only
             model_name = parent.__name__
         else:
             config["ed_folded"] = True
-            state_dict = self.state_dict()
             model_name = type(self).__name__
         checkpoint = {
             "config": config,

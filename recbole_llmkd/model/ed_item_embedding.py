@@ -135,7 +135,10 @@ _PRE_MODULE_NAMES = (
 def upgrade_pre_module_keys(host: nn.Module, state_dict: dict, prefix: str, *args) -> None:
     """Load-state-dict pre-hook of a host whose ``item_embedding`` is an ``EDItemEmbedding``: renames, in place, the
     keys a KD checkpoint written before this module has (``ed_projector.*`` beside ``item_embedding.weight``) to
-    today's, so those checkpoints keep loading strictly. Keys already in today's names are left alone."""
+    today's, so those checkpoints keep loading strictly. Keys already in today's names are left alone, and nothing is
+    renamed once folding has made ``item_embedding`` a plain ``nn.Embedding`` again."""
+    if not isinstance(host.item_embedding, EDItemEmbedding):
+        return
     for old, new in _PRE_MODULE_NAMES:
         for key in [k for k in state_dict if k.startswith(prefix + old)]:
             renamed = prefix + new + key[len(prefix + old):]
