@@ -112,8 +112,9 @@ def row(result: dict, args, student: str, kd_method: str, teacher: str, hidden: 
 
 
 def merge_results(rows: list) -> None:
-    """Replace rows of the same (dataset, users, student, kd_method, teacher, hidden_size, seed) in kd_quality.json."""
-    key = lambda r: (r["dataset"], r.get("users", "[0,60]"), r["student"], r["kd_method"], r["teacher"], r["hidden_size"], r["seed"])  # noqa: E731
+    """Replace rows of the same (dataset, users, student, kd_method, teacher, hidden_size, seed, device) in
+    kd_quality.json (rows without ``device`` are the CPU VM's; a GPU run of the same setting is another row)."""
+    key = lambda r: (r["dataset"], r.get("users", "[0,60]"), r["student"], r["kd_method"], r["teacher"], r["hidden_size"], r["seed"], r.get("device", ""))  # noqa: E731
     existing = []
     if os.path.isfile(RESULTS_JSON):
         with open(RESULTS_JSON, encoding="utf-8") as f:

@@ -43,7 +43,7 @@ STUDENTS = {  # student -> (KD model, its size at hidden 32)
     "GRU4Rec": ("KDGRU4Rec", {"embedding_size": 32, "hidden_size": 64}),
     "BERT4Rec": ("KDBERT4Rec", control.sasrec_size(32, 1)),
 }
-TEACHER_SIZES = ((2, 128), (4, 256))  # (layers, hidden) candidates per teacher kind
+TEACHER_SIZES = ("2x128", "4x256")  # "<layers>x<hidden>" candidates per teacher kind
 # (priority, student, methods): lower runs first. The plain SASRec and its KD twins are the target of issue 14.
 PLAN = (
     (1, "SASRec", ("none",)),
@@ -71,6 +71,8 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--stopping-step", type=int, default=5)
     parser.add_argument("--teacher-epochs", type=int, default=100)
+    parser.add_argument("--teacher-sizes", nargs="+", default=list(TEACHER_SIZES),
+                        help="teacher candidates per kind, <layers>x<hidden>; the best on validation is used")
     parser.add_argument("--topk", type=int, default=50)
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     parser.add_argument("--budget-s", type=float, default=float("inf"),
@@ -204,7 +206,7 @@ class Grid:
     def teacher_finished(self, job: dict, row: dict) -> None:
         key = (job["dataset"], job["kind"])
         self.candidates.setdefault(key, []).append((row, job))
-        if len(self.candidates[key]) < len(TEACHER_SIZES):
+        if len(self.candidates[key]) < len(self.args.teacher_sizes):
             return
         best_row, best_job = max(self.candidates[key], key=lambda pair: pair[0]["best_valid_ndcg@10"])
         teacher = {"name": best_job["name"],
@@ -224,7 +226,8 @@ class Grid:
         args = self.args
         for dataset in args.datasets:
             for kind in TEACHER_KINDS:
-                for layers, hidden in TEACHER_SIZES:
+                for size in args.teacher_sizes:
+                    layers, hidden = (int(part) for part in size.split("x"))
                     self.push(0, teacher_job(args, dataset, kind, layers, hidden))
             for priority, student, methods in PLAN:
                 for method in methods:
