@@ -77,6 +77,9 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--stopping-step", type=int, default=5)
     parser.add_argument("--topk", type=int, default=50, help="teacher items exported per example")
+    parser.add_argument("--cross-fit", type=int, default=None, metavar="K",
+                        help="cross-fitted teacher lists: K fold teachers (each without one fold of users) give the "
+                             "training rows (data/folds.py); the students' rows are labelled <teacher>-xfit<K>")
     return parser.parse_args(argv)
 
 
@@ -164,6 +167,18 @@ def main(argv=None) -> int:
     if not os.path.isfile(artifact):
         export_teacher(teacher_dir, output=artifact, topk=args.topk, item_text=item_text, show_progress=False)
     teacher_row = row(teacher, args, "SASRec", "teacher", teacher_name, args.teacher_hidden)
+    if args.cross_fit:  # the same teacher recipe once per fold, each without its fold's users
+        fold_dirs = []
+        for fold in range(args.cross_fit):
+            fold_dirs.append(os.path.join(out_dir, f"teacher-{args.teacher_kind}-fold{fold}of{args.cross_fit}"))
+            run_once(teacher_model, args.dataset, {**common, **sasrec_size(args.teacher_hidden, args.teacher_layers),
+                                                   **teacher_extra, "seed": 2020, "cross_fit_folds": args.cross_fit,
+                                                   "cross_fit_fold": fold}, fold_dirs[-1])
+        artifact = os.path.join(teacher_dir, f"teacher_artifacts-xfit{args.cross_fit}.safetensors")
+        if not os.path.isfile(artifact):
+            export_teacher(teacher_dir, output=artifact, topk=args.topk, item_text=item_text, show_progress=False,
+                           cross_fit=fold_dirs)
+        teacher_name += f"-xfit{args.cross_fit}"
 
     # 2. the small students
     rows = []
@@ -171,7 +186,8 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         for method in args.methods:
             config = {**common, **student, "seed": seed, "teacher": artifact, **METHODS[method]}
-            where = "no-teacher" if method in NO_TEACHER else f"teacher-{args.teacher_kind}"
+            where = "no-teacher" if method in NO_TEACHER else f"teacher-{args.teacher_kind}" + (
+                f"-xfit{args.cross_fit}" if args.cross_fit else "")
             result = run_once("KDSASRec", args.dataset, config,
                               os.path.join(out_dir, where, f"SASRec{args.student_hidden}-{method}-seed{seed}"))
             rows.append(row(result, args, "SASRec", method, "none" if method in NO_TEACHER else teacher_name,
@@ -180,11 +196,12 @@ def main(argv=None) -> int:
 
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": git_commit(),
             "device": device_description(torch_threads=True), "args": vars(args), "teacher": teacher_row}
-    with open(os.path.join(out_dir, f"control-{args.teacher_kind}.json"), "w", encoding="utf-8") as f:
+    suffix = f"-xfit{args.cross_fit}" if args.cross_fit else ""
+    with open(os.path.join(out_dir, f"control-{args.teacher_kind}{suffix}.json"), "w", encoding="utf-8") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=2)
     merge_results([teacher_row] + rows)
     with open(diagnostics_path(artifact), encoding="utf-8") as f:
-        lists = json.load(f)
+        lists = json.load(f)  # the lists the students learn from (cross-fitted ones with --cross-fit)
     print(f"\n{meta['date']}, commit {meta['commit']}, {meta['device']}")
     print(f"teacher lists (train): {lists['target_in_list']:.1%} contain the target, "
           f"{lists['history_in_list']:.1%} contain history items\n")

@@ -1,7 +1,9 @@
 """Issue 14's benchmark grid: datasets x teachers x students x kd methods x seeds, run as parallel processes.
 
 Meant for one machine with many cores and a GPU (each run is a separate process; a tiny student leaves a GPU
-mostly idle, so many share it). On the 2-core development VM use ``bench_kd_control.py`` instead.
+mostly idle, so many share it). Start CUDA MPS first (``nvidia-cuda-mps-control -d``): without it the processes
+time-slice the GPU and each training step waits for the others (measured on an H200 with 14 runs: 12-14x slower,
+``benchmarks/RESULTS.md``). On the 2-core development VM use ``bench_kd_control.py`` instead.
 
     python benchmarks/bench_kd_grid.py --out-dir runs/kd_grid [--datasets ml-100k lastfm] [--data-path ../shared/data]
         [--workers 14] [--budget-s 540] [--gpu-id 0] [--seeds 2020 2021 2022] [--epochs 50] [--stopping-step 5]
@@ -81,6 +83,9 @@ def parse_args(argv=None):
                         help="a run starts only while at least this much of the budget is left")
     parser.add_argument("--gpu-id", default="", help="RecBole gpu_id ('' = CPU)")
     parser.add_argument("--max-priority", type=int, default=6, help="skip the plan's rows above this priority")
+    parser.add_argument("--cross-fit", type=int, default=None, metavar="K",
+                        help="also K fold teachers per teacher (data/folds.py) and a cross-fitted artifact; every KD "
+                             "row then runs from both lists, the cross-fitted ones labelled <teacher>-xfit<K>")
     parser.add_argument("--report", action="store_true", help="print the tables of rows.jsonl and exit")
     parser.add_argument("--merge", action="store_true", help="with --report: merge the rows into kd_quality.json")
     parser.add_argument("--run-job", default=None, help=argparse.SUPPRESS)  # internal: one run, in a child process
@@ -104,8 +109,12 @@ def teacher_job(args, dataset: str, kind: str, layers: int, hidden: int) -> dict
               "epochs": args.teacher_epochs, "stopping_step": args.stopping_step}
     name = teacher_name(kind, layers, hidden)
     return {"role": "teacher", "dataset": dataset, "kind": kind, "name": name, "hidden": hidden, "model": model,
-            "config": config, "item_text": item_text, "topk": args.topk,
+            "config": config, "item_text": item_text, "topk": args.topk, "cross_fit": args.cross_fit,
             "run_dir": os.path.join(args.out_dir, dataset, "teachers", name)}
+
+
+def cross_fit_artifact(run_dir: str, folds: int) -> str:
+    return os.path.join(run_dir, f"teacher_artifacts-xfit{folds}.safetensors")
 
 
 def student_job(args, dataset: str, student: str, method: str, seed: int, teacher: dict = None) -> dict:
@@ -129,6 +138,14 @@ def run_job(job: dict) -> None:
         if not os.path.isfile(artifact):
             export_teacher(job["run_dir"], output=artifact, topk=job["topk"], item_text=job["item_text"],
                            show_progress=False)
+        folds = job.get("cross_fit")
+        if folds and not os.path.isfile(cross_fit_artifact(job["run_dir"], folds)):
+            fold_dirs = [f"{job['run_dir']}-fold{fold}of{folds}" for fold in range(folds)]
+            for fold, fold_dir in enumerate(fold_dirs):  # the same recipe, each without one fold of users
+                control.run_once(job["model"], job["dataset"],
+                                 {**job["config"], "cross_fit_folds": folds, "cross_fit_fold": fold}, fold_dir)
+            export_teacher(job["run_dir"], output=cross_fit_artifact(job["run_dir"], folds), topk=job["topk"],
+                           item_text=job["item_text"], show_progress=False, cross_fit=fold_dirs)
 
 
 def result_row(job: dict, device: str) -> dict:
@@ -209,18 +226,23 @@ class Grid:
         if len(self.candidates[key]) < len(self.args.teacher_sizes):
             return
         best_row, best_job = max(self.candidates[key], key=lambda pair: pair[0]["best_valid_ndcg@10"])
-        teacher = {"name": best_job["name"],
-                   "artifact": os.path.abspath(os.path.join(best_job["run_dir"], control.TEACHER_RUN_ARTIFACT))}
-        print(f"[{self.elapsed()}] teacher {key}: {teacher['name']} (valid {best_row['best_valid_ndcg@10']:.4f})",
+        teachers = [{"name": best_job["name"],
+                     "artifact": os.path.abspath(os.path.join(best_job["run_dir"], control.TEACHER_RUN_ARTIFACT))}]
+        if self.args.cross_fit:  # the same teacher's cross-fitted lists
+            teachers.append({"name": f"{best_job['name']}-xfit{self.args.cross_fit}",
+                             "artifact": os.path.abspath(cross_fit_artifact(best_job["run_dir"], self.args.cross_fit))})
+        print(f"[{self.elapsed()}] teacher {key}: {best_job['name']} (valid {best_row['best_valid_ndcg@10']:.4f})",
               flush=True)
         with open(os.path.join(self.args.out_dir, "chosen_teachers.jsonl"), "a", encoding="utf-8") as f:
-            f.write(json.dumps({"dataset": job["dataset"], "kind": job["kind"], **teacher}) + "\n")
+            for teacher in teachers:
+                f.write(json.dumps({"dataset": job["dataset"], "kind": job["kind"], **teacher}) + "\n")
         for priority, student, methods in PLAN:
             for method in methods:
                 if method in control.NO_TEACHER or priority > self.args.max_priority:
                     continue
                 for seed in self.args.seeds:
-                    self.push(priority, student_job(self.args, job["dataset"], student, method, seed, teacher))
+                    for teacher in teachers:
+                        self.push(priority, student_job(self.args, job["dataset"], student, method, seed, teacher))
 
     def run(self) -> int:
         args = self.args
@@ -281,19 +303,17 @@ def read_rows(out_dir: str) -> list:
 
 def report(out_dir: str) -> str:
     rows = read_rows(out_dir)
-    chosen = {}
+    chosen = set()  # (dataset, teacher name) of the chosen teachers
     path = os.path.join(out_dir, "chosen_teachers.jsonl")
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
-            for line in f:
-                entry = json.loads(line)
-                chosen[(entry["dataset"], entry["kind"])] = entry["name"]
+            chosen = {(entry["dataset"], entry["name"]) for entry in map(json.loads, f)}
     cell = lambda values: (f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}" if len(values) > 1  # noqa: E731
                            else f"{values[0]:.4f}")
     lines = []
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         teachers = [r for r in rows if r["dataset"] == dataset and r["kd_method"] == "teacher"]
-        chosen_here = {name for (where, _), name in chosen.items() if where == dataset}
+        chosen_here = {name for where, name in chosen if where == dataset}
         lines += [f"\n{dataset}: teacher candidates (one run each, seed 2020; chosen per kind on validation)\n",
                   "| teacher | valid NDCG@10 | NDCG@10 | HR@10 | NDCG@20 | HR@20 | train lists: target / history | chosen |",
                   "|---|---|---|---|---|---|---|---|"]

@@ -44,6 +44,9 @@ EXPORT_OPTIONS = (
     ("compare-with", "compare_with", dict(
         metavar="RUN_DIR|PTH", help="a plain student's run dir or checkpoint: the diagnostics also give how much of "
         "each teacher list it ranks in its own top-K already")),
+    ("cross-fit", "cross_fit", dict(
+        metavar="RUN_DIR|PTH", nargs="+", help="cross-fitting: the K fold teachers (trained with cross_fit_folds: K, "
+        "cross_fit_fold: 0..K-1); each training row then comes from the teacher that never trained on its user")),
     ("workers", "num_workers", dict(
         metavar="N", type=int, help="compute the export on N Ray workers (teacher replicas; Ray embedded here unless "
         "--ray-address names a cluster, whose size is then the default)")),

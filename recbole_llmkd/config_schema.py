@@ -128,6 +128,8 @@ _FLAG = Key("flag")
 SCHEMA: Dict[str, Key] = {
     # Distiller: DLLM2Rec students (properties/model/Distiller.yaml)
     "teacher": Key("path", nullable=True),
+    "cross_fit_folds": Key("int", minimum=2, nullable=True),
+    "cross_fit_fold": Key("int", minimum=0, nullable=True),
     "kd_method": _choice(KD_METHODS),
     "rd_topk": _COUNT,
     "rd_beta": _POSITIVE,

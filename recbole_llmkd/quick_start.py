@@ -20,6 +20,7 @@ from recbole.utils.logger import RemoveColorFilter, log_colors_config
 
 from recbole_llmkd import compat
 from recbole_llmkd.config import Config
+from recbole_llmkd.data.folds import hold_out_fold
 from recbole_llmkd.errors import RecboleLLMKDError
 from recbole_llmkd.measure import count_parameters, full_ranking_throughput
 from recbole_llmkd.registry import get_trainer
@@ -114,6 +115,7 @@ def run_recbole_llmkd(
     data = create_dataset(config)
     logger.info(data)
     train_data, valid_data, test_data = data_preparation(config, data)
+    train_data = hold_out_fold(config, train_data)  # a cross-fitted teacher: one fold of users out of training
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = config.model_class(config, train_data._dataset).to(config["device"])

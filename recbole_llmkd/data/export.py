@@ -38,10 +38,12 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
+import numpy as np
 import torch
 
+from recbole_llmkd.data.folds import cross_fit_setting, row_folds
 from recbole_llmkd.data.item_text import fallback_item_text, item_titles_for_dataset
 from recbole_llmkd.data.keys import dataset_example_keys
 from recbole_llmkd.data.paths import TEACHER_RUN_ARTIFACT, diagnostics_path
@@ -112,8 +114,15 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _teacher_metadata(model, config, checkpoint: Path, item_text_source: str, n_fallbacks: Optional[int]) -> dict:
+def _teacher_metadata(model, config, checkpoint: Path, item_text_source: str, n_fallbacks: Optional[int],
+                      fold_teachers: Optional[list] = None) -> dict:
     from recbole_llmkd.llm import sha256_file
+
+    cross_fit = None if not fold_teachers else {
+        "folds": len(fold_teachers),
+        "checkpoints": [str(fold_checkpoint.resolve()) for _, fold_checkpoint in fold_teachers],
+        "checkpoints_sha256": [sha256_file(fold_checkpoint) for _, fold_checkpoint in fold_teachers],
+    }
 
     is_llm = _is_llm_teacher(model)
     keys = TEACHER_CONFIG_KEYS if is_llm else BIGREC_TEACHER_CONFIG_KEYS if _is_generative_teacher(model) \
@@ -127,6 +136,7 @@ def _teacher_metadata(model, config, checkpoint: Path, item_text_source: str, n_
             "config": {key: config[key] for key in keys if key in config},
             "item_text_emb_source": item_text_source,
             "item_text_fallbacks": n_fallbacks,
+            "cross_fit": cross_fit,
         }
     )
 
@@ -276,6 +286,54 @@ def _teacher_rows(model, interaction, topk: int, with_user_state: bool) -> dict[
     return rows
 
 
+def _load_fold_teachers(paths: Sequence[str | os.PathLike], model, config, dataset, device) -> list:
+    """``[(fold teacher in eval mode, its checkpoint)]`` ordered by fold: K teachers of ``model``'s class on the
+    same dataset, trained with ``cross_fit_folds: K`` and folds 0 .. K-1 once each."""
+    checkpoints = [resolve_checkpoint(path) for path in paths]
+    by_fold = {}
+    for fold_checkpoint in checkpoints:
+        saved = read_teacher_checkpoint(fold_checkpoint)
+        fold_config = saved["config"]
+        setting = cross_fit_setting(fold_config)
+        where = f"cross_fit: {fold_checkpoint}"
+        if setting is None:
+            raise ConfigValueError(f"{where} was trained on every user (no cross_fit_folds / cross_fit_fold in its "
+                                   "config); train each fold teacher with cross_fit_folds: K, cross_fit_fold: k")
+        fold, folds = setting
+        if folds != len(checkpoints):
+            raise ConfigValueError(f"{where} is fold {fold} of {folds}, but {len(checkpoints)} fold teachers were "
+                                   "given: give exactly one teacher per fold")
+        if fold in by_fold:
+            raise ConfigValueError(f"{where}: fold {fold} is given twice ({by_fold[fold][1]} too)")
+        if fold_config["model"] != config["model"] or fold_config["dataset"] != config["dataset"]:
+            raise ConfigValueError(f"{where} is a {fold_config['model']} on {fold_config['dataset']}; the teacher "
+                                   f"exported is a {config['model']} on {config['dataset']}")
+        fold_model, _ = load_teacher(fold_checkpoint, saved, dataset, device=device)
+        if fold_model.n_items != model.n_items:
+            raise ConfigValueError(f"{where} scores {fold_model.n_items} items, the teacher {model.n_items}: not the "
+                                   "same dataset filtering")
+        by_fold[fold] = (fold_model, fold_checkpoint)
+    return [by_fold[fold] for fold in range(len(checkpoints))]
+
+
+def _cross_fitted_rows(fold_teachers: list, folds: np.ndarray, interaction, topk: int,
+                       with_user_state: bool) -> dict[str, torch.Tensor]:
+    """``_teacher_rows`` of a batch (on the teachers' device), each row computed by the fold teacher of its user
+    (``folds`` [B], the fold of each row)."""
+    device = interaction[fold_teachers[0][0].POS_ITEM_ID].device
+    folds = torch.as_tensor(folds)  # [B]
+    rows: dict[str, torch.Tensor] = {}
+    for fold, (fold_model, _) in enumerate(fold_teachers):
+        index = torch.nonzero(folds == fold).squeeze(1)  # [b_fold]
+        if index.numel() == 0:
+            continue
+        for name, tensor in _teacher_rows(fold_model, interaction[index.to(device)], topk, with_user_state).items():
+            if name not in rows:
+                rows[name] = tensor.new_zeros((len(folds), *tensor.shape[1:]))  # [B, ...] on the CPU
+            rows[name][index] = tensor
+    return rows
+
+
 def export_teacher(
     checkpoint_or_run_dir: str | os.PathLike,
     output: Optional[str | os.PathLike] = None,
@@ -294,6 +352,7 @@ def export_teacher(
     num_workers: Optional[int] = None,
     cpus_per_worker: float = 1,
     gpus_per_worker: Optional[float] = None,
+    cross_fit: Optional[Sequence[str | os.PathLike]] = None,
 ) -> Path:
     """Export a trained teacher's artifacts (LLMRec or a RecBole sequential model); returns the path. See the
     module docstring.
@@ -322,6 +381,10 @@ def export_teacher(
             chunks), and resumes the same way. Neither given: the chunks are computed here, one after the other.
         cpus_per_worker, gpus_per_worker: Ray resources of each worker (default 1 CPU, with that many torch
             threads; 1 GPU when the export's device is CUDA, else none).
+        cross_fit: the run dirs or checkpoints of K fold teachers of the same model and dataset, trained with
+            ``cross_fit_folds: K`` and ``cross_fit_fold`` 0 .. K-1 (``data/folds.py``): each training row is then
+            computed by the teacher that never trained on its user; validation and test rows and the item
+            embeddings still come from this teacher. Not with Ray workers.
     """
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import init_seed
@@ -351,13 +414,19 @@ def export_teacher(
                                "to store (SLMRec reads LLMRec teachers)")
     run_device = config["device"]
     batch_size = int(batch_size or config["eval_batch_size"] or 256)
+    fold_teachers, train_row_folds = None, None
+    if cross_fit:
+        if ray_address is not None or num_workers is not None:
+            raise ConfigValueError("cross_fit: the cross-fitted export runs here, not on Ray workers")
+        fold_teachers = _load_fold_teachers(cross_fit, model, config, train_data._dataset, run_device)
+        train_row_folds = row_folds(train_data._dataset, len(fold_teachers))  # [N_train]
 
     item_text_source, titles, n_fallbacks = choose_item_text(config, train_data._dataset, item_text, model, text_encoder)
     metadata = dataset_metadata(
         train_data._dataset,
         key_history=key_history,
         score_kind=getattr(model, "score_kind", "logit"),  # BIGRec: neg_l2 (minus the grounding distance)
-        teacher=_teacher_metadata(model, config, checkpoint, item_text_source, n_fallbacks),
+        teacher=_teacher_metadata(model, config, checkpoint, item_text_source, n_fallbacks, fold_teachers),
     )
     writer = ArtifactWriter(
         output,
@@ -402,7 +471,12 @@ def export_teacher(
             for batch_start in range(chunk_start, chunk_end, batch_size):
                 batch_end = min(batch_start + batch_size, chunk_end)
                 interaction = split_dataset.inter_feat[batch_start:batch_end].to(run_device)
-                for name, tensor in _teacher_rows(model, interaction, topk, with_user_state).items():
+                if split == "train" and fold_teachers:  # each row from the teacher that never trained on its user
+                    rows = _cross_fitted_rows(fold_teachers, train_row_folds[batch_start:batch_end], interaction,
+                                              topk, with_user_state)
+                else:
+                    rows = _teacher_rows(model, interaction, topk, with_user_state)
+                for name, tensor in rows.items():
                     parts.setdefault(name, []).append(tensor)
                 progress.update(batch_end - batch_start)
             chunk = {name: torch.cat(tensors) for name, tensors in parts.items()}

@@ -207,3 +207,18 @@ def describe_dataset_row(dataset: Any, row: int, key_history: int) -> str:
     user_tok, history_tok, history_len, target_tok = _dataset_example_tokens(dataset, key_history)
     history_tail = list(history_tok[row, key_history - history_len[row]:])
     return f"row {row}: user {user_tok[row]!r}, prefix (last {key_history}) {history_tail}, target {target_tok[row]!r}"
+
+
+def user_fold(user_token: str, folds: int) -> int:
+    """The cross-fitting fold (``0 .. folds - 1``) of a user, from the raw token only.
+
+    fold = uint64( blake2b_8( utf8("fold" + RS + user) ) ) mod folds
+
+    Stable across runs, machines and re-filtering (no internal ids), and about ``1 / folds`` of the users per fold.
+    """
+    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2:
+        raise ValueError(f"folds must be an integer >= 2, got {folds!r}")
+    if not isinstance(user_token, str) or user_token == "":
+        raise ValueError(f"user_fold needs a non-empty str user token, got {user_token!r}")
+    digest = hashlib.blake2b(("fold" + _FIELD_SEP + user_token).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=False) % int(folds)

@@ -1,0 +1,147 @@
+"""Cross-fitted teachers (data/folds.py, export_teacher(cross_fit=...)): user folds, fold teachers trained without
+their fold, and the export that takes each training row from the teacher that never trained on its user."""
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from recbole_llmkd.data.keys import user_fold
+from recbole_llmkd.errors import ConfigValueError
+from tests.test_llmrec import SLICE_NAME, build, make_ml_slice, slice_config
+
+N_USERS = 12
+
+
+def test_user_fold_is_the_documented_hash():
+    for token, folds in (("1", 2), ("196", 3), ("user-x", 5)):
+        digest = hashlib.blake2b(("fold\x1e" + token).encode("utf-8"), digest_size=8).digest()
+        assert user_fold(token, folds) == int.from_bytes(digest, "little") % folds
+    shares = np.bincount([user_fold(str(u), 2) for u in range(1, 1001)], minlength=2) / 1000
+    assert 0.45 < shares[0] < 0.55  # about half of the users per fold
+    for bad in (1, 0, 2.0, True):
+        with pytest.raises(ValueError, match="folds must be an integer >= 2"):
+            user_fold("1", bad)
+
+
+def test_cross_fit_setting_needs_both_keys_and_a_fold_below_the_count():
+    from recbole_llmkd.data.folds import cross_fit_setting
+
+    assert cross_fit_setting({}) is None
+    assert cross_fit_setting({"cross_fit_folds": None, "cross_fit_fold": None}) is None
+    assert cross_fit_setting({"cross_fit_folds": 3, "cross_fit_fold": 2}) == (2, 3)
+    with pytest.raises(ConfigValueError, match="set both"):
+        cross_fit_setting({"cross_fit_folds": 2})
+    with pytest.raises(ConfigValueError, match=r"cross_fit_fold=2 must be below cross_fit_folds=2"):
+        cross_fit_setting({"cross_fit_folds": 2, "cross_fit_fold": 2})
+    with pytest.raises(ConfigValueError, match=r"cross_fit_folds=1 is not supported; expected an int >= 2"):
+        cross_fit_setting({"cross_fit_folds": 1, "cross_fit_fold": 0})
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cross_fit_data")
+    make_ml_slice(root, n_users=N_USERS)
+    return root
+
+
+def sasrec_config(data_root, **overrides) -> dict:
+    config = {key: value for key, value in slice_config(data_root).items() if not key.startswith("llm_")}
+    return {**config, "hidden_size": 16, "inner_size": 16, "n_layers": 1, "n_heads": 1, "epochs": 2, **overrides}
+
+
+def test_hold_out_fold_removes_exactly_the_rows_of_the_folds_users(data_root):
+    from recbole_llmkd.data.folds import hold_out_fold, row_folds
+
+    config, train_data, _, _ = build(data_root, model="SASRec", cross_fit_folds=2, cross_fit_fold=1)
+    dataset = train_data._dataset
+    folds = row_folds(dataset, 2)  # [N]
+    tokens = dataset.field2id_token[dataset.uid_field]
+    assert folds.tolist() == [user_fold(str(tokens[u]), 2) for u in dataset.inter_feat["user_id"].tolist()]
+    assert 0 < (folds == 1).sum() < len(folds)  # both folds hold users of this slice
+    held_out = hold_out_fold(config, train_data)
+    assert type(held_out) is type(train_data) and held_out is not train_data
+    kept = held_out._dataset.inter_feat
+    assert len(kept) == int((folds == 0).sum())
+    assert set(kept["user_id"].tolist()) == set(dataset.inter_feat["user_id"][torch.from_numpy(folds == 0)].tolist())
+    assert sum(len(batch) for batch in held_out) == len(kept)  # the loader iterates the kept rows only
+    config_all, train_all, _, _ = build(data_root, model="SASRec")
+    assert hold_out_fold(config_all, train_all) is train_all  # no fold configured: the loader itself
+
+
+@pytest.fixture(scope="module")
+def teachers(data_root, tmp_path_factory):
+    """A SASRec teacher on every user and its two fold teachers: {name: run dir}."""
+    from recbole_llmkd.quick_start import run_recbole_llmkd
+
+    runs = {}
+    for name, extra in (("all", {}), ("fold0", {"cross_fit_folds": 2, "cross_fit_fold": 0}),
+                        ("fold1", {"cross_fit_folds": 2, "cross_fit_fold": 1})):
+        run_dir = tmp_path_factory.mktemp(f"teacher_{name}")
+        runs[name] = run_recbole_llmkd("SASRec", SLICE_NAME, config_dict=sasrec_config(data_root, **extra),
+                                       cmd_args={"run_dir": str(run_dir)})["run_dir"]
+    return runs
+
+
+def test_cross_fitted_export_takes_train_rows_from_the_fold_teacher(teachers, data_root, tmp_path):
+    from recbole_llmkd.data.artifacts import load_artifacts
+    from recbole_llmkd.data.export import export_teacher
+    from recbole_llmkd.data.folds import row_folds
+
+    export = lambda run, name, **kw: load_artifacts(export_teacher(  # noqa: E731
+        teachers[run], output=tmp_path / f"{name}.safetensors", topk=5, show_progress=False, **kw))
+    crossed = export("all", "crossed", cross_fit=[teachers["fold1"], teachers["fold0"]])  # any order
+    plain, fold0, fold1 = export("all", "plain"), export("fold0", "fold0"), export("fold1", "fold1")
+
+    _, train_data, valid_data, test_data = build(data_root, model="SASRec")
+    folds = torch.from_numpy(row_folds(train_data._dataset, 2))  # [N]
+    train = {name: artifacts.align(train_data._dataset) for name, artifacts in
+             (("crossed", crossed), ("fold0", fold0), ("fold1", fold1), ("plain", plain))}
+    for fold, name in ((0, "fold0"), (1, "fold1")):
+        rows = folds == fold
+        assert torch.equal(train["crossed"].topk[rows], train[name].topk[rows])
+        torch.testing.assert_close(train["crossed"].scores[rows], train[name].scores[rows])
+    assert not torch.equal(train["crossed"].topk, train["plain"].topk)
+    for split, dataset in (("valid", valid_data._dataset), ("test", test_data._dataset)):  # the full teacher's
+        assert torch.equal(crossed.align(dataset, split=split).topk, plain.align(dataset, split=split).topk)
+    torch.testing.assert_close(crossed.item_text_emb, plain.item_text_emb)
+    cross_fit = crossed.teacher["cross_fit"]
+    assert cross_fit["folds"] == 2 and len(cross_fit["checkpoints_sha256"]) == 2
+    assert cross_fit["checkpoints"][0].startswith(str(teachers["fold0"]))  # ordered by fold
+    assert plain.teacher["cross_fit"] is None
+    # the fold teachers trained without their fold (quick_start applies hold_out_fold), the full teacher on every user
+    from pathlib import Path
+
+    logs = {name: "".join(p.read_text() for p in Path(run).glob("*.log")) for name, run in teachers.items()}
+    assert "the users of fold 0 of 2 are held out of training" in logs["fold0"]
+    assert "the users of fold 1 of 2 are held out of training" in logs["fold1"]
+    assert "held out of training" not in logs["all"]
+
+
+def test_cross_fit_rejects_teachers_that_are_not_one_per_fold(teachers, tmp_path):
+    from recbole_llmkd.data.export import export_teacher
+
+    def export(*fold_runs):
+        return export_teacher(teachers["all"], output=tmp_path / "x.safetensors", topk=5, show_progress=False,
+                              cross_fit=[teachers[name] for name in fold_runs])
+
+    with pytest.raises(ConfigValueError, match="was trained on every user"):
+        export("fold0", "all")
+    with pytest.raises(ConfigValueError, match="is fold 0 of 2, but 1 fold teachers were given"):
+        export("fold0")
+    with pytest.raises(ConfigValueError, match="fold 0 is given twice"):
+        export("fold0", "fold0")
+    with pytest.raises(ConfigValueError, match="not on Ray workers"):
+        export_teacher(teachers["all"], output=tmp_path / "y.safetensors", cross_fit=[teachers["fold0"]],
+                       num_workers=1, show_progress=False)
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_cli_export_cross_fit(teachers, tmp_path, capsys):
+    from recbole_llmkd.cli import main
+    from recbole_llmkd.data.artifacts import load_artifacts
+
+    output = tmp_path / "cli.safetensors"
+    assert main(["export", str(teachers["all"]), "--output", str(output), "--topk", "5",
+                 "--cross-fit", str(teachers["fold0"]), str(teachers["fold1"])]) == 0
+    assert load_artifacts(output).teacher["cross_fit"]["folds"] == 2
