@@ -26,6 +26,11 @@ class ConfigValueError(RecboleLLMKDError, ValueError):
     """A config key holds a value the plugin cannot use; the message names the key, the value and what is allowed."""
 
 
+class CheckpointMismatchError(RecboleLLMKDError, ValueError):
+    """A checkpoint that is not a readable RecBole checkpoint, or (LLMRec, BIGRec) does not belong to this model's
+    backbone, item table or dataset."""
+
+
 # Errors from outside the plugin that are still the user's input, not a bug: a path that is missing or in the way.
 USER_OS_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 # How many offending items (tokens, rows, ranges, files) an error message lists before it stops.

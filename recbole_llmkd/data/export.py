@@ -31,7 +31,6 @@ the same artifact.
 """
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
@@ -47,7 +46,8 @@ from recbole_llmkd.data.keys import dataset_example_keys
 from recbole_llmkd.data.paths import TEACHER_RUN_ARTIFACT, diagnostics_path
 from recbole_llmkd.data.reader import load_artifacts
 from recbole_llmkd.data.writer import ArtifactWriter, dataset_metadata
-from recbole_llmkd.errors import ConfigValueError
+from recbole_llmkd.errors import CheckpointMismatchError, ConfigValueError
+from recbole_llmkd.run import load, load_model, read_checkpoint, resolve_checkpoint
 
 ITEM_TEXT_SOURCES = ("auto", "titles", "item_table", "text_encoder", "none")
 # Config keys that define what the teacher computes; copied into the artifact's metadata.
@@ -84,28 +84,6 @@ RECBOLE_TEACHER_CONFIG_KEYS = (
 )
 
 logger = logging.getLogger("recbole_llmkd")
-
-
-def resolve_checkpoint(checkpoint_or_run_dir: str | os.PathLike) -> Path:
-    """A checkpoint file, or the checkpoint of a run directory (``results.json``'s, else its only ``*.pth``)."""
-    path = Path(checkpoint_or_run_dir)
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise FileNotFoundError(f"teacher checkpoint or run directory not found: {path}")
-    results_file = path / "results.json"
-    if results_file.is_file():
-        checkpoint = json.loads(results_file.read_text(encoding="utf-8")).get("checkpoint")
-        if checkpoint and Path(checkpoint).is_file():
-            return Path(checkpoint)
-    candidates = sorted(glob.glob(str(path / "*.pth")))
-    if len(candidates) != 1:
-        raise FileNotFoundError(
-            f"{path}: expected exactly one checkpoint (*.pth) in the teacher run directory, found "
-            f"{len(candidates)}{': ' + ', '.join(os.path.basename(c) for c in candidates) if candidates else ''}; "
-            "pass the checkpoint file itself"
-        )
-    return Path(candidates[0])
 
 
 def _jsonable(value: Any) -> Any:
@@ -146,18 +124,11 @@ def _is_generative_teacher(model) -> bool:
 
 
 def read_teacher_checkpoint(checkpoint: Path) -> dict:
-    """The saved RecBole checkpoint of a teacher; a clear error unless it is one of a sequential model."""
+    """The saved RecBole checkpoint of a teacher (``run.read_checkpoint``); a clear error unless it is one of a
+    sequential model."""
     from recbole.utils import ModelType
 
-    from recbole_llmkd import compat
-    from recbole_llmkd.model.llmrec import CheckpointMismatchError
-
-    try:
-        saved = compat.load_checkpoint(str(checkpoint), map_location="cpu")
-    except Exception as error:  # torch.load raises many types (UnpicklingError, RuntimeError, EOFError, ...)
-        raise CheckpointMismatchError(f"{checkpoint} is not a readable RecBole checkpoint ({error})") from error
-    if not isinstance(saved, dict) or "config" not in saved or "state_dict" not in saved:
-        raise CheckpointMismatchError(f"{checkpoint} is not a RecBole checkpoint (no 'config' / 'state_dict')")
+    saved = read_checkpoint(checkpoint)
     config = saved["config"]
     if getattr(config, "model_class", None) is None or config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
         raise CheckpointMismatchError(
@@ -168,20 +139,8 @@ def read_teacher_checkpoint(checkpoint: Path) -> dict:
 
 
 def load_teacher(checkpoint: Path, saved: dict, dataset, device: Any = None):
-    """``(model in eval mode, its config)`` from ``saved = read_teacher_checkpoint(checkpoint)``."""
-    from recbole_llmkd.model.llmrec import LLMRec, load_llmrec
-
-    config = saved["config"]
-    model_class = config.model_class
-    if issubclass(model_class, LLMRec):
-        model, config, _ = load_llmrec(str(checkpoint), dataset=dataset, device=device)
-        return model, config
-    config["device"] = torch.device(device) if device is not None else (
-        config["device"] if torch.cuda.is_available() else torch.device("cpu"))
-    model = model_class(config, dataset)
-    model.load_state_dict(saved["state_dict"])
-    model.load_other_parameter(saved.get("other_parameter"))
-    return model.to(config["device"]).eval(), config
+    """``(model in eval mode, its config)`` from ``saved = read_teacher_checkpoint(checkpoint)`` (``run.load_model``)."""
+    return load_model(checkpoint, saved, dataset, device)
 
 
 def _titles_and_fallbacks(config, dataset) -> tuple[list[str], int]:
@@ -323,9 +282,6 @@ def export_teacher(
         cpus_per_worker, gpus_per_worker: Ray resources of each worker (default 1 CPU, with that many torch
             threads; 1 GPU when the export's device is CUDA, else none).
     """
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
-
     checkpoint = resolve_checkpoint(checkpoint_or_run_dir)
     # resolved before the export's work: a wrong path is an error now, not after every row is computed
     student_checkpoint = resolve_checkpoint(compare_with) if compare_with is not None else None
@@ -337,15 +293,12 @@ def export_teacher(
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} already exists; delete it or pass overwrite=True (--export-overwrite)")
 
-    saved = read_teacher_checkpoint(checkpoint)
-    config = saved["config"]
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    split_datasets = {"train": train_data._dataset, "valid": valid_data._dataset, "test": test_data._dataset}
+    read_teacher_checkpoint(checkpoint)  # a sequential model's, checked before the data are built
+    run = load(checkpoint, device=device)
+    model, config, train_data = run.model, run.config, run.train_data
+    split_datasets = {"train": train_data._dataset, "valid": run.valid_data._dataset, "test": run.test_data._dataset}
     split_datasets = {split: ds for split, ds in split_datasets.items() if len(ds.inter_feat) > 0}
 
-    model, config = load_teacher(checkpoint, saved, train_data._dataset, device=device)
     if with_user_state and not _is_llm_teacher(model):
         raise ConfigValueError(f"with_user_state: {type(model).__name__} is not an LLM teacher with a user state "
                                "to store (SLMRec reads LLMRec teachers)")
