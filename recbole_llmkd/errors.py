@@ -2,7 +2,7 @@
 
 ``RecboleLLMKDError`` is the base of the plugin's own errors (bad input, mismatched files, impossible configs, a KD
 term that stopped a run). Each front end (``run_recbole_llmkd.py`` in all its modes, ``python -m
-recbole_llmkd.data.convert|export|importer``) runs its work through ``run_reporting_errors``, which turns these
+recbole_llmkd.jobs.convert|export|importer``) runs its work through ``run_reporting_errors``, which turns these
 errors, and missing or existing files, into one line on stderr. The full traceback goes to the run log
 (``run.log`` of the run that failed, when one was open) and, with ``--debug``, to stderr as well. Anything else is
 a bug and keeps its traceback.

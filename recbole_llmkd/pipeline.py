@@ -10,7 +10,7 @@ stopped (the artifact export resumes chunk by chunk).
 Precedence in every model step, lowest first: the property files of the step's model and dataset < the profile's
 ``common`` section < the profile's section for the step < ``--config_files`` (in order; every step) < ``--key=value``
 on the command line (every step). So ``--config_files=properties/dllm2rec_protocol.yaml`` runs any profile on data
-converted by ``python -m recbole_llmkd.data.convert``. A dataset read from benchmark files (``benchmark_filename``)
+converted by ``python -m recbole_llmkd.jobs.convert``. A dataset read from benchmark files (``benchmark_filename``)
 is already split and filtered: RecBole ignores the filter keys then, so the profile's filters
 (``BENCHMARK_IGNORED_KEYS``) are dropped from every step and reported once (stderr, the log and the report).
 
@@ -244,7 +244,7 @@ class Pipeline:
 
         from recbole_llmkd import registry
         from recbole_llmkd.config import Config
-        from recbole_llmkd.data.export import export_teacher
+        from recbole_llmkd.jobs.export import export_teacher
         from recbole_llmkd.distill.hidden import block_layer_pairs
         from recbole_llmkd.run import DatasetNotFoundError, check_dataset_files
 
@@ -342,7 +342,7 @@ class Pipeline:
 
     # ----- the job ----------------------------------------------------------------------------------
     def run(self) -> dict:
-        from recbole_llmkd.data.export import export_teacher
+        from recbole_llmkd.jobs.export import export_teacher
 
         steps = self.validate()
         ignored = self.report_ignored_keys()
