@@ -25,6 +25,7 @@ setup(
     packages=[
         "recbole_llmkd",
         "recbole_llmkd.data",
+        "recbole_llmkd.jobs",
         "recbole_llmkd.llm",
         "recbole_llmkd.model",
         "recbole_llmkd.distill",

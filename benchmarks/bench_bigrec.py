@@ -60,7 +60,7 @@ def teacher_config(args, common: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    from recbole_llmkd.data.export import export_teacher
+    from recbole_llmkd.jobs.export import export_teacher
 
     args = parse_args(argv)
     out_dir = os.path.abspath(args.out_dir)

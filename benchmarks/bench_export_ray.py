@@ -1,4 +1,4 @@
-"""Teacher export throughput: the single-process loop vs Ray workers (data/export_ray.py), in rows/s.
+"""Teacher export throughput: the single-process loop vs Ray workers (jobs/export_ray.py), in rows/s.
 
 Exports the same teacher once per setting into a temporary directory (``item_text: none``: the per-item table is
 the same work in every setting and is left out) and reports, per setting, the rows phase (what the workers do;
@@ -92,7 +92,7 @@ def train_teacher(workdir: str, dataset: str, max_inter: int) -> str:
 
 
 def export_once(teacher: str, output: str, args, **kwargs) -> dict:
-    from recbole_llmkd.data.export import export_teacher
+    from recbole_llmkd.jobs.export import export_teacher
 
     handler = RowsPhase()
     logger = logging.getLogger("recbole_llmkd")

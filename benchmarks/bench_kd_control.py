@@ -150,7 +150,7 @@ def markdown(rows: list, teacher_row: dict, seeds: list) -> str:
 
 
 def main(argv=None) -> int:
-    from recbole_llmkd.data.export import export_teacher
+    from recbole_llmkd.jobs.export import export_teacher
 
     args = parse_args(argv)
     out_dir = os.path.abspath(args.out_dir)

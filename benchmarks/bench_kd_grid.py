@@ -130,7 +130,7 @@ def student_job(args, dataset: str, student: str, method: str, seed: int, teache
 
 def run_job(job: dict) -> None:
     """In a child process: train (or reuse) one run; a teacher is then exported with its list diagnostics."""
-    from recbole_llmkd.data.export import export_teacher
+    from recbole_llmkd.jobs.export import export_teacher
 
     control.run_once(job["model"], job["dataset"], job["config"], job["run_dir"])
     if job["role"] == "teacher":

@@ -52,7 +52,7 @@ def _sync(device):
 
 def measure_depth(config, train_data, n_layers, args, prefix_cache=True):
     """(train sequences/s, export rows/s, prompt length, trainable parameters) for one depth."""
-    from recbole_llmkd.data.export import _teacher_rows
+    from recbole_llmkd.jobs.export import _teacher_rows
     from recbole_llmkd.model.llmrec import LLMRec
     from recbole_llmkd.trainer.llm_trainer import LLMTrainer
 

@@ -97,7 +97,7 @@ def training_seconds_per_batch(config: dict, n_batches: int) -> float:
 
 
 def main(argv=None) -> int:
-    from recbole_llmkd.data.export import export_teacher
+    from recbole_llmkd.jobs.export import export_teacher
 
     args = parse_args(argv)
     out_dir = os.path.abspath(args.out_dir)

@@ -8,22 +8,24 @@
 
 Every command-line parser of the package is defined here, once per job: the runs (``build_parser``) and the data
 jobs (``DATA_JOBS``: a teacher's artifact export, an external teacher's import, the converter of published splits).
-``python -m recbole_llmkd.data.export|importer|convert`` are the same jobs under their own program names
-(``data_job_main``).
+``python -m recbole_llmkd.jobs.export|importer|convert`` are the same jobs under their own program names
+(``data_job_main``), and so are ``python -m recbole_llmkd.data.export|importer|convert``, the former homes of the
+jobs, kept as compatibility modules (``forward_to_jobs``, ``former_job_main``).
 """
 import argparse
 import functools
+import importlib
 import logging
 import sys
 import textwrap
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from recbole_llmkd import registry
 from recbole_llmkd.data.paths import TEACHER_RUN_ARTIFACT
 from recbole_llmkd.errors import DEBUG_FLAG, RecboleLLMKDError, run_reporting_errors
 
 PROG = "run_recbole_llmkd.py"
-# The item_text_emb sources of the export; the same tuple as data.export.ITEM_TEXT_SOURCES (not imported here:
+# The item_text_emb sources of the export; the same tuple as jobs.export.ITEM_TEXT_SOURCES (not imported here:
 # building the parser, and so --help, stays free of torch).
 ITEM_TEXT_SOURCES = ("auto", "titles", "item_table", "text_encoder", "none")
 # The export job's options, defined once as (option, export_teacher keyword, argparse keywords): the export job
@@ -114,13 +116,13 @@ def add_export_options(parser: argparse.ArgumentParser, prefix: str = "") -> Non
 
 def export_with_options(teacher: str, args: argparse.Namespace, prefix: str = "") -> str:
     """The export job: ``teacher``'s artifacts with the ``EXPORT_OPTIONS`` of ``args`` (spelled ``prefix`` + option)."""
-    from recbole_llmkd.data.export import export_teacher
+    from recbole_llmkd.jobs.export import export_teacher
 
     options = {keyword: getattr(args, (prefix + option).replace("-", "_")) for option, keyword, _ in EXPORT_OPTIONS}
     return export_teacher(teacher, ray_address=args.ray_address, **options)
 
 
-# ----- the data jobs: run_recbole_llmkd.py export|import|convert, python -m recbole_llmkd.data.<module> --------
+# ----- the data jobs: run_recbole_llmkd.py export|import|convert, python -m recbole_llmkd.jobs.<module> --------
 def build_export_parser(prog: str) -> argparse.ArgumentParser:
     """``export RUN_DIR_OR_CHECKPOINT [--EXPORT_OPTIONS] [--ray-address ...]``."""
     parser = argparse.ArgumentParser(
@@ -168,7 +170,7 @@ def build_import_parser(prog: str) -> argparse.ArgumentParser:
 
 def run_import(args: argparse.Namespace) -> int:
     """Build the dataset (its tokens after filtering), write the external teacher's artifact, print its path."""
-    from recbole_llmkd.data.importer import build_dataset, import_teacher
+    from recbole_llmkd.jobs.importer import build_dataset, import_teacher
 
     config_files = [name for entry in args.config_files for name in entry.split()]
     dataset = build_dataset(args.dataset, config_files, args.model)
@@ -197,7 +199,7 @@ def build_convert_parser(prog: str) -> argparse.ArgumentParser:
 
 def run_convert(args: argparse.Namespace) -> int:
     """Convert the published splits and print what was written (``convert.describe_conversion``)."""
-    from recbole_llmkd.data.convert import convert_dllm2rec, describe_conversion
+    from recbole_llmkd.jobs.convert import convert_dllm2rec, describe_conversion
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     dataset_dir = convert_dllm2rec(args.input, args.output, args.name, n_items=args.n_items)
@@ -220,8 +222,36 @@ def run_data_job(job: str, argv: List[str], prog: str) -> int:
 
 
 def data_job_main(job: str, argv: Optional[List[str]], prog: str) -> int:
-    """A data job as a program of its own (``python -m recbole_llmkd.data.<module>``): errors are ``<prog>: error:``."""
+    """A data job as a program of its own (``python -m recbole_llmkd.jobs.<module>``): errors are ``<prog>: error:``."""
     return run_reporting_errors(functools.partial(run_data_job, job, prog=prog), argv, prog)
+
+
+# ----- the former homes of the jobs: recbole_llmkd/data/{export,export_ray,importer,convert}.py -----------------
+def forward_to_jobs(module: str) -> Callable[[str], Any]:
+    """The module ``__getattr__`` (PEP 562) of the compatibility module ``recbole_llmkd.data.<module>``.
+
+    The jobs (export, export_ray, importer, convert) used to live in ``data/``; they sit above the models now, in
+    ``recbole_llmkd/jobs/``, and ``data/`` holds only the artifact formats. Their former modules stay, as
+    ``__getattr__ = forward_to_jobs(<module>)`` (plus ``main = former_job_main(...)`` for a job with a program):
+    a name such a module does not define is looked up in ``recbole_llmkd.jobs.<module>`` when it is first asked for.
+    So ``from recbole_llmkd.data.export import export_teacher`` and ``python -m recbole_llmkd.data.export`` keep
+    working while no module of ``data/`` imports a job or a model (tests/test_layout.py).
+    """
+
+    def job_attribute(name: str) -> Any:
+        return getattr(importlib.import_module(f"recbole_llmkd.jobs.{module}"), name)
+
+    return job_attribute
+
+
+def former_job_main(job: str, module: str) -> Callable[..., int]:
+    """``main(argv=None)`` of the compatibility module ``recbole_llmkd.data.<module>``: the data job ``job`` under
+    its former program name ``python -m recbole_llmkd.data.<module>``."""
+
+    def main(argv: Optional[List[str]] = None) -> int:
+        return data_job_main(job, argv, f"python -m recbole_llmkd.data.{module}")
+
+    return main
 
 
 def run_pipeline(args, overrides: Dict[str, str]) -> int:

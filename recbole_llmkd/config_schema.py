@@ -46,10 +46,12 @@ class Key:
 
     Args:
         kind: ``number`` (finite int or float, returned as float), ``int`` (returned as int), ``flag`` (bool),
-            ``choice`` (one of ``choices``), ``text`` (a string), ``path`` (a string or path), ``pair`` (two numbers).
+            ``choice`` (one of ``choices``), ``text`` (a string), ``path`` (a string or path), ``pair`` (two numbers),
+            ``names`` (a non-empty list of strings, returned as a list).
         choices: the accepted values of a ``choice`` key.
         minimum: lower bound of a ``number`` or ``int`` key.
         exclusive: ``minimum`` itself is not accepted (``> minimum`` instead of ``>= minimum``).
+        below: exclusive upper bound of a ``number`` or ``int`` key (``< below``).
         nullable: ``~`` (None) is accepted and returned as None (its meaning is the key's comment in the yaml).
         ignore_case: a ``choice`` key compared in lower case (and returned lower-cased).
         note: said after what is allowed.
@@ -59,6 +61,7 @@ class Key:
     choices: Tuple[Any, ...] = ()
     minimum: Optional[float] = None
     exclusive: bool = False
+    below: Optional[float] = None
     nullable: bool = False
     ignore_case: bool = False
     note: str = ""
@@ -70,10 +73,12 @@ class Key:
         else:
             text = {
                 "number": "a finite number", "int": "an int", "flag": "True or False", "text": "a string",
-                "path": "a path", "pair": "two numbers",
+                "path": "a path", "pair": "two numbers", "names": "a non-empty list of names",
             }[self.kind]
             if self.minimum is not None:
                 text += f" {'>' if self.exclusive else '>='} {self.minimum:g}"
+            if self.below is not None:
+                text += f"{' and' if self.minimum is not None else ''} < {self.below:g}"
         if self.nullable and None not in self.choices:
             text += " or ~"
         return f"{text} ({self.note})" if self.note else text
@@ -92,7 +97,11 @@ class Key:
             return isinstance(value, (str, os.PathLike))
         if self.kind == "pair":
             return isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_number(v) for v in value)
+        if self.kind == "names":
+            return isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(v, str) for v in value)
         if not _is_number(value) or (self.kind == "int" and not float(value).is_integer()):
+            return False
+        if self.below is not None and not value < self.below:
             return False
         if self.minimum is None:
             return True
@@ -107,6 +116,8 @@ class Key:
             return int(value)
         if self.kind == "pair":
             return tuple(float(v) for v in value)
+        if self.kind == "names":
+            return list(value)
         if self.kind == "choice" and self.ignore_case and isinstance(value, str):
             return value.lower()
         return value
@@ -167,6 +178,12 @@ SCHEMA: Dict[str, Key] = {
     "llm_title_max_tokens": _COUNT,
     "llm_title_view": _choice(TITLE_VIEWS),
     "eval_batch_size": _COUNT,
+    # LLM backbone and LoRA of LLMRec, BIGRec and SLMRec (recbole_llmkd/llm/lora.py: lora_backbone_from_config)
+    "llm_gradient_checkpointing": _FLAG,
+    "lora_r": _COUNT,
+    "lora_alpha": _COUNT,
+    "lora_dropout": Key("number", minimum=0.0, below=1.0),
+    "lora_target_modules": Key("names", note="module names such as gate_proj, up_proj"),
     # BIGRec (properties/model/BIGRec.yaml)
     "bigrec_template": Key("text"),
     "bigrec_instruction": Key("text"),

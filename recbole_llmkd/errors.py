@@ -2,7 +2,7 @@
 
 ``RecboleLLMKDError`` is the base of the plugin's own errors (bad input, mismatched files, impossible configs, a KD
 term that stopped a run). Each front end (``run_recbole_llmkd.py`` in all its modes, ``python -m
-recbole_llmkd.data.convert|export|importer``) runs its work through ``run_reporting_errors``, which turns these
+recbole_llmkd.jobs.convert|export|importer``) runs its work through ``run_reporting_errors``, which turns these
 errors, and missing or existing files, into one line on stderr. The full traceback goes to the run log
 (``run.log`` of the run that failed, when one was open) and, with ``--debug``, to stderr as well. Anything else is
 a bug and keeps its traceback.
@@ -24,6 +24,11 @@ class RecboleLLMKDError(Exception):
 
 class ConfigValueError(RecboleLLMKDError, ValueError):
     """A config key holds a value the plugin cannot use; the message names the key, the value and what is allowed."""
+
+
+class CheckpointMismatchError(RecboleLLMKDError, ValueError):
+    """A checkpoint that is not a readable RecBole checkpoint, or (LLMRec, BIGRec) does not belong to this model's
+    backbone, item table or dataset."""
 
 
 # Errors from outside the plugin that are still the user's input, not a bug: a path that is missing or in the way.

@@ -10,7 +10,7 @@ stopped (the artifact export resumes chunk by chunk).
 Precedence in every model step, lowest first: the property files of the step's model and dataset < the profile's
 ``common`` section < the profile's section for the step < ``--config_files`` (in order; every step) < ``--key=value``
 on the command line (every step). So ``--config_files=properties/dllm2rec_protocol.yaml`` runs any profile on data
-converted by ``python -m recbole_llmkd.data.convert``. A dataset read from benchmark files (``benchmark_filename``)
+converted by ``python -m recbole_llmkd.jobs.convert``. A dataset read from benchmark files (``benchmark_filename``)
 is already split and filtered: RecBole ignores the filter keys then, so the profile's filters
 (``BENCHMARK_IGNORED_KEYS``) are dropped from every step and reported once (stderr, the log and the report).
 
@@ -40,7 +40,8 @@ from recbole_llmkd.config import load_yaml_file, properties_dir
 from recbole_llmkd.data.paths import TEACHER_RUN_ARTIFACT, diagnostics_path
 from recbole_llmkd.errors import RecboleLLMKDError
 from recbole_llmkd.measure import device_description, git_commit
-from recbole_llmkd.report import ReportRow, load_result, write_pipeline_report
+from recbole_llmkd.report import ReportRow, write_pipeline_report
+from recbole_llmkd.run import has_results, read_results
 
 logger = logging.getLogger("recbole_llmkd")
 
@@ -172,9 +173,9 @@ class Pipeline:
         from recbole_llmkd.quick_start import run_recbole_llmkd
 
         step_dir = self.step_dir(step)
-        if os.path.isfile(os.path.join(step_dir, "results.json")):
+        if has_results(step_dir):
             self.steps_reused.append(step)
-            return load_result(step_dir)
+            return read_results(step_dir)
         result = run_recbole_llmkd(model, self.dataset, config_dict=config_dict, cmd_args=self.overrides,
                                    check_cmd_keys=False)  # validate() checked them against every step
         self.steps_run.append(step)
@@ -243,9 +244,9 @@ class Pipeline:
 
         from recbole_llmkd import registry
         from recbole_llmkd.config import Config
-        from recbole_llmkd.data.export import export_teacher
+        from recbole_llmkd.jobs.export import export_teacher
         from recbole_llmkd.distill.hidden import block_layer_pairs
-        from recbole_llmkd.quick_start import DatasetNotFoundError, check_dataset_files
+        from recbole_llmkd.run import DatasetNotFoundError, check_dataset_files
 
         steps = self.plan()
         for student in self.profile["students"]:
@@ -341,7 +342,7 @@ class Pipeline:
 
     # ----- the job ----------------------------------------------------------------------------------
     def run(self) -> dict:
-        from recbole_llmkd.data.export import export_teacher
+        from recbole_llmkd.jobs.export import export_teacher
 
         steps = self.validate()
         ignored = self.report_ignored_keys()

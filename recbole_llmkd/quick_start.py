@@ -1,84 +1,29 @@
 """Run any RecBole or plugin model end to end: config -> data -> model -> trainer -> validation-selected test.
 
 Everything a run writes (log, TensorBoard events, checkpoint, ``results.json``) goes under one run
-directory: ``--run_dir=PATH``, default ``runs/<Model>-<dataset>-<timestamp>`` under the working directory.
+directory: ``--run_dir=PATH``, default ``runs/<Model>-<dataset>-<timestamp>`` under the working directory. The run's
+parts and its directory are built by ``recbole_llmkd.run`` (``start_run_dir``, ``prepare``).
 """
-import json
-import logging
-import os
 import sys
 import time
-from datetime import datetime
 from logging import getLogger
 from typing import Dict, Iterable, Optional
 
-import colorlog
 import torch
-from recbole.data import create_dataset, data_preparation
-from recbole.utils import init_seed, set_color
-from recbole.utils.logger import RemoveColorFilter, log_colors_config
+from recbole.utils import set_color
 
-from recbole_llmkd import compat
 from recbole_llmkd.config import Config
-from recbole_llmkd.data.folds import hold_out_fold
-from recbole_llmkd.errors import RecboleLLMKDError
 from recbole_llmkd.measure import count_parameters, full_ranking_throughput
-from recbole_llmkd.registry import get_trainer
-
-
-class DatasetNotFoundError(RecboleLLMKDError, FileNotFoundError):
-    """The dataset's atomic files are not where the config points (nothing is ever downloaded)."""
-
-
-def check_dataset_files(config) -> None:
-    """Fail fast, naming the paths, when the atomic files are missing (``compat.missing_dataset_files``)."""
-    missing = compat.missing_dataset_files(config)
-    if missing:
-        raise DatasetNotFoundError(
-            f"dataset '{config['dataset']}' not found: no atomic file at {', '.join(missing)}. "
-            f"recbole_llmkd never downloads datasets; put the RecBole atomic files in "
-            f"{os.path.abspath(config['data_path'])} or point --data_path at the folder that holds '{config['dataset']}/'."
-        )
-
-
-def new_run_dir(name: str) -> str:
-    """``runs/<name>-<YYYYmmdd-HHMMSS>``, with ``-2``, ``-3``, ... appended while that path exists (not created)."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = os.path.join("runs", f"{name}-{stamp}")
-    suffix = 1
-    while os.path.exists(path):
-        suffix += 1
-        path = os.path.join("runs", f"{name}-{stamp}-{suffix}")
-    return path
-
-
-def prepare_run_dir(config) -> str:
-    """Create the run directory, route checkpoints into it, and return its absolute path."""
-    run_dir = os.path.abspath(config["run_dir"] or new_run_dir(f"{config['model']}-{config['dataset']}"))
-    os.makedirs(run_dir, exist_ok=True)
-    config["run_dir"] = run_dir
-    if "checkpoint_dir" not in config.external_config_dict:
-        config["checkpoint_dir"] = run_dir
-    return run_dir
-
-
-def init_run_logger(config, run_dir: str) -> str:
-    """RecBole's log format, written to ``<run_dir>/run.log`` and the console; replaces earlier handlers."""
-    level = getattr(logging, str(config["state"] or "INFO").upper(), logging.INFO)
-    log_file = os.path.join(run_dir, "run.log")
-    file_handler = logging.FileHandler(log_file)
-    file_handler.setLevel(level)
-    file_handler.setFormatter(logging.Formatter("%(asctime)-15s %(levelname)s  %(message)s", "%a %d %b %Y %H:%M:%S"))
-    file_handler.addFilter(RemoveColorFilter())
-    stream_handler = logging.StreamHandler()
-    stream_handler.setLevel(level)
-    stream_handler.setFormatter(
-        colorlog.ColoredFormatter(
-            "%(log_color)s%(asctime)-15s %(levelname)s  %(message)s", "%d %b %H:%M", log_colors=log_colors_config
-        )
-    )
-    logging.basicConfig(level=level, handlers=[stream_handler, file_handler], force=True)
-    return log_file
+from recbole_llmkd.run import (  # noqa: F401  (the run-directory helpers, importable from here as before)
+    DatasetNotFoundError,
+    check_dataset_files,
+    init_run_logger,
+    new_run_dir,
+    prepare,
+    prepare_run_dir,
+    start_run_dir,
+    write_results,
+)
 
 
 def _to_float_dict(result) -> Dict[str, float]:
@@ -104,37 +49,26 @@ def run_recbole_llmkd(
     config = Config(model, dataset, config_file_list, config_dict, cmd_args)
     if check_cmd_keys:
         config.check_cmd_keys()
-    check_dataset_files(config)
-    run_dir = prepare_run_dir(config)
+    run_dir = start_run_dir(config)
     print(f"recbole_llmkd run directory: {run_dir}", file=sys.stderr, flush=True)
-    init_seed(config["seed"], config["reproducibility"])
-    init_run_logger(config, run_dir)
     logger = getLogger()
     logger.info(config)
 
-    data = create_dataset(config)
-    logger.info(data)
-    train_data, valid_data, test_data = data_preparation(config, data)
-    train_data = hold_out_fold(config, train_data)  # a cross-fitted teacher: one fold of users out of training
-
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = config.model_class(config, train_data._dataset).to(config["device"])
-    logger.info(model)
-    params = count_parameters(model)
-
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    run = prepare(config)
+    params = count_parameters(run.model)
+    trainer = run.trainer
     start = time.perf_counter()
     # select_on: test (KD students only) reproduces the official DLLM2Rec code's test-set selection; labelled.
-    selection = {"test_data": test_data} if config["select_on"] == "test" else {}
+    selection = {"test_data": run.test_data} if config["select_on"] == "test" else {}
     best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"], **selection
+        run.train_data, run.valid_data, saved=saved, show_progress=config["show_progress"], **selection
     )
     train_time = time.perf_counter() - start
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    test_result = trainer.evaluate(run.test_data, load_best_model=saved, show_progress=config["show_progress"])
     throughput = {}
     if config["measure_throughput"]:
         throughput = full_ranking_throughput(
-            trainer.model, test_data, config["device"],
+            trainer.model, run.test_data, config["device"],
             warmup_batches=config["throughput_warmup_batches"], max_batches=config["throughput_max_batches"],
         )
 
@@ -157,6 +91,5 @@ def run_recbole_llmkd(
     }
     logger.info(set_color("best valid ", "yellow") + f": {result['best_valid_result']}")
     logger.info(set_color("test result", "yellow") + f": {result['test_result']}")
-    with open(os.path.join(run_dir, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
+    write_results(run_dir, result)
     return result

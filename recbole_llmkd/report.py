@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from recbole_llmkd.run import read_results
+
 QUALITY_METRICS = ("hit@10", "hit@20", "ndcg@10", "ndcg@20", "mrr@20")
 # SLMRec protocol (1 positive + 999 sampled negatives), reported by LLMTrainer (LLMRec, SLMRec) with slm_eval_sampled.
 SAMPLED_METRICS = ("sampled_hit@1", "sampled_hit@5", "sampled_ndcg@5", "sampled_mrr")
@@ -40,8 +42,8 @@ class ReportRow:
 
 
 def load_result(run_dir: str) -> dict:
-    with open(os.path.join(run_dir, "results.json"), encoding="utf-8") as f:
-        return json.load(f)
+    """The ``results.json`` of the run in ``run_dir`` (``run.read_results``)."""
+    return read_results(run_dir)
 
 
 def relative_gain(value: Optional[float], reference: Optional[float]) -> Optional[float]:

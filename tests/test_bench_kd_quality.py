@@ -25,7 +25,7 @@ def _load_bench():
 
 def _tiny_teacher_only(run_dir: str) -> Pipeline:
     """The tiny profile's steps up to the artifact export only (what the benchmark reads of a pipeline run)."""
-    from recbole_llmkd.data.export import export_teacher
+    from recbole_llmkd.jobs.export import export_teacher
     from recbole_llmkd.pipeline import EXPORT_STEP, fill_checkpoints
 
     pipeline = Pipeline(resolve_profile("tiny"), run_dir=run_dir)

@@ -1,5 +1,5 @@
 """The data jobs as subcommands: ``run_recbole_llmkd.py export|import|convert`` run the same job, parsed by the same
-parser, as ``python -m recbole_llmkd.data.export|importer|convert`` (and, for the export, ``--export-teacher``); bad
+parser, as ``python -m recbole_llmkd.jobs.export|importer|convert`` (and, for the export, ``--export-teacher``); bad
 input is one ``run_recbole_llmkd.py: error: <message>`` line with exit status 2.
 """
 import os
@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from recbole_llmkd import cli
-from recbole_llmkd.data import convert as convert_module, export as export_module, importer as importer_module
+from recbole_llmkd.jobs import convert as convert_module, export as export_module, importer as importer_module
 from tests.conftest import REPO_ROOT
 from tests.test_convert import write_fixture
 

@@ -1,4 +1,4 @@
-"""recbole_llmkd.data.convert: DLLM2Rec/BIGRec/LLaRA splits -> RecBole atomic benchmark files."""
+"""recbole_llmkd.jobs.convert: DLLM2Rec/BIGRec/LLaRA splits -> RecBole atomic benchmark files."""
 import sys
 from pathlib import Path
 
@@ -7,16 +7,16 @@ import pandas as pd
 import pytest
 
 import recbole_llmkd  # noqa: F401  (numpy-2 shims before RecBole)
-from recbole_llmkd.data.convert import (
+from recbole_llmkd.data.convert import main  # the job under its former program name (a compatibility module)
+from recbole_llmkd.data.item_text import read_item_text
+from recbole_llmkd.jobs.convert import (
     ConversionError,
     SplitRows,
     convert_dllm2rec,
-    main,
     read_conversion_report,
     read_id2name,
     read_split,
 )
-from recbole_llmkd.data.item_text import read_item_text
 
 PROTOCOL_YAML = Path(__file__).resolve().parents[1] / "properties" / "dllm2rec_protocol.yaml"
 N_ITEMS = 30

@@ -85,7 +85,7 @@ def teachers(data_root, tmp_path_factory):
 
 def test_cross_fitted_export_takes_train_rows_from_the_fold_teacher(teachers, data_root, tmp_path):
     from recbole_llmkd.data.artifacts import load_artifacts
-    from recbole_llmkd.data.export import export_teacher
+    from recbole_llmkd.jobs.export import export_teacher
     from recbole_llmkd.data.folds import row_folds
 
     export = lambda run, name, **kw: load_artifacts(export_teacher(  # noqa: E731
@@ -119,7 +119,7 @@ def test_cross_fitted_export_takes_train_rows_from_the_fold_teacher(teachers, da
 
 
 def test_cross_fit_rejects_teachers_that_are_not_one_per_fold(teachers, tmp_path):
-    from recbole_llmkd.data.export import export_teacher
+    from recbole_llmkd.jobs.export import export_teacher
 
     def export(*fold_runs):
         return export_teacher(teachers["all"], output=tmp_path / "x.safetensors", topk=5, show_progress=False,

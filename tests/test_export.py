@@ -29,7 +29,7 @@ def teacher_run(data_root, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(teacher_run):
-    from recbole_llmkd.data.export import export_teacher
+    from recbole_llmkd.jobs.export import export_teacher
 
     path = export_teacher(teacher_run["run_dir"], topk=8, batch_size=512, show_progress=False)
     return path
@@ -104,7 +104,7 @@ def test_item_text_embeddings_come_from_the_base_llm(teacher_run, exported, data
 
 
 def test_item_text_fallback_is_counted_in_the_log(data_root, caplog):
-    from recbole_llmkd.data.export import choose_item_text
+    from recbole_llmkd.jobs.export import choose_item_text
 
     config, train_data, _, _ = build(data_root)
     with caplog.at_level(logging.WARNING, logger="recbole_llmkd"):
@@ -117,7 +117,7 @@ def test_item_text_fallback_is_counted_in_the_log(data_root, caplog):
 
 
 def test_interrupted_export_resumes_and_gives_the_same_file(teacher_run, exported, tmp_path, monkeypatch):
-    from recbole_llmkd.data import export as export_module
+    from recbole_llmkd.jobs import export as export_module
     from recbole_llmkd.data.artifacts import ArtifactWriter, load_artifacts
 
     output = tmp_path / "resumed.safetensors"
@@ -169,7 +169,7 @@ def test_artifact_for_another_config_is_a_clear_error(exported, data_root):
 
 
 def test_export_refuses_to_overwrite_and_accepts_a_checkpoint(teacher_run, exported):
-    from recbole_llmkd.data.export import export_teacher, resolve_checkpoint
+    from recbole_llmkd.jobs.export import export_teacher, resolve_checkpoint
 
     assert str(resolve_checkpoint(teacher_run["run_dir"])) == teacher_run["checkpoint"]
     with pytest.raises(FileExistsError, match="already exists"):
@@ -192,7 +192,7 @@ def test_cli_export_teacher(teacher_run, tmp_path, capsys):
 
 def test_export_with_user_state(teacher_run, tmp_path, data_root):
     from recbole_llmkd.data.artifacts import load_artifacts
-    from recbole_llmkd.data.export import export_teacher
+    from recbole_llmkd.jobs.export import export_teacher
 
     path = export_teacher(teacher_run["checkpoint"], output=tmp_path / "u.safetensors", topk=2, with_user_state=True,
                           item_text="none", show_progress=False)
@@ -222,7 +222,7 @@ def test_export_from_a_plain_recbole_sasrec_checkpoint(sasrec_run, data_root, tm
 
     from recbole_llmkd.cli import main
     from recbole_llmkd.data.artifacts import load_artifacts
-    from recbole_llmkd.data.export import diagnostics_path, load_teacher, read_teacher_checkpoint
+    from recbole_llmkd.jobs.export import diagnostics_path, load_teacher, read_teacher_checkpoint
     from recbole_llmkd.distill import teacher_list_diagnostics
 
     output = tmp_path / "sasrec_teacher.safetensors"
@@ -278,7 +278,7 @@ def test_a_missing_compare_with_run_stops_the_export_before_it_starts(sasrec_run
 
 
 def test_a_small_kd_student_trains_from_a_sasrec_teacher(sasrec_run, data_root, tmp_path):
-    from recbole_llmkd.data.export import export_teacher
+    from recbole_llmkd.jobs.export import export_teacher
     from recbole_llmkd.quick_start import run_recbole_llmkd
 
     artifact = export_teacher(sasrec_run["run_dir"], output=tmp_path / "t.safetensors", topk=6, show_progress=False)
@@ -291,7 +291,7 @@ def test_a_small_kd_student_trains_from_a_sasrec_teacher(sasrec_run, data_root, 
 
 def test_export_from_a_recbole_model_rejects_what_it_cannot_give(sasrec_run, tmp_path, capsys):
     from recbole_llmkd.cli import main
-    from recbole_llmkd.data.export import export_teacher
+    from recbole_llmkd.jobs.export import export_teacher
     from recbole_llmkd.errors import ConfigValueError
     from recbole_llmkd.model.llmrec import CheckpointMismatchError
 

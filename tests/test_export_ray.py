@@ -1,4 +1,4 @@
-"""Distributed teacher export on Ray (data/export_ray.py): the same artifact as the single-process export, resumed
+"""Distributed teacher export on Ray (jobs/export_ray.py): the same artifact as the single-process export, resumed
 after an interrupted run while a worker is killed, and a clear one-line error for a Ray address where nothing listens.
 
 One embedded Ray (2 CPUs) serves the whole module; each export uses 2 workers on the tiny LLMRec teacher of
@@ -22,7 +22,7 @@ def ray_cluster(tmp_path_factory):
     existence makes the next actor that sees it exit hard on its chunk (once)."""
     import ray
 
-    from recbole_llmkd.data.export_ray import CRASH_ONCE_ENV, start_ray
+    from recbole_llmkd.jobs.export_ray import CRASH_ONCE_ENV, start_ray
 
     marker = tmp_path_factory.mktemp("ray_hook") / "crash_once"
     previous = os.environ.get(CRASH_ONCE_ENV)
@@ -41,7 +41,7 @@ def ray_cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(teacher_run, tmp_path_factory):  # noqa: F811
     """The single-process export (same chunking) every distributed one must equal."""
-    from recbole_llmkd.data.export import export_teacher
+    from recbole_llmkd.jobs.export import export_teacher
 
     output = tmp_path_factory.mktemp("reference") / "reference.safetensors"
     return export_teacher(teacher_run["run_dir"], output=output, **EXPORT_ARGS)
@@ -67,7 +67,7 @@ def test_an_interrupted_export_resumes_on_ray_and_a_killed_worker_is_retried(ray
     once), while one worker is killed (os._exit) on its first chunk: Ray restarts it and retries that chunk. The
     result is the single-process artifact (the chunks from the local run and from both workers side by side)."""
     from recbole_llmkd.data.artifacts import ArtifactWriter
-    from recbole_llmkd.data.export import export_teacher
+    from recbole_llmkd.jobs.export import export_teacher
 
     output = tmp_path / "resumed.safetensors"
     original, written = ArtifactWriter.write_chunk, []
@@ -107,14 +107,14 @@ def test_a_recbole_sasrec_teacher_goes_the_same_way(ray_cluster, sasrec_run, tmp
     """Any RecBole sequential checkpoint is a worker's teacher too: the worker (run in-process here; an actor runs
     exactly this) loads the SASRec and computes a chunk equal to the single-process export's rows."""
     from recbole_llmkd.data.artifacts import load_artifacts
-    from recbole_llmkd.data.export import export_teacher
-    from recbole_llmkd.data.export_ray import ExportWorker
+    from recbole_llmkd.jobs.export import export_teacher
+    from recbole_llmkd.jobs.export_ray import ExportWorker
     from pathlib import Path
 
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import init_seed
 
-    from recbole_llmkd.data.export import read_teacher_checkpoint
+    from recbole_llmkd.jobs.export import read_teacher_checkpoint
 
     local = load_artifacts(export_teacher(sasrec_run["run_dir"], output=tmp_path / "local.safetensors",
                                           **EXPORT_ARGS))
@@ -134,7 +134,7 @@ def test_a_recbole_sasrec_teacher_goes_the_same_way(ray_cluster, sasrec_run, tmp
 
 def test_a_dead_ray_address_is_one_error_line(teacher_run, tmp_path, capsys):  # noqa: F811
     from recbole_llmkd import cli
-    from recbole_llmkd.data import export as export_module
+    from recbole_llmkd.jobs import export as export_module
     from tests.test_cli_errors import assert_one_error_line
 
     output = tmp_path / "never.safetensors"
@@ -152,7 +152,7 @@ def test_a_dead_ray_address_is_one_error_line(teacher_run, tmp_path, capsys):  #
 
 
 def test_bad_ray_addresses_are_recognised():
-    from recbole_llmkd.data.export_ray import RayAddressError, _host_port
+    from recbole_llmkd.jobs.export_ray import RayAddressError, _host_port
 
     assert _host_port("ray://head:10002") == ("head", 10002)
     assert _host_port("ray://head") == ("head", 10001)

@@ -8,7 +8,8 @@ import torch
 
 import recbole_llmkd  # noqa: F401  (numpy shims before RecBole)
 from recbole_llmkd.data.artifacts import load_artifacts
-from recbole_llmkd.data.importer import ImportFormatError, import_teacher, main, read_item_embeddings
+from recbole_llmkd.data.importer import main  # the job under its former program name (a compatibility module)
+from recbole_llmkd.jobs.importer import ImportFormatError, import_teacher, read_item_embeddings
 
 K = 5
 N_TRAIN_ROWS = 30

@@ -1,4 +1,4 @@
-"""Package layout rules that the code must keep (issue 15): ``data/`` sits below ``model/``, and every
+"""Package layout rules that the code must keep (issue 15): ``data/`` sits below ``model/`` and ``jobs/``, and every
 ``docs/METHODS.md §N`` cited in the package names a section that exists."""
 import ast
 import re
@@ -14,38 +14,89 @@ SECTION = re.compile(r"§(\d+(?:\.\d+)*)")
 HEADING = re.compile(r"^#{2,3} (\d+(?:\.\d+)*)\.? ", re.MULTILINE)
 
 
-def _module_level_imports(tree: ast.Module) -> list[str]:
-    """Modules imported by statements at module level, including inside top-level ``if``/``try`` blocks, but not
-    inside functions or classes."""
+# The former homes of the jobs, kept in data/ as compatibility modules (cli.forward_to_jobs, cli.former_job_main).
+FORMER_JOB_MODULES = {"export.py", "export_ray.py", "importer.py", "convert.py"}
+ABOVE_DATA = ("recbole_llmkd.model", "recbole_llmkd.jobs")
+
+
+def _imports(tree: ast.Module) -> list:
+    """Every module an ``import`` statement anywhere in ``tree`` names (module level, functions, classes, branches):
+    ``import a.b`` -> ``a.b``; ``from a import b`` -> ``a`` and ``a.b``."""
     imported = []
-    pending = list(tree.body)
-    while pending:
-        node = pending.pop()
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             imported += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.append(node.module)
             imported += [f"{node.module}.{alias.name}" for alias in node.names]
-        elif isinstance(node, (ast.If, ast.Try)):
-            pending += node.body + node.orelse + getattr(node, "finalbody", [])
-            pending += [statement for handler in getattr(node, "handlers", []) for statement in handler.body]
     return imported
 
 
-def test_data_modules_do_not_import_model_at_module_level():
-    """No module of ``recbole_llmkd/data/`` imports ``recbole_llmkd.model`` when it is imported.
+def _names_something_above_data(name: str) -> bool:
+    return any(name == above or name.startswith(above + ".") for above in ABOVE_DATA)
 
-    Only module-level imports are checked: ``data/export.py`` and ``data/export_ray.py`` still import the models
-    lazily inside their job functions (the jobs are to move above ``model/``); such function-level imports are not
-    counted here.
+
+def _is_docstring(node: ast.stmt) -> bool:
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+
+
+def test_data_modules_do_not_import_model_or_jobs():
+    """``data/`` sits below ``model/`` and ``jobs/``: no module of ``recbole_llmkd/data/`` imports
+    ``recbole_llmkd.model`` or ``recbole_llmkd.jobs``, at module level or inside a function, and none imports by name
+    (``importlib`` or ``__import__``).
+
+    The one way from ``data/`` up to a job is the documented compatibility mechanism of the jobs' former homes
+    (``FORMER_JOB_MODULES``): such a module sets ``__getattr__ = cli.forward_to_jobs(<module>)`` (PEP 562, the job
+    module is imported by ``recbole_llmkd.cli`` when a name is first asked for) and, for a job with a program,
+    ``main = cli.former_job_main(<job>, <module>)``. It holds nothing else: its docstring, imports, those
+    assignments and the ``if __name__ == "__main__"`` call of ``main``; no function or class of its own.
     """
-    offenders = {}
+    offenders, by_name, forwarding = {}, {}, set()
     for path in sorted((PACKAGE / "data").glob("*.py")):
-        imported = _module_level_imports(ast.parse(path.read_text(encoding="utf-8")))
-        bad = [name for name in imported if name == "recbole_llmkd.model" or name.startswith("recbole_llmkd.model.")]
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        bad = [name for name in _imports(tree) if _names_something_above_data(name)]
         if bad:
             offenders[path.name] = bad
-    assert not offenders, f"data/ modules import recbole_llmkd.model at module level: {offenders}"
+        dynamic = [name for name in _imports(tree) if name.split(".")[0] == "importlib"]
+        dynamic += [node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Name) and node.func.id == "__import__"]
+        if dynamic:
+            by_name[path.name] = dynamic
+        calls = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+        if "forward_to_jobs" in calls:
+            forwarding.add(path.name)
+            extra = [type(node).__name__ for node in tree.body
+                     if not (_is_docstring(node) or isinstance(node, (ast.Import, ast.ImportFrom, ast.Assign, ast.If)))]
+            extra += [target.id for node in tree.body if isinstance(node, ast.Assign) for target in node.targets
+                      if not (isinstance(target, ast.Name) and target.id in ("__getattr__", "main"))]
+            assert not extra, f"data/{path.name} forwards to a job and must hold nothing else, found: {extra}"
+    assert not offenders, f"data/ modules import a model or a job: {offenders}"
+    assert not by_name, f"data/ modules import by name: {by_name}"
+    assert forwarding == FORMER_JOB_MODULES, f"the compatibility modules of data/: {sorted(forwarding)}"
+
+
+def test_the_jobs_former_paths_still_work(tmp_path):
+    """``from recbole_llmkd.data.<module> import <name>`` gives the job's own object, and ``python -m
+    recbole_llmkd.data.<module>`` runs the job under its former program name."""
+    import subprocess
+    import sys
+
+    from recbole_llmkd.data.export import export_teacher
+    from recbole_llmkd.data.export_ray import compute_chunks_on_ray
+    from recbole_llmkd.data.importer import import_teacher
+    from recbole_llmkd.jobs import export, export_ray, importer
+
+    assert export_teacher is export.export_teacher and import_teacher is importer.import_teacher
+    assert compute_chunks_on_ray is export_ray.compute_chunks_on_ray
+    for module in ("data", "jobs"):
+        proc = subprocess.run(
+            [sys.executable, "-m", f"recbole_llmkd.{module}.convert", "--input", str(tmp_path / "no"), "--output",
+             str(tmp_path / "out"), "--name", "toy"],
+            capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300, cwd=REPO_ROOT,
+        )
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+            f"python -m recbole_llmkd.{module}.convert: error: input folder not found: {tmp_path / 'no'}"
+        ], proc.stderr
 
 
 def test_methods_citations_name_existing_sections():

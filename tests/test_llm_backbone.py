@@ -1,9 +1,11 @@
 """Backbone loading, truncation, LoRA and text embeddings on the tiny decoder (fast, no network, no repo writes)."""
 import importlib.metadata
 import importlib.util
+import os
 import socket
 
 import pytest
+import yaml
 
 from recbole_llmkd.measure import count_parameters
 import torch
@@ -18,12 +20,17 @@ from recbole_llmkd.llm import (
     find_smollm2_gguf,
     load_backbone,
     load_lora_state_dict,
+    lora_backbone_from_config,
     lora_state_dict,
     prepare_for_training,
     sha256_file,
     tokenize_prompt,
     truncate_layers,
 )
+
+from recbole_llmkd.config_schema import read_config
+from recbole_llmkd.errors import ConfigValueError
+from tests.conftest import REPO_ROOT
 
 TINY_HIDDEN = 32
 TINY_LAYERS = 4
@@ -236,6 +243,61 @@ def test_lora_rejects_bad_arguments():
     lora_model = apply_lora(model)
     with pytest.raises(ValueError, match="already a PeftModel"):
         apply_lora(lora_model)
+
+
+LORA_CONFIG = {  # every key lora_backbone_from_config reads, at the LLMRec.yaml defaults
+    "llm_backbone": "tiny",
+    "llm_n_layers": None,
+    "llm_tiny_config": None,
+    "llm_gradient_checkpointing": True,
+    "lora_r": 16,
+    "lora_alpha": 16,
+    "lora_dropout": 0.05,
+    "lora_target_modules": ["gate_proj", "up_proj", "down_proj"],
+}
+
+
+@pytest.mark.parametrize("model_name", ["LLMRec", "BIGRec"])
+def test_lora_defaults_in_the_property_files_are_allowed_by_the_schema(model_name):
+    with open(os.path.join(REPO_ROOT, "properties", "model", f"{model_name}.yaml"), encoding="utf-8") as f:
+        defaults = yaml.safe_load(f)
+    for key in ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "llm_gradient_checkpointing"):
+        assert read_config(defaults, key) == defaults[key]
+
+
+@pytest.mark.parametrize(
+    "key, value, allowed",
+    [
+        ("lora_r", 0, "an int >= 1"),
+        ("lora_r", 2.5, "an int >= 1"),
+        ("lora_alpha", -4, "an int >= 1"),
+        ("lora_dropout", 1.0, "a finite number >= 0 and < 1"),
+        ("lora_dropout", -0.1, "a finite number >= 0 and < 1"),
+        ("lora_target_modules", [], "a non-empty list of names"),
+        ("lora_target_modules", "gate_proj", "a non-empty list of names"),
+        ("llm_gradient_checkpointing", "yes", "True or False"),
+    ],
+)
+def test_lora_keys_are_checked_by_the_schema_before_the_backbone_loads(monkeypatch, key, value, allowed):
+    import recbole_llmkd.llm.backbone
+
+    def refuse_to_load(*args, **kwargs):
+        raise AssertionError("the backbone was loaded before the config was checked")
+
+    monkeypatch.setattr(recbole_llmkd.llm.backbone, "load_backbone", refuse_to_load)
+    config = dict(LORA_CONFIG, **{key: value})
+    with pytest.raises(ConfigValueError) as error:
+        lora_backbone_from_config(config, "cpu")
+    assert str(error.value).startswith(f"{key}={value!r} is not supported; expected {allowed}")
+
+
+def test_lora_keys_from_the_config_reach_peft():
+    config = dict(LORA_CONFIG, lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_target_modules=["q_proj", "v_proj"])
+    _, llm, gradient_checkpointing = lora_backbone_from_config(config, "cpu")
+    peft_config = llm.peft_config["default"]
+    assert (peft_config.r, peft_config.lora_alpha, peft_config.lora_dropout) == (4, 8, 0.0)
+    assert set(peft_config.target_modules) == {"q_proj", "v_proj"}
+    assert gradient_checkpointing is False  # never on CPU
 
 
 def test_lora_state_dict_round_trip():

@@ -153,7 +153,7 @@ def test_cli_reports_an_impossible_pipeline_before_training(tmp_path, capsys):
 
 def test_run_follows_the_plan_fills_the_checkpoint_and_passes_overrides(tmp_path, monkeypatch):
     # run() with the training replaced by a recorder: the cpu profile's steps, in plan order, nothing trained.
-    import recbole_llmkd.data.export as export_module
+    import recbole_llmkd.jobs.export as export_module
     import recbole_llmkd.quick_start as quick_start
 
     calls, exports = [], []
@@ -211,7 +211,7 @@ def test_tiny_profile_end_to_end_on_converted_data_through_the_cli(tmp_path, cap
     from pathlib import Path
 
     from recbole_llmkd import cli
-    from recbole_llmkd.data.convert import main as convert_main
+    from recbole_llmkd.jobs.convert import main as convert_main
     from tests.test_convert import write_fixture
 
     write_fixture(Path("published"), user_column="uid")

@@ -73,7 +73,7 @@ def test_minilm_embeds_titles_offline():
 @pytest.mark.text_encoder
 def test_export_item_text_from_the_text_encoder_for_a_sasrec_teacher(tmp_path):
     from recbole_llmkd.data.artifacts import load_artifacts
-    from recbole_llmkd.data.export import export_teacher
+    from recbole_llmkd.jobs.export import export_teacher
     from recbole_llmkd.data.item_text import item_titles_for_dataset
     from recbole_llmkd.quick_start import run_recbole_llmkd
     from tests.test_llmrec import SLICE_NAME, build, make_ml_slice, slice_config

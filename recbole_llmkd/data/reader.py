@@ -96,7 +96,7 @@ def _read_metadata(path: Path) -> dict:
     if not header or validate.METADATA_KEY not in header:
         raise ArtifactError(
             f"{path} is a safetensors file without {validate.METADATA_KEY!r} metadata: not a teacher artifact "
-            "(write artifacts with ArtifactWriter or recbole_llmkd.data.importer)"
+            "(write artifacts with ArtifactWriter or recbole_llmkd.jobs.importer)"
         )
     try:
         metadata = json.loads(header[validate.METADATA_KEY])

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from recbole_llmkd.config_schema import read_config
 from recbole_llmkd.errors import ConfigValueError
 
 DEFAULT_LORA_TARGETS = ("gate_proj", "up_proj", "down_proj")
@@ -143,7 +144,11 @@ def lora_backbone_from_config(config: Any, device: str | torch.device, causal_lm
     """The LLM recommenders' backbone from their config keys: ``load_backbone(llm_backbone, llm_n_layers,
     llm_tiny_config, causal_lm)`` in fp32, LoRA on top (``lora_r``, ``lora_alpha``, ``lora_dropout``,
     ``lora_target_modules``; task CAUSAL_LM with ``causal_lm``), moved to ``device`` in train mode, HF gradient
-    checkpointing on CUDA when ``llm_gradient_checkpointing``.
+    checkpointing on CUDA when ``llm_gradient_checkpointing``. The keys are checked by
+    ``recbole_llmkd.config_schema`` before anything is loaded.
+
+    Raises:
+        ConfigValueError: a key holds a value the schema does not allow (the message names key, value and rule).
 
     Returns:
         ``(backbone, llm, gradient_checkpointing)``: the loaded ``Backbone`` (identity, tokenizer), the peft model,
@@ -151,21 +156,26 @@ def lora_backbone_from_config(config: Any, device: str | torch.device, causal_lm
     """
     from recbole_llmkd.llm.backbone import load_backbone
 
+    n_layers = read_config(config, "llm_n_layers")
+    lora_r = read_config(config, "lora_r")
+    lora_alpha = read_config(config, "lora_alpha")
+    lora_dropout = read_config(config, "lora_dropout")
+    lora_target_modules = read_config(config, "lora_target_modules")
+    gradient_checkpointing = read_config(config, "llm_gradient_checkpointing") and torch.device(device).type == "cuda"
     backbone = load_backbone(
         config["llm_backbone"],
-        n_layers=config["llm_n_layers"],
+        n_layers=n_layers,
         dtype=torch.float32,
         tiny_config=config["llm_tiny_config"],
         causal_lm=causal_lm,
     )
     llm = apply_lora(
         backbone.model,
-        r=int(config["lora_r"]),
-        alpha=int(config["lora_alpha"]),
-        dropout=float(config["lora_dropout"]),
-        target_modules=list(config["lora_target_modules"]),
+        r=lora_r,
+        alpha=lora_alpha,
+        dropout=lora_dropout,
+        target_modules=lora_target_modules,
         task_type="CAUSAL_LM" if causal_lm else "FEATURE_EXTRACTION",
     )
-    gradient_checkpointing = bool(config["llm_gradient_checkpointing"]) and torch.device(device).type == "cuda"
     prepare_for_training(llm, device, gradient_checkpointing=gradient_checkpointing)
     return backbone, llm, gradient_checkpointing

@@ -33,11 +33,10 @@ from recbole.utils import InputType
 
 from recbole_llmkd.config_schema import read_config
 from recbole_llmkd.data.item_text import item_titles_for_dataset
-from recbole_llmkd.errors import ConfigValueError
+from recbole_llmkd.errors import CheckpointMismatchError, ConfigValueError
 from recbole_llmkd.llm import autocast_context, encode_texts, lora_backbone_from_config
 from recbole_llmkd.measure import count_parameters
 from recbole_llmkd.model.llmrec import (
-    CheckpointMismatchError,
     TrainedTensorsCheckpoint,
     _item_tokens_fingerprint,
     dataset_mismatch,

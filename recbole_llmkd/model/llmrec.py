@@ -40,16 +40,12 @@ from torch.nn.modules.module import _IncompatibleKeys
 from recbole_llmkd import compat
 from recbole_llmkd.config_schema import read_config
 from recbole_llmkd.data.item_text import item_titles_for_dataset
-from recbole_llmkd.errors import ConfigValueError, RecboleLLMKDError
+from recbole_llmkd.errors import CheckpointMismatchError, ConfigValueError
 from recbole_llmkd.llm import autocast_context, lora_backbone_from_config, sha256_file, tokenize_prompt
 from recbole_llmkd.measure import count_parameters
 
 ITEM_TABLE_TRAINABLE = "trainable"
 ITEM_TABLE_TEXT_ENCODER = "text_encoder"  # frozen sentence embeddings of the titles beside a learned ID table
-
-
-class CheckpointMismatchError(RecboleLLMKDError, ValueError):
-    """A LLMRec checkpoint does not belong to this backbone, item table or dataset."""
 
 
 def _item_tokens_fingerprint(dataset) -> dict:

@@ -124,7 +124,7 @@ class SLMRec(KDTermReporter, LLMRec):
                 raise SLMRecSetupError(
                     "kd_mode: offline needs teacher=<LLMRec checkpoint (.pth) or run directory> (--teacher=...)"
                 )
-            from recbole_llmkd.data.export import resolve_checkpoint
+            from recbole_llmkd.run import resolve_checkpoint
 
             self.teacher_checkpoint = str(resolve_checkpoint(config["teacher"]))
             teacher_header = self._read_teacher_header(self.teacher_checkpoint)

@@ -235,27 +235,18 @@ def sweep_trainable(params: Dict[str, Any], setup: SweepSetup, experiment_path: 
         tune.report(finished_trial_report(summary, checkpoint))
         return
 
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
-
-    from recbole_llmkd.quick_start import check_dataset_files, init_run_logger, prepare_run_dir
     from recbole_llmkd.registry import get_trainer
+    from recbole_llmkd.run import prepare, start_run_dir
 
     run_dir = os.path.join(trial_dir, TRIAL_RUN_SUBDIR)
     config = setup.trial_config(params, run_dir, _trial_gpu_id())
-    check_dataset_files(config)
-    prepare_run_dir(config)
-    init_seed(config["seed"], config["reproducibility"])
-    init_run_logger(config, run_dir)
+    start_run_dir(config)
     logger = getLogger()
     logger.info(f"sweep trial {tune.get_context().get_trial_id()}: {params}")
     logger.info(config)
 
-    dataset = create_dataset(config)
-    train_data, valid_data, _ = data_preparation(config, dataset)  # the test split is never touched here
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = config.model_class(config, train_data._dataset).to(config["device"])
-    trainer = recording_trainer(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model)
+    run = prepare(config, trainer_class=recording_trainer(get_trainer(config["MODEL_TYPE"], config["model"])))
+    trainer = run.trainer  # the test split (run.test_data) is never touched here
     reported_epochs: List[int] = []
 
     def report(epoch_idx: int, valid_score: float) -> None:
@@ -272,7 +263,7 @@ def sweep_trainable(params: Dict[str, Any], setup: SweepSetup, experiment_path: 
 
     start = time.perf_counter()
     best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=True, show_progress=False, callback_fn=report
+        run.train_data, run.valid_data, saved=True, show_progress=False, callback_fn=report
     )
     epochs_run = len(trainer.train_loss_dict)
     summary = {
@@ -307,7 +298,7 @@ def prepare_setup(
 ):
     """Build the driver's Config, validate the swept keys, resolve metric/mode and absolute paths."""
     from recbole_llmkd.config import Config
-    from recbole_llmkd.quick_start import check_dataset_files
+    from recbole_llmkd.run import check_dataset_files
 
     config_file_list = [os.path.abspath(f) for f in (config_file_list or [])]
     config_dict = dict(config_dict or {})
@@ -583,20 +574,11 @@ def plot_metric_vs_params(rows: List[dict], spec: SweepSpec, metric: str, path: 
 
 def evaluate_best_on_test(setup: SweepSetup, params: Dict[str, Any], checkpoint: str, trial_dir: str, gpu_id):
     """Rebuild the best trial's data and model in the driver, load its best checkpoint, read test once."""
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
-
-    from recbole_llmkd.registry import get_trainer
+    from recbole_llmkd.run import prepare
 
     run_dir = os.path.join(trial_dir, TRIAL_RUN_SUBDIR)
-    config = setup.trial_config(params, run_dir, gpu_id)
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train_data, _, test_data = data_preparation(config, dataset)
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = config.model_class(config, train_data._dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    test_result = trainer.evaluate(test_data, load_best_model=True, model_file=checkpoint, show_progress=False)
+    run = prepare(setup.trial_config(params, run_dir, gpu_id))
+    test_result = run.trainer.evaluate(run.test_data, load_best_model=True, model_file=checkpoint, show_progress=False)
     return _float_dict(test_result)
 
 
@@ -626,7 +608,7 @@ def run_sweep(
     from ray import tune
     from ray.tune import FailureConfig, RunConfig, TuneConfig, Tuner
 
-    from recbole_llmkd.quick_start import init_run_logger, new_run_dir
+    from recbole_llmkd.run import init_run_logger, new_run_dir
 
     cmd_args = dict(cmd_args or {})
     config_dict = dict(config_dict or {})

@@ -1,0 +1,5 @@
+"""The jobs that use trained models and the data formats: a teacher's artifact export (``export``, on Ray:
+``export_ray``), an external teacher's import (``importer``) and the converter of published splits (``convert``).
+
+They sit above ``model/`` and ``data/``; their command lines are defined in ``recbole_llmkd.cli``.
+"""

@@ -1,0 +1,234 @@
+"""One run of a RecBole or plugin model: its run directory, and its data, model and trainer built in one place.
+
+- ``prepare(config) -> Run``: the dataset, the train/valid/test splits, the model on the training split and its
+  trainer, from a ``recbole_llmkd.config.Config``. Seeding is RecBole's quick start's:
+  ``init_seed(seed, reproducibility)`` before ``create_dataset``, ``init_seed(seed + local_rank, reproducibility)``
+  before the model, so the same seeds give the same run.
+- ``load(checkpoint, dataset=None, device=None) -> Run``: the same from a saved checkpoint (a RecBole model's, a KD
+  student's, an LLMRec's or a BIGRec's), the model trained and in eval mode, without a trainer: for the export and
+  for evaluation.
+- The run directory (``--run_dir``, default ``runs/<Model>-<dataset>-<time>``): ``run.log`` (``RUN_LOG``), the
+  TensorBoard events, the best checkpoint (RecBole's ``<Model>-<time>.pth``: ``checkpoint_dir`` is routed into the
+  run directory) and ``results.json`` (``RESULTS_FILE``: the metrics and the checkpoint's path).
+  ``resolve_checkpoint`` finds the checkpoint of a run directory.
+
+``quick_start.run_recbole_llmkd``, the sweeps' trials and their test evaluation, and the teacher export all build
+their runs here.
+"""
+import glob
+import json
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional, Tuple
+
+import colorlog
+import torch
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import init_seed
+from recbole.utils.logger import RemoveColorFilter, log_colors_config
+
+from recbole_llmkd import compat
+from recbole_llmkd.data.folds import hold_out_fold
+from recbole_llmkd.errors import CheckpointMismatchError, RecboleLLMKDError
+from recbole_llmkd.registry import get_trainer
+
+# File names inside a run directory.
+RESULTS_FILE = "results.json"  # what run_recbole_llmkd returns: metrics, the checkpoint's path, counts, timings
+RUN_LOG = "run.log"  # the run's log (also on the console)
+CHECKPOINT_PATTERN = "*.pth"  # RecBole's checkpoint files, <Model>-<time>.pth
+
+
+class DatasetNotFoundError(RecboleLLMKDError, FileNotFoundError):
+    """The dataset's atomic files are not where the config points (nothing is ever downloaded)."""
+
+
+@dataclass
+class Run:
+    """The parts of one run. ``train_data``, ``valid_data`` and ``test_data`` are RecBole's data loaders (None when
+    ``load`` was given a dataset); ``trainer`` is None for a loaded run."""
+
+    config: Any
+    dataset: Any  # what create_dataset returned (or the dataset load() was given)
+    train_data: Any
+    valid_data: Any
+    test_data: Any
+    model: torch.nn.Module
+    trainer: Any = None
+
+
+# ----- the run directory ---------------------------------------------------------------------------------------
+def check_dataset_files(config) -> None:
+    """Fail fast, naming the paths, when the atomic files are missing (``compat.missing_dataset_files``)."""
+    missing = compat.missing_dataset_files(config)
+    if missing:
+        raise DatasetNotFoundError(
+            f"dataset '{config['dataset']}' not found: no atomic file at {', '.join(missing)}. "
+            f"recbole_llmkd never downloads datasets; put the RecBole atomic files in "
+            f"{os.path.abspath(config['data_path'])} or point --data_path at the folder that holds '{config['dataset']}/'."
+        )
+
+
+def new_run_dir(name: str) -> str:
+    """``runs/<name>-<YYYYmmdd-HHMMSS>``, with ``-2``, ``-3``, ... appended while that path exists (not created)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = os.path.join("runs", f"{name}-{stamp}")
+    suffix = 1
+    while os.path.exists(path):
+        suffix += 1
+        path = os.path.join("runs", f"{name}-{stamp}-{suffix}")
+    return path
+
+
+def prepare_run_dir(config) -> str:
+    """Create the run directory, route checkpoints into it, and return its absolute path."""
+    run_dir = os.path.abspath(config["run_dir"] or new_run_dir(f"{config['model']}-{config['dataset']}"))
+    os.makedirs(run_dir, exist_ok=True)
+    config["run_dir"] = run_dir
+    if "checkpoint_dir" not in config.external_config_dict:
+        config["checkpoint_dir"] = run_dir
+    return run_dir
+
+
+def init_run_logger(config, run_dir: str) -> str:
+    """RecBole's log format, written to ``<run_dir>/run.log`` and the console; replaces earlier handlers."""
+    level = getattr(logging, str(config["state"] or "INFO").upper(), logging.INFO)
+    log_file = os.path.join(run_dir, RUN_LOG)
+    file_handler = logging.FileHandler(log_file)
+    file_handler.setLevel(level)
+    file_handler.setFormatter(logging.Formatter("%(asctime)-15s %(levelname)s  %(message)s", "%a %d %b %Y %H:%M:%S"))
+    file_handler.addFilter(RemoveColorFilter())
+    stream_handler = logging.StreamHandler()
+    stream_handler.setLevel(level)
+    stream_handler.setFormatter(
+        colorlog.ColoredFormatter(
+            "%(log_color)s%(asctime)-15s %(levelname)s  %(message)s", "%d %b %H:%M", log_colors=log_colors_config
+        )
+    )
+    logging.basicConfig(level=level, handlers=[stream_handler, file_handler], force=True)
+    return log_file
+
+
+def start_run_dir(config) -> str:
+    """The run directory of ``config``, ready: its dataset files checked (before anything is created), the
+    directory created with checkpoints routed into it, and the log going to its ``run.log``. Returns its path."""
+    check_dataset_files(config)
+    run_dir = prepare_run_dir(config)
+    init_run_logger(config, run_dir)
+    return run_dir
+
+
+def write_results(run_dir: str, result: dict) -> None:
+    """Write a run's result to ``<run_dir>/results.json``."""
+    with open(os.path.join(run_dir, RESULTS_FILE), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+
+
+def read_results(run_dir: str) -> dict:
+    """A run's ``results.json``."""
+    with open(os.path.join(run_dir, RESULTS_FILE), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def has_results(run_dir: str) -> bool:
+    """Whether the run in ``run_dir`` finished (its ``results.json`` exists)."""
+    return os.path.isfile(os.path.join(run_dir, RESULTS_FILE))
+
+
+def resolve_checkpoint(checkpoint_or_run_dir) -> Path:
+    """A checkpoint file, or the checkpoint of a run directory (``results.json``'s, else its only ``*.pth``)."""
+    path = Path(checkpoint_or_run_dir)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"teacher checkpoint or run directory not found: {path}")
+    if has_results(str(path)):
+        checkpoint = read_results(str(path)).get("checkpoint")
+        if checkpoint and Path(checkpoint).is_file():
+            return Path(checkpoint)
+    candidates = sorted(glob.glob(str(path / CHECKPOINT_PATTERN)))
+    if len(candidates) != 1:
+        raise FileNotFoundError(
+            f"{path}: expected exactly one checkpoint (*.pth) in the teacher run directory, found "
+            f"{len(candidates)}{': ' + ', '.join(os.path.basename(c) for c in candidates) if candidates else ''}; "
+            "pass the checkpoint file itself"
+        )
+    return Path(candidates[0])
+
+
+# ----- building a run ------------------------------------------------------------------------------------------
+def prepare(config, trainer_class: Optional[type] = None) -> Run:
+    """The dataset, its splits, the model (on ``config["device"]``) and its trainer, seeded as RecBole does.
+
+    Args:
+        config: a ``recbole_llmkd.config.Config``.
+        trainer_class: the trainer to build; default the model's (``registry.get_trainer``).
+    """
+    logger = logging.getLogger()
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    train_data = hold_out_fold(config, train_data)  # a cross-fitted teacher: one fold of users out of training
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = config.model_class(config, train_data._dataset).to(config["device"])
+    logger.info(model)
+    trainer_class = trainer_class or get_trainer(config["MODEL_TYPE"], config["model"])
+    trainer = trainer_class(config, model)
+    return Run(config, dataset, train_data, valid_data, test_data, model, trainer)
+
+
+def read_checkpoint(checkpoint) -> dict:
+    """A saved RecBole checkpoint (``config``, ``state_dict``, ...) read on the CPU; a ``CheckpointMismatchError``
+    when the file is not one."""
+    try:
+        saved = compat.load_checkpoint(str(checkpoint), map_location="cpu")
+    except Exception as error:  # torch.load raises many types (UnpicklingError, RuntimeError, EOFError, ...)
+        raise CheckpointMismatchError(f"{checkpoint} is not a readable RecBole checkpoint ({error})") from error
+    if not isinstance(saved, dict) or "config" not in saved or "state_dict" not in saved:
+        raise CheckpointMismatchError(f"{checkpoint} is not a RecBole checkpoint (no 'config' / 'state_dict')")
+    return saved
+
+
+def load_model(checkpoint, saved: dict, dataset, device: Any = None) -> Tuple[torch.nn.Module, Any]:
+    """``(model in eval mode, its config)``: the trained model of ``saved = read_checkpoint(checkpoint)``, built on
+    ``dataset`` (it must hold the training dataset's item tokens) and placed on ``device`` (default: its training
+    device, the CPU without CUDA). An LLMRec is rebuilt by ``load_llmrec`` (its backbone checked against the saved
+    identity)."""
+    from recbole_llmkd.model.llmrec import LLMRec, load_llmrec
+
+    config = saved["config"]
+    model_class = config.model_class
+    if issubclass(model_class, LLMRec):
+        model, config, _ = load_llmrec(str(checkpoint), dataset=dataset, device=device)
+        return model, config
+    config["device"] = torch.device(device) if device is not None else (
+        config["device"] if torch.cuda.is_available() else torch.device("cpu"))
+    model = model_class(config, dataset)
+    model.load_state_dict(saved["state_dict"])
+    model.load_other_parameter(saved.get("other_parameter"))
+    return model.to(config["device"]).eval(), config
+
+
+def load(checkpoint, dataset=None, device: Any = None) -> Run:
+    """The run behind a saved checkpoint, its model trained and in eval mode (no trainer).
+
+    Without ``dataset``, the data are built from the checkpoint's config as ``prepare`` builds them
+    (``init_seed(seed, reproducibility)``, ``create_dataset``, ``data_preparation``; a fold teacher's held-out
+    fold stays in its training split, so that an export covers every row) and the model on the training split; with ``dataset`` (e.g. another run's ``train_data._dataset``), the model is built on it and the splits
+    are None.
+    """
+    saved = read_checkpoint(checkpoint)
+    config = saved["config"]
+    train_data = valid_data = test_data = None
+    model_dataset = dataset
+    if dataset is None:
+        init_seed(config["seed"], config["reproducibility"])
+        dataset = create_dataset(config)
+        train_data, valid_data, test_data = data_preparation(config, dataset)
+        model_dataset = train_data._dataset
+    model, config = load_model(checkpoint, saved, model_dataset, device)
+    return Run(config, dataset, train_data, valid_data, test_data, model)
