@@ -242,18 +242,12 @@ def alignment_reductions(scaling: str) -> Dict[str, Dict[str, object]]:
 
     Usage: ``cosine_alignment(s, t, **alignment_reductions("code")["cosine"])``.
     """
-    if scaling == "code":
-        return {
-            "cosine": {"reduction": "sum"},
-            "norm": {"reduction": "sum", "squared": False},
-            "multi_supervision": {"reduction": "sum"},
-            "block_logit_kd": {"reduction": "sum"},
-        }
-    if scaling == "paper":
-        return {
-            "cosine": {"reduction": "mean"},
-            "norm": {"reduction": "mean", "squared": True},
-            "multi_supervision": {"reduction": "mean"},
-            "block_logit_kd": {"reduction": "mean"},
-        }
-    raise ValueError(f"unknown slm_kd_scaling {scaling!r}; expected one of {', '.join(SLM_KD_SCALINGS)}")
+    reduction = {"code": "sum", "paper": "mean"}.get(scaling)
+    if reduction is None:
+        raise ValueError(f"unknown slm_kd_scaling {scaling!r}; expected one of {', '.join(SLM_KD_SCALINGS)}")
+    return {
+        "cosine": {"reduction": reduction},
+        "norm": {"reduction": reduction, "squared": scaling == "paper"},
+        "multi_supervision": {"reduction": reduction},
+        "block_logit_kd": {"reduction": reduction},
+    }
