@@ -115,9 +115,9 @@ def test_slm_blocks_that_do_not_divide_the_layers(capsys):
 
 def test_a_nan_kd_term_names_epoch_and_term_and_keeps_the_best_checkpoint(kd_inputs, capsys, monkeypatch):
     """Epoch 0 trains and saves its checkpoint; the RD term turns NaN in epoch 1 and stops the run (exit 1)."""
-    import recbole_llmkd.model.distiller as distiller
+    import recbole_llmkd.distill.ranking as ranking  # Distiller calls ranking.dllm2rec_rd_loss
 
-    real_loss = distiller.dllm2rec_rd_loss
+    real_loss = ranking.dllm2rec_rd_loss
     calls = {"n": 0}
 
     def rd_loss_nan_after_first_epoch(*args, **kwargs):
@@ -127,7 +127,7 @@ def test_a_nan_kd_term_names_epoch_and_term_and_keeps_the_best_checkpoint(kd_inp
             loss = loss * float("nan")
         return loss, pos, neg
 
-    monkeypatch.setattr(distiller, "dllm2rec_rd_loss", rd_loss_nan_after_first_epoch)
+    monkeypatch.setattr(ranking, "dllm2rec_rd_loss", rd_loss_nan_after_first_epoch)
     status, lines = run_cli(capsys, *kd_args(kd_inputs, f"--teacher={kd_inputs['artifact']}", "--epochs=3",
                                              "--train_batch_size=100000", "--run_dir=nan_run"))
     assert status == 1

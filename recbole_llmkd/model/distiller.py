@@ -49,19 +49,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from recbole_llmkd.config_schema import read_config
-from recbole_llmkd.distill import (
-    KDTermError,
-    KDTermReporter,
-    check_kd_term,
-    combine_weights,
-    confidence_weights,
-    consistency_weights,
-    dllm2rec_rd_loss,
-    logit_kd_loss,
-    mean_entropy,
-    position_weights,
-    tang_wang_rd_loss,
-)
+from recbole_llmkd.distill import ranking  # the ranking-KD losses and weights, pure functions on tensors
+from recbole_llmkd.distill.guards import KDTermError, KDTermReporter, check_kd_term
 from recbole_llmkd.errors import ConfigValueError
 from recbole_llmkd.model.ed_item_embedding import EDItemEmbedding, upgrade_pre_module_keys
 
@@ -92,7 +81,7 @@ def student_topk_membership(teacher_topk: Tensor, student_logits: Tensor, k: int
     membership = ((candidate_logits > kth_value) & real).float()  # [B, K]
     tied_rows = ((candidate_logits == kth_value) & real).any(dim=1)  # [B]
     if bool(tied_rows.any()):
-        membership[tied_rows] = consistency_weights(teacher_topk[tied_rows], student_logits[tied_rows], k)
+        membership[tied_rows] = ranking.consistency_weights(teacher_topk[tied_rows], student_logits[tied_rows], k)
     return membership
 
 
@@ -308,7 +297,7 @@ class Distiller(KDTermReporter):
         """The DLLM2Rec importance weights of a batch: ``w_p`` [K], ``w_c``, ``w_o`` (the student's current top-K from
         ``logits``), and the combined ``w`` [B, K]."""
         num_candidates = teacher_topk.shape[1]
-        w_p = position_weights(num_candidates, self.rd_beta).to(logits.device)  # [K]
+        w_p = ranking.position_weights(num_candidates, self.rd_beta).to(logits.device)  # [K]
         extra = {"teacher_topk": teacher_topk}
         if self.confidence_mode == "paper_target":
             # d_b = -target_score: minus the teacher's score of the true target (a distance for score_kind neg_l2).
@@ -317,12 +306,12 @@ class Distiller(KDTermReporter):
         elif self.confidence_mode == "teacher_l2":
             extra["teacher_user_state"] = self._batch_field(interaction, TEACHER_USER_STATE_FIELD)  # [B, d]
             extra["teacher_item_table"] = self.teacher_item_table().to(logits.device)  # [n_items, d]
-        w_c = confidence_weights(teacher_scores, self.confidence_mode, self.confidence_temp, **extra)  # [B, K]
+        w_c = ranking.confidence_weights(teacher_scores, self.confidence_mode, self.confidence_temp, **extra)  # [B, K]
         w_o = student_topk_membership(teacher_topk, logits, self.rd_topk)  # [B, K], the student's current top-K
         valid = teacher_topk > 0  # [B, K]
         if candidate_mask is not None:
             valid = valid & candidate_mask
-        w = combine_weights(
+        w = ranking.combine_weights(
             w_p, w_c, w_o, self.gamma_p, self.gamma_c, self.gamma_o, self.rd_weight_norm, candidate_mask=valid
         )  # [B, K]
         return {"w_p": w_p, "w_c": w_c, "w_o": w_o, "w": w}
@@ -363,9 +352,9 @@ class Distiller(KDTermReporter):
         teacher_topk = self._batch_field(interaction, TEACHER_TOPK_FIELD)  # [B, K]
         teacher_scores = self._batch_field(interaction, TEACHER_SCORE_FIELD)  # [B, K]
         if self.kd_method == "logit":
-            kd_loss = logit_kd_loss(logits, teacher_topk, teacher_scores, self.kd_temperature)
+            kd_loss = ranking.logit_kd_loss(logits, teacher_topk, teacher_scores, self.kd_temperature)
         elif self.kd_method == "rd":
-            kd_loss = tang_wang_rd_loss(logits, teacher_topk, self.tw_lambda, self.tw_mu, self.tw_weighting)
+            kd_loss = ranking.tang_wang_rd_loss(logits, teacher_topk, self.tw_lambda, self.tw_mu, self.tw_weighting)
         else:
             candidate_mask = None
             if self.rd_filter_candidates:
@@ -374,12 +363,12 @@ class Distiller(KDTermReporter):
             weights = self.rd_weights(logits, teacher_topk, teacher_scores, interaction, candidate_mask)
             if neg_items is None:
                 neg_items = torch.ones_like(pos_items)  # unused by rd_neg_term: none
-            kd_loss, rd_pos, rd_neg = dllm2rec_rd_loss(
+            kd_loss, rd_pos, rd_neg = ranking.dllm2rec_rd_loss(
                 logits, teacher_topk, neg_items, weights["w"], self.rd_neg_term, candidate_mask=candidate_mask
             )
             terms["rd_pos"] = rd_pos.detach()
             terms["rd_neg"] = rd_neg.detach()
-            terms["wc_entropy"] = torch.tensor(mean_entropy(weights["w_c"]))
+            terms["wc_entropy"] = torch.tensor(ranking.mean_entropy(weights["w_c"]))
             terms["overlap"] = weights["w_o"].sum(dim=-1).mean().detach() / self.rd_topk
         if "overlap" not in terms:
             membership = student_topk_membership(teacher_topk, logits, self.rd_topk)  # [B, K]

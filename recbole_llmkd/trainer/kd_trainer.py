@@ -48,16 +48,8 @@ class KDTrainer(KDMonitoring, Trainer):
         self.logger.info(f"teacher fields attached to the {n_rows:,} training examples: {shapes}")
         return shapes
 
-    def fit(
-        self,
-        train_data,
-        valid_data=None,
-        verbose=True,
-        saved=True,
-        show_progress=False,
-        callback_fn=None,
-        test_data=None,
-    ):
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None,
+            test_data=None):
         """RecBole's ``fit`` after attaching the teacher fields; ``select_on: test`` selects on ``test_data``."""
         self.attach_teacher_fields(train_data)
         selection_data = valid_data
