@@ -157,7 +157,7 @@ def test_nan_kd_term_fails_loudly(student_data, monkeypatch):
         nan = student_logits.sum() * float("nan")
         return nan, nan, nan
 
-    monkeypatch.setattr(distiller, "dllm2rec_rd_loss", nan_loss)
+    monkeypatch.setattr(distiller.ranking, "dllm2rec_rd_loss", nan_loss)
     with pytest.raises(KDTermError, match="KD term 'rd' .* is not finite"):
         _fit(student_data["KDGRU4Rec"], kd_method="dllm2rec")
 
@@ -165,7 +165,7 @@ def test_nan_kd_term_fails_loudly(student_data, monkeypatch):
 def test_kd_term_stuck_at_zero_for_an_epoch_fails_loudly(student_data, monkeypatch):
     import recbole_llmkd.model.distiller as distiller
 
-    monkeypatch.setattr(distiller, "logit_kd_loss", lambda student_logits, *a, **k: student_logits.sum() * 0.0)
+    monkeypatch.setattr(distiller.ranking, "logit_kd_loss", lambda student_logits, *a, **k: student_logits.sum() * 0.0)
     with pytest.raises(KDTermError, match="'logit_kd' was exactly 0 for all .* batches of epoch 0 .*rd_weight=0.8"):
         _fit(student_data["KDSASRec"], kd_method="logit")
     # With its weight at 0 the same dead term is allowed (and still logged).
