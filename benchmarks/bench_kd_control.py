@@ -77,6 +77,10 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--stopping-step", type=int, default=5)
     parser.add_argument("--topk", type=int, default=50, help="teacher items exported per example")
+    parser.add_argument("--config-files", nargs="*", default=[], metavar="YAML",
+                        help="RecBole property files applied to every run (e.g. load_col of your own dataset)")
+    parser.add_argument("--results-json", default=RESULTS_JSON,
+                        help="the kd_quality.json the rows are merged into (default the repository's)")
     parser.add_argument("--cross-fit", type=int, default=None, metavar="K",
                         help="cross-fitted teacher lists: K fold teachers (each without one fold of users) give the "
                              "training rows (data/folds.py); the students' rows are labelled <teacher>-xfit<K>")
@@ -84,8 +88,14 @@ def parse_args(argv=None):
 
 
 def common_config(args) -> dict:
+    import yaml
+
     data_path = {"data_path": os.path.abspath(args.data_path)} if args.data_path else {}
-    return {**data_path,
+    from_files = {}
+    for path in getattr(args, "config_files", None) or []:
+        with open(path, encoding="utf-8") as f:
+            from_files.update(yaml.safe_load(f) or {})
+    return {**from_files, **data_path,
         "gpu_id": "", "show_progress": False, "user_inter_num_interval": args.slice, "MAX_ITEM_LIST_LENGTH": 10,
         "epochs": args.epochs, "stopping_step": args.stopping_step, "train_batch_size": 512, "eval_batch_size": 1024,
         "metrics": ["Hit", "NDCG"], "topk": [10, 20], "valid_metric": "NDCG@10",
@@ -114,19 +124,25 @@ def row(result: dict, args, student: str, kd_method: str, teacher: str, hidden: 
             "epochs_trained_s": float(result["train_time_s"])}
 
 
-def merge_results(rows: list) -> None:
+def merge_results(rows: list, results_json: str = RESULTS_JSON) -> None:
     """Replace rows of the same (dataset, users, student, kd_method, teacher, hidden_size, seed, device) in
     kd_quality.json (rows without ``device`` are the CPU VM's; a GPU run of the same setting is another row)."""
     key = lambda r: (r["dataset"], r.get("users", "[0,60]"), r["student"], r["kd_method"], r["teacher"], r["hidden_size"], r["seed"], r.get("device", ""))  # noqa: E731
     existing = []
-    if os.path.isfile(RESULTS_JSON):
-        with open(RESULTS_JSON, encoding="utf-8") as f:
+    if os.path.isfile(results_json):
+        with open(results_json, encoding="utf-8") as f:
             existing = json.load(f)
     new_keys = {key(r) for r in rows}
     merged = [r for r in existing if key(r) not in new_keys] + rows
-    os.makedirs(os.path.dirname(RESULTS_JSON), exist_ok=True)
-    with open(RESULTS_JSON, "w", encoding="utf-8") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(results_json)), exist_ok=True)
+    with open(results_json, "w", encoding="utf-8") as f:
         json.dump(merged, f, indent=2)
+
+
+def relative(delta: float, base: list) -> str:
+    """``delta`` relative to the mean of ``base`` (``+4.5%``), or ``n/a`` when that mean is 0."""
+    mean = statistics.mean(base)
+    return f"{delta / mean:+.1%}" if mean > 0 else "n/a"
 
 
 def markdown(rows: list, teacher_row: dict, seeds: list) -> str:
@@ -140,7 +156,7 @@ def markdown(rows: list, teacher_row: dict, seeds: list) -> str:
         runs = sorted((r for r in rows if r["kd_method"] == method), key=lambda r: r["seed"])
         deltas = [r["ndcg@10"] - plain[r["seed"]]["ndcg@10"] for r in runs if r["seed"] in plain]
         per_seed = ", ".join(f"{d:+.4f}" for d in deltas) if method != "none" else "–"
-        mean_delta = (f"{statistics.mean(deltas):+.4f} ({statistics.mean(deltas) / statistics.mean(p['ndcg@10'] for p in plain.values()):+.1%})"
+        mean_delta = (f"{statistics.mean(deltas):+.4f} ({relative(statistics.mean(deltas), [p['ndcg@10'] for p in plain.values()])})"
                       if method != "none" and deltas else "–")
         lines.append(f"| SASRec-{runs[0]['hidden_size']} | {method} | " + " | ".join(cell([r[m] for r in runs]) for m in METRICS)
                      + f" | {per_seed} | {mean_delta} |")
@@ -199,7 +215,7 @@ def main(argv=None) -> int:
     suffix = f"-xfit{args.cross_fit}" if args.cross_fit else ""
     with open(os.path.join(out_dir, f"control-{args.teacher_kind}{suffix}.json"), "w", encoding="utf-8") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=2)
-    merge_results([teacher_row] + rows)
+    merge_results([teacher_row] + rows, args.results_json)
     with open(diagnostics_path(artifact), encoding="utf-8") as f:
         lists = json.load(f)  # the lists the students learn from (cross-fitted ones with --cross-fit)
     print(f"\n{meta['date']}, commit {meta['commit']}, {meta['device']}")

@@ -88,6 +88,8 @@ def parse_args(argv=None):
                              "row then runs from both lists, the cross-fitted ones labelled <teacher>-xfit<K>")
     parser.add_argument("--report", action="store_true", help="print the tables of rows.jsonl and exit")
     parser.add_argument("--merge", action="store_true", help="with --report: merge the rows into kd_quality.json")
+    parser.add_argument("--results-json", default=control.RESULTS_JSON,
+                        help="the kd_quality.json --merge writes to (default the repository's)")
     parser.add_argument("--run-job", default=None, help=argparse.SUPPRESS)  # internal: one run, in a child process
     return parser.parse_args(argv)
 
@@ -339,7 +341,7 @@ def report(out_dir: str) -> str:
                 deltas = [r["ndcg@10"] - plain[r["seed"]]["ndcg@10"] for r in runs if r["seed"] in plain]
                 base = [plain[r["seed"]]["ndcg@10"] for r in runs if r["seed"] in plain]
                 per_seed = ", ".join(f"{d:+.4f}" for d in deltas) if method != "none" else "–"
-                mean_delta = (f"{statistics.mean(deltas):+.4f} ({statistics.mean(deltas) / statistics.mean(base):+.1%})"
+                mean_delta = (f"{statistics.mean(deltas):+.4f} ({control.relative(statistics.mean(deltas), base)})"
                               if method != "none" and deltas else "–")
                 lines.append(f"| {method} | {teacher} | {len(runs)} | {cell([r['best_valid_ndcg@10'] for r in runs])} | "
                              + " | ".join(cell([r[m] for r in runs]) for m in control.METRICS)
@@ -347,10 +349,10 @@ def report(out_dir: str) -> str:
     return "\n".join(lines)
 
 
-def merge(out_dir: str) -> None:
+def merge(out_dir: str, results_json: str = control.RESULTS_JSON) -> None:
     keep = ("dataset", "users", "student", "kd_method", "teacher", "hidden_size", "seed", *control.METRICS,
             "best_valid_ndcg@10", "train_time_s", "device")
-    control.merge_results([{k: r[k] for k in keep if k in r} for r in read_rows(out_dir)])
+    control.merge_results([{k: r[k] for k in keep if k in r} for r in read_rows(out_dir)], results_json)
 
 
 def main(argv=None) -> int:
@@ -362,7 +364,7 @@ def main(argv=None) -> int:
     if args.report:
         print(report(args.out_dir))
         if args.merge:
-            merge(args.out_dir)
+            merge(args.out_dir, args.results_json)
         return 0
     if args.data_path:
         args.data_path = os.path.abspath(args.data_path)

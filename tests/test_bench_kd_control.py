@@ -1,0 +1,60 @@
+"""benchmarks/bench_kd_control.py, the control's tiny version end to end (issue 14): a larger SASRec teacher with
+cross-fitted lists, a plain and a KD student, the rows in issue 14's format, and a rerun that reuses every run."""
+import importlib.util
+import json
+import os
+
+import pytest
+
+from tests.test_llmrec import SLICE_NAME, make_ml_slice
+
+pytestmark = pytest.mark.slow
+
+BENCH_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
+                          "bench_kd_control.py")
+ISSUE_14_FIELDS = {"dataset", "student", "kd_method", "teacher", "hidden_size", "seed", "ndcg@10", "hit@10",
+                   "ndcg@20", "hit@20"}
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("bench_kd_control", BENCH_PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_control_with_cross_fitted_lists_end_to_end(tmp_path, capsys):
+    from recbole_llmkd.data.artifacts import load_artifacts
+
+    make_ml_slice(tmp_path / "data", n_users=12)
+    properties = tmp_path / "slice.yaml"  # the slice's columns, as a user's own dataset needs them
+    properties.write_text("load_col:\n  inter: [user_id, item_id, rating, timestamp]\n", encoding="utf-8")
+    bench = _load_bench()
+    results_json = tmp_path / "kd_quality.json"
+    argv = ["--out-dir", str(tmp_path / "out"), "--dataset", SLICE_NAME, "--data-path", str(tmp_path / "data"),
+            "--slice", "[0,inf)", "--teacher-hidden", "16", "--teacher-layers", "1", "--student-hidden", "8",
+            "--epochs", "1", "--seeds", "2020", "--methods", "none", "dllm2rec-noed", "--topk", "10",
+            "--cross-fit", "2", "--results-json", str(results_json), "--config-files", str(properties)]
+    assert bench.main(argv) == 0
+    table = capsys.readouterr().out
+    assert "| SASRec-8 | dllm2rec-noed |" in table and "| teacher SASRec-1x16 |" in table  # the teacher's own row
+
+    out = tmp_path / "out"
+    artifact = load_artifacts(out / "teacher-sasrec" / "teacher_artifacts-xfit2.safetensors")
+    assert artifact.teacher["cross_fit"]["folds"] == 2  # the students learnt from the cross-fitted lists
+    report = json.loads((out / "control-sasrec-xfit2.json").read_text())
+    by_method = {row["kd_method"]: row for row in report["rows"]}
+    assert by_method["none"]["teacher"] == "none" and by_method["dllm2rec-noed"]["teacher"] == "SASRec-1x16-xfit2"
+    rows = json.loads(results_json.read_text())
+    assert {row["kd_method"] for row in rows} == {"teacher", "none", "dllm2rec-noed"}
+    for row in rows:
+        assert ISSUE_14_FIELDS <= set(row) and row["dataset"] == SLICE_NAME and 0.0 <= row["ndcg@10"] <= 1.0
+    assert {row["hidden_size"] for row in rows if row["kd_method"] != "teacher"} == {8}
+
+    # a rerun reuses every run (results.json) and merges the same rows again, not twice
+    runs = sorted(str(path) for path in out.rglob("results.json"))
+    mtimes = {path: os.path.getmtime(path) for path in runs}
+    assert bench.main(argv) == 0
+    assert sorted(str(path) for path in out.rglob("results.json")) == runs
+    assert all(os.path.getmtime(path) == mtime for path, mtime in mtimes.items())
+    assert json.loads(results_json.read_text()) == rows
