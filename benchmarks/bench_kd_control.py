@@ -106,6 +106,32 @@ def sasrec_size(hidden: int, layers: int) -> dict:
     return {"hidden_size": hidden, "inner_size": 2 * hidden, "n_layers": layers, "n_heads": 2 if hidden >= 64 else 1}
 
 
+def teacher_name(kind: str, layers: int, hidden: int) -> str:
+    """The teacher column of the results: ``SASRec-<layers>x<hidden>``, ``-minilm-init`` for the semantic kind."""
+    return f"SASRec-{layers}x{hidden}" + ("-minilm-init" if kind == "semantic" else "")
+
+
+def cross_fit_artifact_path(teacher_dir: str, folds: int) -> str:
+    return os.path.join(teacher_dir, f"teacher_artifacts-xfit{folds}.safetensors")
+
+
+def cross_fitted_artifact(model: str, dataset: str, config: dict, teacher_dir: str, folds: int, topk: int,
+                          item_text: str) -> str:
+    """The cross-fitted artifact of the teacher in ``teacher_dir`` (trained with ``config``): its recipe trained
+    once per fold without that fold's users (``<teacher_dir>-fold<k>of<K>``), then exported with ``cross_fit``.
+    Fold runs and the artifact are reused when they exist."""
+    from recbole_llmkd.jobs.export import export_teacher
+
+    artifact = cross_fit_artifact_path(teacher_dir, folds)
+    fold_dirs = [f"{teacher_dir}-fold{fold}of{folds}" for fold in range(folds)]
+    for fold, fold_dir in enumerate(fold_dirs):
+        run_once(model, dataset, {**config, "cross_fit_folds": folds, "cross_fit_fold": fold}, fold_dir)
+    if not os.path.isfile(artifact):
+        export_teacher(teacher_dir, output=artifact, topk=topk, item_text=item_text, show_progress=False,
+                       cross_fit=fold_dirs)
+    return artifact
+
+
 def run_once(model: str, dataset: str, config: dict, run_dir: str) -> dict:
     from recbole_llmkd.quick_start import run_recbole_llmkd
 
@@ -172,29 +198,20 @@ def main(argv=None) -> int:
     out_dir = os.path.abspath(args.out_dir)
     common = common_config(args)
     teacher_model, teacher_extra, item_text = TEACHERS[args.teacher_kind]
-    teacher_name = f"SASRec-{args.teacher_layers}x{args.teacher_hidden}" + (
-        "-minilm-init" if args.teacher_kind == "semantic" else "")
+    name = teacher_name(args.teacher_kind, args.teacher_layers, args.teacher_hidden)
 
     # 1. the teacher: a large SASRec trained to convergence, exported like any teacher
     teacher_dir = os.path.join(out_dir, f"teacher-{args.teacher_kind}")
-    teacher = run_once(teacher_model, args.dataset, {**common, **sasrec_size(args.teacher_hidden, args.teacher_layers),
-                                       **teacher_extra, "seed": 2020}, teacher_dir)
+    teacher_config = {**common, **sasrec_size(args.teacher_hidden, args.teacher_layers), **teacher_extra, "seed": 2020}
+    teacher = run_once(teacher_model, args.dataset, teacher_config, teacher_dir)
     artifact = os.path.join(teacher_dir, TEACHER_RUN_ARTIFACT)
     if not os.path.isfile(artifact):
         export_teacher(teacher_dir, output=artifact, topk=args.topk, item_text=item_text, show_progress=False)
-    teacher_row = row(teacher, args, "SASRec", "teacher", teacher_name, args.teacher_hidden)
-    if args.cross_fit:  # the same teacher recipe once per fold, each without its fold's users
-        fold_dirs = []
-        for fold in range(args.cross_fit):
-            fold_dirs.append(os.path.join(out_dir, f"teacher-{args.teacher_kind}-fold{fold}of{args.cross_fit}"))
-            run_once(teacher_model, args.dataset, {**common, **sasrec_size(args.teacher_hidden, args.teacher_layers),
-                                                   **teacher_extra, "seed": 2020, "cross_fit_folds": args.cross_fit,
-                                                   "cross_fit_fold": fold}, fold_dirs[-1])
-        artifact = os.path.join(teacher_dir, f"teacher_artifacts-xfit{args.cross_fit}.safetensors")
-        if not os.path.isfile(artifact):
-            export_teacher(teacher_dir, output=artifact, topk=args.topk, item_text=item_text, show_progress=False,
-                           cross_fit=fold_dirs)
-        teacher_name += f"-xfit{args.cross_fit}"
+    teacher_row = row(teacher, args, "SASRec", "teacher", name, args.teacher_hidden)
+    if args.cross_fit:  # the students learn from the lists of fold teachers that never saw the row's user
+        artifact = cross_fitted_artifact(teacher_model, args.dataset, teacher_config, teacher_dir, args.cross_fit,
+                                         args.topk, item_text)
+        name += f"-xfit{args.cross_fit}"
 
     # 2. the small students
     rows = []
@@ -206,7 +223,7 @@ def main(argv=None) -> int:
                 f"-xfit{args.cross_fit}" if args.cross_fit else "")
             result = run_once("KDSASRec", args.dataset, config,
                               os.path.join(out_dir, where, f"SASRec{args.student_hidden}-{method}-seed{seed}"))
-            rows.append(row(result, args, "SASRec", method, "none" if method in NO_TEACHER else teacher_name,
+            rows.append(row(result, args, "SASRec", method, "none" if method in NO_TEACHER else name,
                             args.student_hidden))
             print(f"{method} seed {seed}: test ndcg@10 {rows[-1]['ndcg@10']:.4f}", flush=True)
 

@@ -101,22 +101,14 @@ def common_config(args, dataset: str) -> dict:
     return config  # Last.fm's item text (artist names) comes from properties/dataset/lastfm.yaml
 
 
-def teacher_name(kind: str, layers: int, hidden: int) -> str:
-    return f"SASRec-{layers}x{hidden}" + ("-minilm-init" if kind == "semantic" else "")
-
-
 def teacher_job(args, dataset: str, kind: str, layers: int, hidden: int) -> dict:
     model, extra, item_text = control.TEACHERS[kind]
     config = {**common_config(args, dataset), **control.sasrec_size(hidden, layers), **extra, "seed": 2020,
               "epochs": args.teacher_epochs, "stopping_step": args.stopping_step}
-    name = teacher_name(kind, layers, hidden)
+    name = control.teacher_name(kind, layers, hidden)
     return {"role": "teacher", "dataset": dataset, "kind": kind, "name": name, "hidden": hidden, "model": model,
             "config": config, "item_text": item_text, "topk": args.topk, "cross_fit": args.cross_fit,
             "run_dir": os.path.join(args.out_dir, dataset, "teachers", name)}
-
-
-def cross_fit_artifact(run_dir: str, folds: int) -> str:
-    return os.path.join(run_dir, f"teacher_artifacts-xfit{folds}.safetensors")
 
 
 def student_job(args, dataset: str, student: str, method: str, seed: int, teacher: dict = None) -> dict:
@@ -140,14 +132,9 @@ def run_job(job: dict) -> None:
         if not os.path.isfile(artifact):
             export_teacher(job["run_dir"], output=artifact, topk=job["topk"], item_text=job["item_text"],
                            show_progress=False)
-        folds = job.get("cross_fit")
-        if folds and not os.path.isfile(cross_fit_artifact(job["run_dir"], folds)):
-            fold_dirs = [f"{job['run_dir']}-fold{fold}of{folds}" for fold in range(folds)]
-            for fold, fold_dir in enumerate(fold_dirs):  # the same recipe, each without one fold of users
-                control.run_once(job["model"], job["dataset"],
-                                 {**job["config"], "cross_fit_folds": folds, "cross_fit_fold": fold}, fold_dir)
-            export_teacher(job["run_dir"], output=cross_fit_artifact(job["run_dir"], folds), topk=job["topk"],
-                           item_text=job["item_text"], show_progress=False, cross_fit=fold_dirs)
+        if job.get("cross_fit"):
+            control.cross_fitted_artifact(job["model"], job["dataset"], job["config"], job["run_dir"],
+                                          job["cross_fit"], job["topk"], job["item_text"])
 
 
 def result_row(job: dict, device: str) -> dict:
@@ -232,7 +219,8 @@ class Grid:
                      "artifact": os.path.abspath(os.path.join(best_job["run_dir"], control.TEACHER_RUN_ARTIFACT))}]
         if self.args.cross_fit:  # the same teacher's cross-fitted lists
             teachers.append({"name": f"{best_job['name']}-xfit{self.args.cross_fit}",
-                             "artifact": os.path.abspath(cross_fit_artifact(best_job["run_dir"], self.args.cross_fit))})
+                             "artifact": os.path.abspath(control.cross_fit_artifact_path(best_job["run_dir"],
+                                                                                  self.args.cross_fit))})
         print(f"[{self.elapsed()}] teacher {key}: {best_job['name']} (valid {best_row['best_valid_ndcg@10']:.4f})",
               flush=True)
         with open(os.path.join(self.args.out_dir, "chosen_teachers.jsonl"), "a", encoding="utf-8") as f:
