@@ -145,3 +145,10 @@ def test_cli_export_cross_fit(teachers, tmp_path, capsys):
     assert main(["export", str(teachers["all"]), "--output", str(output), "--topk", "5",
                  "--cross-fit", str(teachers["fold0"]), str(teachers["fold1"])]) == 0
     assert load_artifacts(output).teacher["cross_fit"]["folds"] == 2
+    capsys.readouterr()
+    # a teacher trained on every user given as a fold teacher: one error line, exit 2, nothing written
+    bad = tmp_path / "bad.safetensors"
+    assert main(["export", str(teachers["all"]), "--output", str(bad), "--cross-fit", str(teachers["all"])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ": error: cross_fit: " in err[0] and "was trained on every user" in err[0]
+    assert not bad.exists()
