@@ -173,6 +173,18 @@ def measure(args) -> dict:
     return result
 
 
+def monitored_kd_loss(trainer):
+    """A KD student's per-batch loss as ``KDTrainer`` computes it in training: the model's loss, then its KD terms
+    through the trainer's ``kd_monitor`` (``KDMonitoring._train_epoch``)."""
+
+    def loss(interaction):
+        losses = trainer.model.calculate_loss(interaction)
+        trainer.kd_monitor.update(trainer.model.kd_terms)
+        return losses
+
+    return loss
+
+
 def interleaved_times(args, workdir: str) -> dict:
     """Plain and KD trainers in ONE process, one batch each in turn (plain, KD, plain, KD, ...), so both see the
     same machine load: per-batch seconds of each (data loading, forward, backward and optimizer step)."""
@@ -202,7 +214,7 @@ def interleaved_times(args, workdir: str) -> dict:
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
         if kd:
             trainer.attach_teacher_fields(train_data)
-        loss_func = trainer._kd_batch_loss if kd else model.calculate_loss
+        loss_func = monitored_kd_loss(trainer) if kd else model.calculate_loss
         runs[mode] = (config, model, trainer, loss_func, iter(train_data), len(train_data))
     n_batches = args.batches or min(n for *_, n in runs.values())
     times = {"plain": [], "kd": []}
