@@ -3,7 +3,11 @@
 - ``prepare(config) -> Run``: the dataset, the train/valid/test splits, the model on the training split and its
   trainer, from a ``recbole_llmkd.config.Config``. Seeding is RecBole's quick start's:
   ``init_seed(seed, reproducibility)`` before ``create_dataset``, ``init_seed(seed + local_rank, reproducibility)``
-  before the model, so the same seeds give the same run.
+  before the model, so the same seeds give the same run. Its parts, for runs that need less:
+  ``prepare_data(config)`` is the data half alone (no model, no trainer); ``prepare(config, data=prepared)`` builds
+  the model (and trainer) on data prepared before for the same data settings (several models on one dataset: the
+  model is seeded as in a fresh run, so it is the same model); ``prepare(config, with_trainer=False)`` builds no
+  trainer (no optimizer, TensorBoard writer or checkpoint directory).
 - ``load(checkpoint, dataset=None, device=None) -> Run``: the same from a saved checkpoint (a RecBole model's, a KD
   student's, an LLMRec's or a BIGRec's), the model trained and in eval mode, without a trainer: for the export and
   for evaluation.
@@ -12,8 +16,8 @@
   run directory) and ``results.json`` (``RESULTS_FILE``: the metrics and the checkpoint's path).
   ``resolve_checkpoint`` finds the checkpoint of a run directory.
 
-``quick_start.run_recbole_llmkd``, the sweeps' trials and their test evaluation, and the teacher export all build
-their runs here.
+``quick_start.run_recbole_llmkd``, the sweeps' trials and their test evaluation, the teacher export and the benchmarks
+all build their runs here.
 """
 import glob
 import json
@@ -48,14 +52,15 @@ class DatasetNotFoundError(RecboleLLMKDError, FileNotFoundError):
 @dataclass
 class Run:
     """The parts of one run. ``train_data``, ``valid_data`` and ``test_data`` are RecBole's data loaders (None when
-    ``load`` was given a dataset); ``trainer`` is None for a loaded run."""
+    ``load`` was given a dataset); ``model`` is None for ``prepare_data``'s data alone; ``trainer`` is None for a
+    loaded run, for ``prepare_data`` and for ``prepare(..., with_trainer=False)``."""
 
     config: Any
     dataset: Any  # what create_dataset returned (or the dataset load() was given)
     train_data: Any
     valid_data: Any
     test_data: Any
-    model: torch.nn.Module
+    model: Optional[torch.nn.Module] = None
     trainer: Any = None
 
 
@@ -159,25 +164,39 @@ def resolve_checkpoint(checkpoint_or_run_dir) -> Path:
 
 
 # ----- building a run ------------------------------------------------------------------------------------------
-def prepare(config, trainer_class: Optional[type] = None) -> Run:
+def prepare_data(config) -> Run:
+    """``prepare``'s data alone: the dataset and its splits, seeded as RecBole does (``init_seed(seed,
+    reproducibility)`` before ``create_dataset``); no model, no trainer."""
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    logging.getLogger().info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    train_data = hold_out_fold(config, train_data)  # a cross-fitted teacher: one fold of users out of training
+    return Run(config, dataset, train_data, valid_data, test_data)
+
+
+def prepare(config, trainer_class: Optional[type] = None, data: Optional[Run] = None,
+            with_trainer: bool = True) -> Run:
     """The dataset, its splits, the model (on ``config["device"]``) and its trainer, seeded as RecBole does.
 
     Args:
         config: a ``recbole_llmkd.config.Config``.
         trainer_class: the trainer to build; default the model's (``registry.get_trainer``).
+        data: the data of an earlier ``prepare_data`` or ``prepare`` whose config has the same data settings as
+            ``config`` (dataset, filters, splits, batch sizes): the model is built on it instead of new data.
+            The model is seeded as in a fresh run either way (``init_seed(seed + local_rank, reproducibility)``).
+        with_trainer: False: no trainer (``Run.trainer`` is None), e.g. for a model that is only measured.
     """
-    logger = logging.getLogger()
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    logger.info(dataset)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    train_data = hold_out_fold(config, train_data)  # a cross-fitted teacher: one fold of users out of training
+    data = data or prepare_data(config)
+    dataset, train_data, valid_data, test_data = data.dataset, data.train_data, data.valid_data, data.test_data
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = config.model_class(config, train_data._dataset).to(config["device"])
-    logger.info(model)
-    trainer_class = trainer_class or get_trainer(config["MODEL_TYPE"], config["model"])
-    trainer = trainer_class(config, model)
+    logging.getLogger().info(model)
+    trainer = None
+    if with_trainer:
+        trainer_class = trainer_class or get_trainer(config["MODEL_TYPE"], config["model"])
+        trainer = trainer_class(config, model)
     return Run(config, dataset, train_data, valid_data, test_data, model, trainer)
 
 
