@@ -86,6 +86,23 @@ def write_artifact(train_dataset, path: str, K: int, d_llm: int, seed: int) -> s
     return str(writer.finalize())
 
 
+def artifact_path(args, workdir: str) -> str:
+    return os.path.join(workdir, f"teacher-{args.dataset}-{args.max_len}-K{args.rd_topk}-{args.d_llm}.safetensors")
+
+
+def prepared_run(args, kd: bool, artifact: str):
+    """The plain run (RecBole's own model, e.g. SASRec, with RecBole's Trainer: the real baseline) or the KD run (the
+    student with KDTrainer, the teacher fields attached), built by ``recbole_llmkd.run.prepare`` (RecBole's seeding)."""
+    from recbole_llmkd.config import Config
+    from recbole_llmkd.run import prepare
+
+    model_name = args.model if kd else STUDENT_PARENT[args.model]
+    run = prepare(Config(model_name, args.dataset, config_dict=config_dict(args, kd, artifact if kd else None)))
+    if kd:
+        run.trainer.attach_teacher_fields(run.train_data)
+    return run
+
+
 class FirstBatches:
     """The first ``n`` batches of a RecBole train loader (all of them when n = 0)."""
 
@@ -109,29 +126,16 @@ def measure(args) -> dict:
 
     sys.path.insert(0, REPO_ROOT)
     import recbole_llmkd  # noqa: F401
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
-
-    from recbole_llmkd.config import Config
-    from recbole_llmkd.registry import get_trainer
 
     if args.threads:
         torch.set_num_threads(args.threads)
     os.chdir(args._workdir)
     kd = args._mode == "kd"
-    artifact = os.path.join(args._workdir, f"teacher-{args.dataset}-{args.max_len}-K{args.rd_topk}-{args.d_llm}.safetensors")
-    # The plain run is RecBole's own model (e.g. SASRec) with RecBole's Trainer: the real baseline.
-    model_name = args.model if kd else STUDENT_PARENT[args.model]
-    config = Config(model_name, args.dataset, config_dict=config_dict(args, kd, artifact if kd else None))
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, _, _ = data_preparation(config, create_dataset(config))
+    artifact = artifact_path(args, args._workdir)
     if kd and not os.path.exists(artifact):
         raise FileNotFoundError(f"{artifact} missing: the parent process writes it first")
-    init_seed(config["seed"], config["reproducibility"])
-    model = config.model_class(config, train_data._dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    if kd:
-        trainer.attach_teacher_fields(train_data)
+    run = prepared_run(args, kd, artifact)
+    config, train_data, model, trainer = run.config, run.train_data, run.model, run.trainer
     if args.warmup:
         trainer._train_epoch(FirstBatches(train_data, args.warmup), 0)
     timed = FirstBatches(train_data, args.batches)
@@ -192,28 +196,16 @@ def interleaved_times(args, workdir: str) -> dict:
 
     sys.path.insert(0, REPO_ROOT)
     import recbole_llmkd  # noqa: F401
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
-
-    from recbole_llmkd.config import Config
-    from recbole_llmkd.registry import get_trainer
 
     if args.threads:
         torch.set_num_threads(args.threads)
     os.chdir(workdir)
-    artifact = os.path.join(workdir, f"teacher-{args.dataset}-{args.max_len}-K{args.rd_topk}-{args.d_llm}.safetensors")
+    artifact = artifact_path(args, workdir)
     runs = {}
     for mode in ("plain", "kd"):
         kd = mode == "kd"
-        model_name = args.model if kd else STUDENT_PARENT[args.model]
-        config = Config(model_name, args.dataset, config_dict=config_dict(args, kd, artifact if kd else None))
-        init_seed(config["seed"], config["reproducibility"])
-        train_data, _, _ = data_preparation(config, create_dataset(config))
-        init_seed(config["seed"], config["reproducibility"])
-        model = config.model_class(config, train_data._dataset).to(config["device"])
-        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-        if kd:
-            trainer.attach_teacher_fields(train_data)
+        run = prepared_run(args, kd, artifact)
+        config, train_data, model, trainer = run.config, run.train_data, run.model, run.trainer
         loss_func = monitored_kd_loss(trainer) if kd else model.calculate_loss
         runs[mode] = (config, model, trainer, loss_func, iter(train_data), len(train_data))
     n_batches = args.batches or min(n for *_, n in runs.values())
@@ -239,15 +231,14 @@ def interleaved_times(args, workdir: str) -> dict:
 def prepare_artifact(args, workdir: str) -> None:
     sys.path.insert(0, REPO_ROOT)
     import recbole_llmkd  # noqa: F401
-    from recbole.data import create_dataset, data_preparation
 
     from recbole_llmkd.config import Config
+    from recbole_llmkd.run import prepare_data
 
     os.chdir(workdir)
-    path = os.path.join(workdir, f"teacher-{args.dataset}-{args.max_len}-K{args.rd_topk}-{args.d_llm}.safetensors")
     config = Config(args.model, args.dataset, config_dict=config_dict(args, False, None))
-    train_data, _, _ = data_preparation(config, create_dataset(config))
-    write_artifact(train_data._dataset, path, args.rd_topk, args.d_llm, args.seed)
+    train_data = prepare_data(config).train_data
+    write_artifact(train_data._dataset, artifact_path(args, workdir), args.rd_topk, args.d_llm, args.seed)
 
 
 def main(argv=None):
