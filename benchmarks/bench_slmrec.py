@@ -93,13 +93,9 @@ def common_config(args, data_path=None) -> dict:
 
 def throughput_only(args, run_root: Path) -> list:
     """Untrained models: parameters and users/s (best of --rounds interleaved rounds: the machine may be shared)."""
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
-
     from recbole_llmkd.config import Config
     from recbole_llmkd.measure import count_parameters, full_ranking_throughput
-    from recbole_llmkd.model.llmrec import LLMRec
-    from recbole_llmkd.model.slmrec import SLMRec
+    from recbole_llmkd.run import prepare
 
     teacher_path = run_root / "untrained_teacher.pth"
     specs = [("teacher", "LLMRec", args.teacher_layers), ("SLMRec", "SLMRec", args.student_layers),
@@ -110,10 +106,8 @@ def throughput_only(args, run_root: Path) -> list:
         if model_name == "SLMRec":
             extra.update({"teacher": str(teacher_path), "slm_blocks": args.blocks})
         config = Config(model_name, "ml-100k", config_dict={**common_config(args), **extra})
-        init_seed(config["seed"], config["reproducibility"])
-        train_data, _, test_data = data_preparation(config, create_dataset(config))
-        model_class = SLMRec if model_name == "SLMRec" else LLMRec
-        model = model_class(config, train_data._dataset).to(config["device"])
+        run = prepare(config, with_trainer=False)  # measured only, never trained
+        model, test_data = run.model, run.test_data
         if label == "teacher":
             torch.save({"config": config, "state_dict": model.state_dict(), "other_parameter": model.other_parameter()},
                        teacher_path)
@@ -134,12 +128,9 @@ def throughput_only(args, run_root: Path) -> list:
 
 def with_quality(args, run_root: Path) -> list:
     """Train teacher, SLMRec and twin on a user slice; both protocols on test."""
-    from recbole.data import create_dataset, data_preparation
-
-    from recbole_llmkd.config import Config
     from recbole_llmkd.evaluation import evaluate_sampled, prefixed
-    from recbole_llmkd.model.llmrec import load_llmrec
     from recbole_llmkd.quick_start import run_recbole_llmkd
+    from recbole_llmkd.run import load
 
     data_root = run_root / "data"
     dataset = make_user_slice(data_root, args.users)
@@ -154,10 +145,9 @@ def with_quality(args, run_root: Path) -> list:
         result = run_recbole_llmkd(model_name, dataset, config_dict={**common, **extra, "run_dir": str(run_dir)})
         test = dict(result["test_result"])
         if "sampled_mrr" not in test:  # LLMRec runs: the SLMRec protocol on the best checkpoint
-            config = Config(model_name, dataset, config_dict={**common, **extra})
-            train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
-            model, _, _ = load_llmrec(result["checkpoint"], dataset=train_data._dataset, device=config["device"])
-            test.update(prefixed(evaluate_sampled(model, test_data, [train_data, valid_data, test_data], seed=args.seed)))
+            best = load(result["checkpoint"])  # its data as the run built them, on its training device
+            splits = [best.train_data, best.valid_data, best.test_data]
+            test.update(prefixed(evaluate_sampled(best.model, best.test_data, splits, seed=args.seed)))
         rows.append({"label": label, "layers": extra["llm_n_layers"], "test": test,
                      "train_time_s": result["train_time_s"], "params_total": result["params_total"],
                      "params_trainable": result["params_trainable"],
