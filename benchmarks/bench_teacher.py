@@ -50,19 +50,18 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def measure_depth(config, train_data, n_layers, args, prefix_cache=True):
-    """(train sequences/s, export rows/s, prompt length, trainable parameters) for one depth."""
+def measure_depth(config, data, n_layers, args, prefix_cache=True):
+    """(train sequences/s, export rows/s, prompt length, trainable parameters) for one depth; ``data``: the
+    ``recbole_llmkd.run.prepare_data`` of ``config``."""
     from recbole_llmkd.jobs.export import _teacher_rows
-    from recbole_llmkd.model.llmrec import LLMRec
-    from recbole_llmkd.trainer.llm_trainer import LLMTrainer
+    from recbole_llmkd.run import prepare
 
     config["llm_n_layers"] = n_layers
     config["llm_prefix_cache"] = prefix_cache
-    torch.manual_seed(args.seed)
-    model = LLMRec(config, train_data._dataset).to(config["device"])
-    trainer = LLMTrainer(config, model)
+    run = prepare(config, data=data)  # LLMRec and its LLMTrainer, the model seeded with init_seed(seed)
+    model, trainer = run.model, run.trainer
     trainer.scheduler = trainer._build_scheduler(steps_per_epoch=args.batches + 1)
-    rows = train_data._dataset.inter_feat
+    rows = data.train_data._dataset.inter_feat
     batches = [rows[i * args.batch_size:(i + 1) * args.batch_size].to(config["device"]) for i in range(args.batches + 1)]
     prompt_length = model.encode(batches[0]["item_id_list"], batches[0]["item_length"])[0].shape[1]
 
@@ -91,7 +90,7 @@ def measure_depth(config, train_data, n_layers, args, prefix_cache=True):
         timings.append(time.perf_counter() - start)
     export_rate = args.batch_size * args.batches / sum(timings[1:])
     _, n_trainable = (sum(p.numel() for p in model.parameters()), sum(p.numel() for p in model.parameters() if p.requires_grad))
-    del model, trainer
+    del model, trainer, run
     return train_rate, export_rate, prompt_length, n_trainable
 
 
@@ -121,10 +120,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
-
     from recbole_llmkd.config import Config
+    from recbole_llmkd.run import prepare_data
 
     run_root = tempfile.mkdtemp(prefix="bench_teacher_")
     os.chdir(run_root)  # RecBole writes log/ and saved/ into the working directory
@@ -133,8 +130,8 @@ def main(argv=None):
         config_dict={"gpu_id": args.gpu_id, "llm_backbone": args.backbone, "MAX_ITEM_LIST_LENGTH": args.max_len,
                      "show_progress": False, "seed": args.seed, "checkpoint_dir": run_root},
     )
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
+    data = prepare_data(config)
+    train_data, valid_data, test_data = data.train_data, data.valid_data, data.test_data
     n_train = len(train_data._dataset.inter_feat)
     n_users = len(valid_data._dataset.inter_feat)
     n_export = n_train + len(valid_data._dataset.inter_feat) + len(test_data._dataset.inter_feat)
@@ -157,7 +154,7 @@ def main(argv=None):
     for n_layers in args.layers:
         for cache in args.prefix_cache:
             train_rate, export_rate, prompt_length, n_trainable = measure_depth(
-                config, train_data, n_layers, args, prefix_cache=cache == "on"
+                config, data, n_layers, args, prefix_cache=cache == "on"
             )
             row = (
                 f"| {n_layers} | {cache} | {prompt_length} | {n_trainable:,} | {train_rate:.2f} | "
