@@ -72,16 +72,13 @@ def teacher_config(args, common: dict, sasrec_checkpoint: str, view: dict) -> di
 def training_seconds_per_batch(config: dict, n_batches: int) -> float:
     """Mean wall time of one training step (forward, backward, AdamW) over ``n_batches`` after one warm-up."""
     import torch
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
 
     from recbole_llmkd.config import Config
-    from recbole_llmkd.model.llmrec import LLMRec
+    from recbole_llmkd.run import prepare
 
-    recbole_config = Config("LLMRec", "ml-100k", config_dict=dict(config))
-    init_seed(recbole_config["seed"], recbole_config["reproducibility"])
-    train_data, _, _ = data_preparation(recbole_config, create_dataset(recbole_config))
-    model = LLMRec(recbole_config, train_data._dataset).train()
+    # no trainer: this measures a bare AdamW step (and writes no TensorBoard events or checkpoint directory)
+    run = prepare(Config("LLMRec", "ml-100k", config_dict=dict(config)), with_trainer=False)
+    model, train_data = run.model.train(), run.train_data
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     times = []
     for index, batch in enumerate(train_data):
