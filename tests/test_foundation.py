@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 from recbole_llmkd import cli, config as config_module, registry
@@ -60,6 +61,24 @@ def test_checkpoint_round_trip_gives_same_metrics(tiny_seq_config):
     reloaded = trainer.evaluate(test_data, load_best_model=True, model_file=result["checkpoint"])
     assert {k: float(v) for k, v in reloaded.items()} == pytest.approx(result["test_result"], abs=1e-12)
 
+
+
+def test_prepare_in_parts_builds_the_same_model(tiny_seq_config, tmp_path):
+    """run.prepare_data, then run.prepare(config, data=...): the model prepare(config) builds (seeded as a fresh run);
+    with_trainer=False builds no trainer, so nothing is written (no checkpoint directory, no TensorBoard events)."""
+    from recbole_llmkd.run import prepare, prepare_data
+
+    data = prepare_data(Config("SASRec", "ml-100k", config_dict=tiny_seq_config))
+    assert data.model is None and data.trainer is None and data.train_data is not None
+    parts = prepare(data.config, data=data, with_trainer=False)
+    assert parts.trainer is None and parts.train_data is data.train_data and parts.test_data is data.test_data
+    assert os.listdir(tmp_path) == []
+    whole = prepare(Config("SASRec", "ml-100k", config_dict=tiny_seq_config))
+    assert whole.trainer is not None
+    assert len(whole.train_data) == len(parts.train_data)
+    expected = whole.model.state_dict()
+    assert {name: torch.equal(value, expected[name]) for name, value in parts.model.state_dict().items()} == {
+        name: True for name in expected}
 
 # ----- config ---------------------------------------------------------------------------------
 def test_config_precedence_every_layer(tmp_path, monkeypatch):
