@@ -187,7 +187,8 @@ def prepare(config, trainer_class: Optional[type] = None, data: Optional[Run] = 
             The model is seeded as in a fresh run either way (``init_seed(seed + local_rank, reproducibility)``).
         with_trainer: False: no trainer (``Run.trainer`` is None), e.g. for a model that is only measured.
     """
-    data = data or prepare_data(config)
+    if data is None:
+        data = prepare_data(config)
     dataset, train_data, valid_data, test_data = data.dataset, data.train_data, data.valid_data, data.test_data
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
