@@ -135,7 +135,7 @@ class Step:
         """``config`` with every input read from ``produced`` (step name -> its outputs, as they are after it ran)."""
         return {**self.config, **{key: read_output(produced, ref) for key, ref in self.inputs.items()}}
 
-    def produced(self, result: Optional[dict]) -> Dict[str, str]:
+    def outputs_after(self, result: Optional[dict]) -> Dict[str, str]:
         """Its outputs once it ran (``result``: a train step's results, which name its checkpoint)."""
         return {**self.outputs, "checkpoint": result["checkpoint"]} if self.kind == TRAIN else dict(self.outputs)
 
@@ -272,7 +272,7 @@ class Pipeline:
         return self.run_step(Step(step, TRAIN, model, config_dict, outputs=self.step_outputs(step, TRAIN)),
                              config_dict)
 
-    def run_step(self, step: "Step", config: dict) -> Optional[dict]:
+    def run_step(self, step: Step, config: dict) -> Optional[dict]:
         """Run ``step`` on ``config`` (its inputs resolved), or reuse it when it is ``finished()``; a train step
         returns its results (``results.json``), the export None."""
         from recbole_llmkd.jobs.export import export_teacher
@@ -307,8 +307,9 @@ class Pipeline:
         steps: List[Step] = []
 
         def add(name: str, model: str, config: dict, row: Optional[Row] = None, kind: str = TRAIN) -> None:
-            steps.append(self._declare(name, kind, model, self.step_config(name, config) if kind == TRAIN else config,
-                                       row, earlier=steps))
+            if kind == TRAIN:  # + common, --config_files, its run directory
+                config = self.step_config(name, config)
+            steps.append(self._declare(name, kind, model, config, row, earlier=steps))
 
         # report rows: the teacher, then each student beside its KD twin (in the profile's order), then SLMRec's
         position = {student: 1 + 2 * index for index, student in enumerate(students)}
@@ -489,7 +490,7 @@ class Pipeline:
         results: Dict[str, dict] = {}  # step name -> results of a train step
         for step in steps:
             result = self.run_step(step, step.resolved_config(produced))
-            produced[step.name] = step.produced(result)
+            produced[step.name] = step.outputs_after(result)
             if result is not None:
                 results[step.name] = result
             progress.update(1)
