@@ -19,8 +19,14 @@ The teacher is ``LLMRec`` unless the profile says ``teacher_model: BIGRec`` (the
 own setting; a ``kd`` section may still say otherwise), and the SLMRec steps, which distil an LLMRec's hidden states,
 are left out (the ``slmrec`` section is then optional and ignored).
 
-``Pipeline.plan()`` lists the steps and their configs; ``Pipeline.validate()`` (run first by ``run()``) rejects an
-impossible profile before anything trains.
+The job is a declared list of ``Step``s (``Pipeline.plan()``): each has a kind (``train`` a model, ``export`` the
+teacher's artifact), a model and a config, its ``inputs`` (config key -> ``Ref(earlier step, output)``: a plain
+student's checkpoint for the teacher's ``item_table``, the teacher's run directory for the export and SLMRec, the
+artifact for the KD students), its ``outputs`` (a train step's run directory, ``results.json`` and checkpoint; the
+artifact file) and the report row it yields (``Row``: role, plain twin). ``run()`` walks the list: a step whose outputs
+exist is reused, each input is read from the outputs of the earlier step, and the report's rows are the steps' rows.
+``Pipeline.validate()`` (run first by ``run()``) rejects an impossible profile, or an input that no earlier step
+writes, before anything trains.
 """
 import copy
 import json
