@@ -178,7 +178,7 @@ SCHEMA: Dict[str, Key] = {
     "llm_title_max_tokens": _COUNT,
     "llm_title_view": _choice(TITLE_VIEWS),
     "eval_batch_size": _COUNT,
-    # LLM backbone and LoRA of LLMRec, BIGRec and SLMRec (recbole_llmkd/llm/lora.py: lora_backbone_from_config)
+    # LLM backbone and LoRA of LLMRec, BIGRec and SLMRec (recbole_llmkd/llm/lora.py: backbone_from_config, lora_from_config)
     "llm_gradient_checkpointing": _FLAG,
     "lora_r": _COUNT,
     "lora_alpha": _COUNT,

@@ -19,8 +19,14 @@ The teacher is ``LLMRec`` unless the profile says ``teacher_model: BIGRec`` (the
 own setting; a ``kd`` section may still say otherwise), and the SLMRec steps, which distil an LLMRec's hidden states,
 are left out (the ``slmrec`` section is then optional and ignored).
 
-``Pipeline.plan()`` lists the steps and their configs; ``Pipeline.validate()`` (run first by ``run()``) rejects an
-impossible profile before anything trains.
+The job is a declared list of ``Step``s (``Pipeline.plan()``): each has a kind (``train`` a model, ``export`` the
+teacher's artifact), a model and a config, its ``inputs`` (config key -> ``Ref(earlier step, output)``: a plain
+student's checkpoint for the teacher's ``item_table``, the teacher's run directory for the export and SLMRec, the
+artifact for the KD students), its ``outputs`` (a train step's run directory, ``results.json`` and checkpoint; the
+artifact file) and the report row it yields (``Row``: role, plain twin). ``run()`` walks the list: a step whose outputs
+exist is reused, each input is read from the outputs of the earlier step, and the report's rows are the steps' rows.
+``Pipeline.validate()`` (run first by ``run()``) rejects an impossible profile, or an input that no earlier step
+writes, before anything trains.
 """
 import copy
 import json
@@ -28,8 +34,9 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import torch
 import yaml
@@ -41,7 +48,7 @@ from recbole_llmkd.data.paths import TEACHER_RUN_ARTIFACT, diagnostics_path
 from recbole_llmkd.errors import RecboleLLMKDError
 from recbole_llmkd.measure import device_description, git_commit
 from recbole_llmkd.report import ReportRow, write_pipeline_report
-from recbole_llmkd.run import has_results, read_results
+from recbole_llmkd.run import RESULTS_FILE, read_results
 
 logger = logging.getLogger("recbole_llmkd")
 
@@ -57,14 +64,86 @@ BENCHMARK_IGNORED_KEYS = (
 
 EXPORT_STEP = "export"  # the model name plan() gives the artifact export step (not a model: export_teacher's kwargs)
 
+# The kinds of step, what each writes (its outputs, by name) and which of those marks it finished (then it is reused).
+TRAIN = "train"  # run_recbole_llmkd(model, config): outputs run_dir, results (its results.json), checkpoint
+EXPORT = "export"  # export_teacher(**config): output artifact (the safetensors file)
+FINISHED_BY = {TRAIN: "results", EXPORT: "artifact"}
+
 
 class PipelineError(RecboleLLMKDError, ValueError):
     """A profile or pipeline input that cannot run."""
 
 
+def output_placeholder(step: str, output: str) -> str:
+    """What ``Pipeline.plan()`` writes where an output of a step goes before that step has run."""
+    return f"<{output} of step {step}>"
+
+
 def checkpoint_placeholder(step: str) -> str:
     """What ``Pipeline.plan()`` writes where a step's checkpoint goes before that step has run."""
-    return f"<checkpoint of step {step}>"
+    return output_placeholder(step, "checkpoint")
+
+
+@dataclass(frozen=True)
+class Ref:
+    """An input of a step: the output ``output`` (``run_dir``, ``checkpoint``, ``artifact``) of the earlier ``step``.
+
+    ``plan()`` builds configs with ``Ref`` values; each becomes an entry of the step's ``inputs``."""
+
+    step: str
+    output: str
+
+
+def read_output(produced: Dict[str, Dict[str, str]], ref: Ref) -> str:
+    """``ref``'s value in ``produced`` (step name -> its outputs); its placeholder when that is not there (yet)."""
+    return produced.get(ref.step, {}).get(ref.output, output_placeholder(ref.step, ref.output))
+
+
+@dataclass(frozen=True)
+class Row:
+    """The report row a step yields: its ``model`` column, its role, the step it is compared with and its place."""
+
+    name: str  # e.g. "LLMRec (teacher)", "KDSASRec"
+    role: str  # teacher | student | kd-student | slm-twin | slm-student
+    position: int  # rows are listed by position: the teacher, each student beside its KD twin, the twin, SLMRec
+    plain_twin: Optional[str] = None  # the step whose row this one is compared with (``ndcg@10_gain_vs_twin_%``)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One declared step of the job: what runs, on which config, what it reads and writes, what it reports.
+
+    Unpacks and indexes as ``(name, model, config)``.
+    """
+
+    name: str  # its directory under the pipeline's run_dir (the export writes into the teacher's)
+    kind: str  # TRAIN or EXPORT
+    model: str  # the model trained; EXPORT_STEP for the export
+    config: dict  # run_recbole_llmkd's config_dict, or export_teacher's keyword arguments; inputs at plan-time values
+    inputs: Dict[str, Ref] = field(default_factory=dict)  # config key -> the earlier step's output it reads
+    outputs: Dict[str, str] = field(default_factory=dict)  # output name -> path (a placeholder until the step ran)
+    row: Optional[Row] = None  # its report row, if it has one
+
+    def __iter__(self):
+        return iter((self.name, self.model, self.config))
+
+    def __getitem__(self, index):
+        return tuple(self)[index]
+
+    def __len__(self) -> int:
+        return 3
+
+    def finished(self) -> bool:
+        """Whether a previous run left this step's outputs (its results.json, or the artifact file)."""
+        return os.path.isfile(self.outputs[FINISHED_BY[self.kind]])
+
+    def resolved_config(self, produced: Dict[str, Dict[str, str]]) -> dict:
+        """``config`` with every input read from ``produced`` (step name -> its outputs, as they are after it ran)."""
+        return {**self.config, **{key: read_output(produced, ref) for key, ref in self.inputs.items()}}
+
+    def outputs_after(self, result: Optional[dict]) -> Dict[str, str]:
+        """Its outputs once it ran (``result``: a train step's results, which name its checkpoint)."""
+        return {**self.outputs, "checkpoint": result["checkpoint"]} if self.kind == TRAIN else dict(self.outputs)
 
 
 def fill_checkpoints(config_dict: dict, checkpoints: Dict[str, str]) -> dict:
@@ -107,6 +186,25 @@ def load_profile(path: str) -> dict:
     return profile
 
 
+def check_inputs(steps: List[Step]) -> None:
+    """``PipelineError`` unless every input of every step is an output that an earlier step declares."""
+    declared: Dict[str, Dict[str, str]] = {}
+    for step in steps:
+        for key, ref in step.inputs.items():
+            if ref.output not in declared.get(ref.step, {}):
+                raise PipelineError(f"step '{step.name}': {key} reads the {ref.output} of step '{ref.step}', which no "
+                                    f"earlier step writes (earlier steps: {', '.join(declared) or 'none'})")
+        declared[step.name] = step.outputs
+
+
+def report_rows(steps: List[Step], results: Dict[str, dict]) -> List[ReportRow]:
+    """The report's rows, as the steps declare them (``Step.row``), with their results; in ``Row.position`` order."""
+    reported = sorted((step for step in steps if step.row is not None), key=lambda step: step.row.position)
+    row_names = {step.name: step.row.name for step in reported}
+    return [ReportRow(step.row.name, step.row.role, results[step.name], plain_twin=row_names.get(step.row.plain_twin))
+            for step in reported]
+
+
 class Pipeline:
     """Runs the steps of one profile in ``run_dir``; every step is skipped when its results already exist."""
 
@@ -136,6 +234,13 @@ class Pipeline:
 
     def artifact_path(self) -> str:
         return os.path.join(self.step_dir("teacher"), TEACHER_RUN_ARTIFACT)
+
+    def step_outputs(self, name: str, kind: str) -> Dict[str, str]:
+        """What a step writes, by output name; the checkpoint (RecBole names its file) is a placeholder until then."""
+        if kind == EXPORT:
+            return {"artifact": self.artifact_path()}
+        return {"run_dir": self.step_dir(name), "results": os.path.join(self.step_dir(name), RESULTS_FILE),
+                "checkpoint": checkpoint_placeholder(name)}
 
     def step_config(self, step: str, config: dict) -> dict:
         """One step's config_dict: the profile's ``common``, the step's own keys, ``--config_files``, its run directory.
@@ -170,65 +275,102 @@ class Pipeline:
 
     def run_model(self, step: str, model: str, config_dict: dict) -> dict:
         """Train/evaluate ``model`` in ``<run_dir>/<step>``, or reuse the results a previous run left there."""
+        return self.run_step(Step(step, TRAIN, model, config_dict, outputs=self.step_outputs(step, TRAIN)),
+                             config_dict)
+
+    def run_step(self, step: Step, config: dict) -> Optional[dict]:
+        """Run ``step`` on ``config`` (its inputs resolved), or reuse it when it is ``finished()``; a train step
+        returns its results (``results.json``), the export None."""
+        from recbole_llmkd.jobs.export import export_teacher
         from recbole_llmkd.quick_start import run_recbole_llmkd
 
-        step_dir = self.step_dir(step)
-        if has_results(step_dir):
-            self.steps_reused.append(step)
-            return read_results(step_dir)
-        result = run_recbole_llmkd(model, self.dataset, config_dict=config_dict, cmd_args=self.overrides,
-                                   check_cmd_keys=False)  # validate() checked them against every step
-        self.steps_run.append(step)
+        if step.finished():
+            self.steps_reused.append(step.name)
+            return read_results(step.outputs["run_dir"]) if step.kind == TRAIN else None
+        result = None
+        if step.kind == EXPORT:
+            export_teacher(**config)
+        else:
+            result = run_recbole_llmkd(step.model, self.dataset, config_dict=config, cmd_args=self.overrides,
+                                       check_cmd_keys=False)  # validate() checked them against every step
+        self.steps_run.append(step.name)
         return result
 
     # ----- the plan and its checks ------------------------------------------------------------------
-    def plan(self) -> List[Tuple[str, str, dict]]:
-        """Every step in run order as ``(step name, model, config_dict)``: exactly what ``run()`` executes.
+    def plan(self) -> List[Step]:
+        """Every step in run order, declared as a ``Step``: exactly what ``run()`` executes.
 
-        ``config_dict`` is what the step passes to ``run_recbole_llmkd`` (the command-line overrides go on top of
-        it as ``cmd_args``). The export step is ``("export", "export", keyword arguments of export_teacher)``. A
-        value known only after an earlier step ran (the teacher's ``item_table: SASRec`` is that step's
-        checkpoint) is the placeholder ``checkpoint_placeholder(step)``; ``run()`` fills it in.
+        A step unpacks as ``(step name, model, config_dict)``: ``config_dict`` is what the step passes to
+        ``run_recbole_llmkd`` (the command-line overrides go on top of it as ``cmd_args``); the export step is
+        ``("export", "export", keyword arguments of export_teacher)``. What a step reads of an earlier one is in its
+        ``inputs`` and stands in ``config_dict`` at its value before the run: a path (the teacher's run directory, the
+        artifact), or the placeholder ``checkpoint_placeholder(step)`` for a checkpoint (the teacher's
+        ``item_table: SASRec`` is that step's checkpoint); ``run()`` fills it in.
         """
         profile = self.profile
         students = profile["students"]
-        artifact = self.artifact_path()
-        steps: List[Tuple[str, str, dict]] = []
         teacher_model = profile["teacher_model"]
+        steps: List[Step] = []
+
+        def add(name: str, model: str, config: dict, row: Optional[Row] = None, kind: str = TRAIN) -> None:
+            if kind == TRAIN:  # + common, --config_files, its run directory
+                config = self.step_config(name, config)
+            steps.append(self._declare(name, kind, model, config, row, earlier=steps))
+
+        # report rows: the teacher, then each student beside its KD twin (in the profile's order), then SLMRec's
+        position = {student: 1 + 2 * index for index, student in enumerate(students)}
+
+        def add_plain(student: str) -> None:
+            add(student, student, students[student] or {}, Row(student, "student", position[student]))
+
         # E4SRec: an LLMRec teacher may read a plain student's item table (frozen): `teacher: {item_table: SASRec}`
         teacher = dict(profile["teacher"])
         table_source = teacher.get("item_table")
         if not isinstance(table_source, str) or table_source not in students or teacher_model != "LLMRec":
             table_source = None
         if table_source is not None:
-            steps.append((table_source, table_source, self.step_config(table_source, students[table_source] or {})))
-            teacher["item_table"] = checkpoint_placeholder(table_source)
-        steps.append(("teacher", teacher_model, self.step_config("teacher", teacher)))
-        export = {**(profile.get("export") or {}), "checkpoint_or_run_dir": self.step_dir("teacher"),
-                  "output": artifact}
+            add_plain(table_source)
+            teacher["item_table"] = Ref(table_source, "checkpoint")
+        add("teacher", teacher_model, teacher, Row(f"{teacher_model} (teacher)", "teacher", 0))
+        export = {**(profile.get("export") or {}), "checkpoint_or_run_dir": Ref("teacher", "run_dir"),
+                  "output": self.artifact_path()}
         if table_source is not None:  # the diagnostics: how much of each teacher list that plain student ranks anyway
-            export.setdefault("compare_with", checkpoint_placeholder(table_source))
-        steps.append(("export", EXPORT_STEP, export))
+            export.setdefault("compare_with", Ref(table_source, "checkpoint"))
+        add("export", EXPORT_STEP, export, kind=EXPORT)
         for student, student_config in students.items():
             if student != table_source:
-                steps.append((student, student, self.step_config(student, student_config or {})))
+                add_plain(student)
             kd_defaults = {"confidence_mode": "code"} if teacher_model == "BIGRec" else {}  # distances: DLLM2Rec's own
-            kd_config = {**(student_config or {}), **kd_defaults, **(profile.get("kd") or {}), "teacher": artifact}
-            steps.append((f"KD{student}", f"KD{student}", self.step_config(f"KD{student}", kd_config)))
+            kd_config = {**(student_config or {}), **kd_defaults, **(profile.get("kd") or {}),
+                         "teacher": Ref("export", "artifact")}
+            add(f"KD{student}", f"KD{student}", kd_config,
+                Row(f"KD{student}", "kd-student", position[student] + 1, plain_twin=student))
         if "slmrec" not in profile:
             return steps
         slm = profile["slmrec"]
+        last = 1 + 2 * len(students)
         twin = {**teacher, **(slm.get("twin") or {}), "llm_n_layers": slm["llm_n_layers"]}
-        steps.append(("slm_twin", "LLMRec", self.step_config("slm_twin", twin)))
+        add("slm_twin", "LLMRec", twin, Row(f"LLMRec-{slm['llm_n_layers']}L (no KD)", "slm-twin", last))
         slm_config = {key: value for key, value in slm.items() if key != "twin"}
-        steps.append(("SLMRec", "SLMRec", self.step_config("SLMRec", {**teacher, **slm_config,
-                                                                       "teacher": self.step_dir("teacher")})))
+        add("SLMRec", "SLMRec", {**teacher, **slm_config, "teacher": Ref("teacher", "run_dir")},
+            Row("SLMRec", "slm-student", last + 1, plain_twin="slm_twin"))
         return steps
 
-    def validate(self) -> List[Tuple[str, str, dict]]:
+    def _declare(self, name: str, kind: str, model: str, config: dict, row: Optional[Row],
+                 earlier: List[Step]) -> Step:
+        """The ``Step``: every ``Ref`` value of ``config`` becomes an input, written into the config as that earlier
+        step declares the output (a placeholder if none does: ``validate()`` rejects that)."""
+        declared = {done.name: done.outputs for done in earlier}
+        inputs = {key: value for key, value in config.items() if isinstance(value, Ref)}
+        config = {key: read_output(declared, value) if isinstance(value, Ref) else value
+                  for key, value in config.items()}
+        return Step(name, kind, model, config, inputs, self.step_outputs(name, kind), row)
+
+    def validate(self) -> List[Step]:
         """Check the whole job before anything trains; returns ``plan()``. Cheap: no data loading, no model.
 
         Raises ``PipelineError`` naming the step and the key when
+        - a step's input is not an output of an earlier step;
         - a student is not a RecBole/plugin model, or has no registered ``KD<name>`` twin;
         - a step's recbole_llmkd ``Config`` cannot be built, or its config_dict has a key no property file of its
           model defines (a typo would be ignored silently), or a command-line override is known to no step;
@@ -249,6 +391,7 @@ class Pipeline:
         from recbole_llmkd.run import DatasetNotFoundError, check_dataset_files
 
         steps = self.plan()
+        check_inputs(steps)
         for student in self.profile["students"]:
             try:
                 registry.get_model(student)
@@ -263,8 +406,9 @@ class Pipeline:
         configs = {}
         known_anywhere = set()
         with compat.cuda_visible_devices_kept():
-            for step, model, config_dict in steps:
-                if model == EXPORT_STEP:
+            for declared in steps:
+                step, model, config_dict = declared
+                if declared.kind == EXPORT:
                     parameters = inspect.signature(export_teacher).parameters
                     accepted = set(parameters)
                     unknown = sorted(set(config_dict) - accepted)
@@ -342,38 +486,24 @@ class Pipeline:
 
     # ----- the job ----------------------------------------------------------------------------------
     def run(self) -> dict:
-        from recbole_llmkd.jobs.export import export_teacher
-
         steps = self.validate()
         ignored = self.report_ignored_keys()
         if ignored:  # once, here and in the report
             print(f"recbole_llmkd pipeline: {ignored}", file=sys.stderr, flush=True)
         progress = tqdm(total=len(steps), desc="pipeline", unit="step", file=sys.stderr)
         started = time.perf_counter()
-        results: Dict[str, dict] = {}
-        for step, model, config_dict in steps:
-            config_dict = fill_checkpoints(config_dict, {name: result["checkpoint"] for name, result in results.items()})
-            if model == EXPORT_STEP:
-                if os.path.isfile(config_dict["output"]):
-                    self.steps_reused.append(step)
-                else:
-                    export_teacher(**config_dict)
-                    self.steps_run.append(step)
-            else:
-                results[step] = self.run_model(step, model, config_dict)
+        produced: Dict[str, Dict[str, str]] = {}  # step name -> its outputs (the checkpoint's real path)
+        results: Dict[str, dict] = {}  # step name -> results of a train step
+        for step in steps:
+            result = self.run_step(step, step.resolved_config(produced))
+            produced[step.name] = step.outputs_after(result)
+            if result is not None:
+                results[step.name] = result
             progress.update(1)
         progress.close()
 
         profile = self.profile
-        teacher_name = f"{profile['teacher_model']} (teacher)"
-        rows = [ReportRow(teacher_name, "teacher", results["teacher"])]
-        for student in profile["students"]:
-            rows.append(ReportRow(student, "student", results[student]))
-            rows.append(ReportRow(f"KD{student}", "kd-student", results[f"KD{student}"], plain_twin=student))
-        if "SLMRec" in results:
-            twin_name = f"LLMRec-{profile['slmrec']['llm_n_layers']}L (no KD)"
-            rows.append(ReportRow(twin_name, "slm-twin", results["slm_twin"]))
-            rows.append(ReportRow("SLMRec", "slm-student", results["SLMRec"], plain_twin=twin_name))
+        rows = report_rows(steps, results)
 
         meta = {
             "profile": profile.get("profile"),

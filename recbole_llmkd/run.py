@@ -11,13 +11,16 @@
 - ``load(checkpoint, dataset=None, device=None) -> Run``: the same from a saved checkpoint (a RecBole model's, a KD
   student's, an LLMRec's or a BIGRec's), the model trained and in eval mode, without a trainer: for the export and
   for evaluation.
+- ``build_model(config, dataset)``: the model, handed what it needs from disk (``model_inputs``): a KD student its
+  teacher's artifacts (and the titles' sentence embeddings for ``item_init: text_encoder``), an LLM recommender its
+  backbone, item vectors and titles (``LLMParts``), SLMRec also its teacher. Models never open a file themselves.
 - The run directory (``--run_dir``, default ``runs/<Model>-<dataset>-<time>``): ``run.log`` (``RUN_LOG``), the
   TensorBoard events, the best checkpoint (RecBole's ``<Model>-<time>.pth``: ``checkpoint_dir`` is routed into the
   run directory) and ``results.json`` (``RESULTS_FILE``: the metrics and the checkpoint's path).
   ``resolve_checkpoint`` finds the checkpoint of a run directory.
 
-``quick_start.run_recbole_llmkd``, the sweeps' trials and their test evaluation, the teacher export and the benchmarks
-all build their runs here.
+``quick_start.run_recbole_llmkd``, the sweeps' trials and their test evaluation, the teacher export and the
+benchmarks all build their runs here.
 """
 import glob
 import json
@@ -163,6 +166,143 @@ def resolve_checkpoint(checkpoint_or_run_dir) -> Path:
     return Path(candidates[0])
 
 
+# ----- what a model is handed ---------------------------------------------------------------------------------
+def _text_vectors(dataset, config) -> torch.Tensor:
+    """The item titles' sentence embeddings ``[n_items, d_text]`` under ``text_encoder``; the encoder's loading
+    draws nothing from the global RNG (a run's seeds give the same model with or without the embedding cache)."""
+    from recbole_llmkd.config_schema import read_config
+    from recbole_llmkd.llm.text_encoder import item_text_embeddings
+
+    with torch.random.fork_rng(devices=[]):
+        return item_text_embeddings(dataset, str(read_config(config, "text_encoder")))
+
+
+def pretrained_item_table(path: str, config, dataset) -> Tuple[torch.Tensor, str]:
+    """``(item_embedding.weight [n_items, d_item], sha256 of the file)`` of a RecBole SASRec checkpoint trained on
+    this dataset (LLMRec's ``item_table: <checkpoint>``, frozen E4SRec-style)."""
+    from recbole_llmkd.llm import sha256_file
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"item_table={path!r}: no such file; expected 'trainable' or the path of a RecBole SASRec checkpoint (.pth)"
+        )
+    checkpoint = compat.load_checkpoint(path, map_location="cpu")
+    state_dict = checkpoint.get("state_dict", {}) if isinstance(checkpoint, dict) else {}
+    if "item_embedding.weight" not in state_dict:
+        raise CheckpointMismatchError(
+            f"item_table={path!r} holds no 'item_embedding.weight' in its state_dict; expected a RecBole SASRec "
+            f"checkpoint (keys found: {sorted(state_dict)[:8]})"
+        )
+    weight = state_dict["item_embedding.weight"].float()  # [n_items, d_item]
+    checkpoint_dataset = checkpoint["config"]["dataset"] if "config" in checkpoint else None
+    if checkpoint_dataset is not None and checkpoint_dataset != config["dataset"]:
+        raise CheckpointMismatchError(
+            f"item_table {path} was trained on dataset {checkpoint_dataset!r}; this run uses {config['dataset']!r}"
+        )
+    n_items = dataset.item_num
+    if weight.dim() != 2 or weight.shape[0] != n_items:
+        raise CheckpointMismatchError(
+            f"item_table {path} has an item table of shape {list(weight.shape)} ({weight.shape[0]:,} ids incl. "
+            f"PAD); this dataset has {n_items:,} item ids incl. PAD: train the SASRec with the same dataset "
+            "and filtering config"
+        )
+    return weight, sha256_file(path)
+
+
+def llm_parts(config, dataset, causal_lm: bool = False, titles: Optional[bool] = None):
+    """An LLM recommender's ``LLMParts``: the backbone (``llm.backbone_from_config``), the item vectors of
+    ``item_table`` (the text encoder's, or a pretrained SASRec table) and the item titles (when ``titles``, default
+    ``use_item_titles``)."""
+    from recbole_llmkd.config_schema import read_config
+    from recbole_llmkd.data.item_text import item_titles_for_dataset
+    from recbole_llmkd.llm import backbone_from_config
+    from recbole_llmkd.model.llmrec import ITEM_TABLE_TEXT_ENCODER, ITEM_TABLE_TRAINABLE, LLMParts
+
+    parts = LLMParts(backbone_from_config(config, causal_lm))
+    table = read_config(config, "item_table") if "item_table" in config else ITEM_TABLE_TRAINABLE
+    if table == ITEM_TABLE_TEXT_ENCODER:
+        parts.item_vectors = _text_vectors(dataset, config)
+    elif table != ITEM_TABLE_TRAINABLE:
+        parts.item_vectors, parts.item_table_sha256 = pretrained_item_table(str(table), config, dataset)
+    if titles if titles is not None else read_config(config, "use_item_titles"):
+        parts.item_titles = item_titles_for_dataset(dataset, config)
+    return parts
+
+
+def slm_teacher(config, dataset):
+    """SLMRec's offline teacher (``SLMTeacher``): ``config["teacher"]`` resolved to a checkpoint, its header checked
+    (an LLMRec's; its depth against ``slm_blocks``; its item tokens against ``dataset``) before the trained LLMRec is
+    loaded on ``dataset``, frozen, in eval mode."""
+    from recbole_llmkd.model.slmrec import SLMRec, SLMRecSetupError, SLMTeacher
+
+    checkpoint = str(resolve_checkpoint(config["teacher"]))
+    saved = read_checkpoint(checkpoint)
+    header = saved.get("other_parameter")
+    if not header or "backbone_identity" not in header:
+        raise SLMRecSetupError(f"teacher {checkpoint} is not an LLMRec checkpoint (no backbone identity in 'other_parameter')")
+    header = {**header, "config_max_len": saved["config"]["MAX_ITEM_LIST_LENGTH"]}
+    teacher = SLMTeacher(None, checkpoint, header)
+    SLMRec.teacher_blocks(config, header, checkpoint)
+    SLMRec.check_teacher_dataset(teacher, dataset)
+    teacher.model, _ = load_model(checkpoint, saved, dataset, config["device"])
+    for parameter in teacher.model.parameters():
+        parameter.requires_grad_(False)
+    return teacher
+
+
+def model_inputs(config, dataset) -> dict:
+    """The keyword arguments ``config.model_class`` is built with: what it needs from disk, read here.
+
+    - ``Distiller`` students (``KDSASRec``, ...): ``teacher`` (the ``TeacherArtifacts`` of ``config["teacher"]``
+      when ``kd_method`` is not ``none``) and ``item_text_vectors`` (``item_init: text_encoder``);
+    - ``SLMRec``: ``parts`` (its own ``LLMParts``) and ``teacher`` (offline, ``slm_teacher``) or ``teacher_parts``
+      (online: the backbone of ``slm_teacher_n_layers`` layers); its set-up checks run before anything is loaded;
+    - ``LLMRec``: ``parts``; ``BIGRec``: ``parts`` with the causal-LM backbone and the titles;
+    - any other (RecBole's own models): nothing.
+    """
+    from recbole_llmkd.config_schema import read_config
+    from recbole_llmkd.model.bigrec import BIGRec
+    from recbole_llmkd.model.distiller import Distiller
+    from recbole_llmkd.model.llmrec import LLMRec
+    from recbole_llmkd.model.slmrec import SLMRec
+
+    model_class = config.model_class
+    if issubclass(model_class, Distiller):
+        from recbole_llmkd.data.artifacts import load_artifacts, resolve_teacher_artifacts
+
+        inputs = {}
+        if Distiller.needs_teacher_artifacts(config) and config["teacher"]:
+            inputs["teacher"] = load_artifacts(resolve_teacher_artifacts(config["teacher"]))
+        if read_config(config, "item_init") == "text_encoder":
+            inputs["item_text_vectors"] = _text_vectors(dataset, config)
+        return inputs
+    if issubclass(model_class, SLMRec):
+        SLMRec.check_options(config)
+        if read_config(config, "kd_mode") == "offline":
+            teacher = slm_teacher(config, dataset)
+            return {"parts": llm_parts(config, dataset), "teacher": teacher}
+        SLMRec.teacher_blocks(config)
+        parts = llm_parts(config, dataset)
+        student_layers = config["llm_n_layers"]
+        config["llm_n_layers"] = read_config(config, "slm_teacher_n_layers")
+        try:
+            teacher_parts = llm_parts(config, dataset)
+        finally:
+            config["llm_n_layers"] = student_layers
+        return {"parts": parts, "teacher_parts": teacher_parts}
+    if issubclass(model_class, BIGRec):
+        return {"parts": llm_parts(config, dataset, causal_lm=True, titles=True)}
+    if issubclass(model_class, LLMRec):
+        return {"parts": llm_parts(config, dataset)}
+    return {}
+
+
+def build_model(config, dataset) -> torch.nn.Module:
+    """``config.model_class(config, dataset, **model_inputs(config, dataset))``: a model of any registered class on
+    ``dataset`` (the training split), with what it needs from disk handed over."""
+    return config.model_class(config, dataset, **model_inputs(config, dataset))
+
+
 # ----- building a run ------------------------------------------------------------------------------------------
 def prepare_data(config) -> Run:
     """``prepare``'s data alone: the dataset and its splits, seeded as RecBole does (``init_seed(seed,
@@ -192,7 +332,7 @@ def prepare(config, trainer_class: Optional[type] = None, data: Optional[Run] = 
     dataset, train_data, valid_data, test_data = data.dataset, data.train_data, data.valid_data, data.test_data
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = config.model_class(config, train_data._dataset).to(config["device"])
+    model = build_model(config, train_data._dataset).to(config["device"])
     logging.getLogger().info(model)
     trainer = None
     if with_trainer:
@@ -215,21 +355,17 @@ def read_checkpoint(checkpoint) -> dict:
 
 def load_model(checkpoint, saved: dict, dataset, device: Any = None) -> Tuple[torch.nn.Module, Any]:
     """``(model in eval mode, its config)``: the trained model of ``saved = read_checkpoint(checkpoint)``, built on
-    ``dataset`` (it must hold the training dataset's item tokens) and placed on ``device`` (default: its training
-    device, the CPU without CUDA). An LLMRec is rebuilt by ``load_llmrec`` (its backbone checked against the saved
-    identity)."""
-    from recbole_llmkd.model.llmrec import LLMRec, load_llmrec
-
+    ``dataset`` (it must hold the training dataset's item tokens) by ``build_model`` and placed on ``device``
+    (default: its training device, the CPU without CUDA). The saved ``other_parameter`` is loaded first, so an LLM
+    recommender's backbone, item table and dataset are checked against the saved identity before any shape."""
     config = saved["config"]
-    model_class = config.model_class
-    if issubclass(model_class, LLMRec):
-        model, config, _ = load_llmrec(str(checkpoint), dataset=dataset, device=device)
-        return model, config
-    config["device"] = torch.device(device) if device is not None else (
-        config["device"] if torch.cuda.is_available() else torch.device("cpu"))
-    model = model_class(config, dataset)
-    model.load_state_dict(saved["state_dict"])
+    if device is not None:
+        config["device"] = torch.device(device)
+    elif config["device"] is None or (torch.device(config["device"]).type == "cuda" and not torch.cuda.is_available()):
+        config["device"] = torch.device("cpu")
+    model = build_model(config, dataset)
     model.load_other_parameter(saved.get("other_parameter"))
+    model.load_state_dict(saved["state_dict"])
     return model.to(config["device"]).eval(), config
 
 

@@ -56,12 +56,12 @@ def built(data_root):
     from recbole.utils import init_seed
 
     from recbole_llmkd.config import Config
-    from recbole_llmkd.model.bigrec import BIGRec
+    from recbole_llmkd.run import build_model
 
     config = Config("BIGRec", SLICE_NAME, config_dict=bigrec_config(data_root))
     init_seed(config["seed"], config["reproducibility"])
     train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
-    return config, train_data, valid_data, test_data, BIGRec(config, train_data._dataset)
+    return config, train_data, valid_data, test_data, build_model(config, train_data._dataset)
 
 
 def test_grounding_against_hand_computed_distances():
@@ -197,8 +197,8 @@ def test_state_dict_holds_lora_only_and_a_wrong_backbone_is_refused(built, data_
     from recbole.data import create_dataset
 
     from recbole_llmkd.config import Config
-    from recbole_llmkd.model.bigrec import BIGRec
     from recbole_llmkd.model.llmrec import CheckpointMismatchError
+    from recbole_llmkd.run import build_model
 
     _, _, _, _, model = built
     keys = list(model.state_dict())
@@ -206,7 +206,7 @@ def test_state_dict_holds_lora_only_and_a_wrong_backbone_is_refused(built, data_
     para = model.other_parameter()
     other = Config("BIGRec", SLICE_NAME, config_dict=bigrec_config(data_root, llm_tiny_config={"num_hidden_layers": 2,
                                                                                                  "seed": 7}))
-    other_model = BIGRec(other, create_dataset(other))
+    other_model = build_model(other, create_dataset(other))
     with pytest.raises(CheckpointMismatchError, match="backbone"):
         other_model.load_other_parameter(para)
 

@@ -38,7 +38,7 @@ def exported(teacher_run):
 def test_export_load_align_round_trip(teacher_run, exported, data_root):
     from recbole_llmkd.data.artifacts import load_artifacts
     from recbole_llmkd.data.artifacts import TEACHER_RUN_ARTIFACT
-    from recbole_llmkd.model.llmrec import load_llmrec
+    from recbole_llmkd.run import load
 
     assert exported.name == TEACHER_RUN_ARTIFACT and str(exported.parent) == teacher_run["run_dir"]
     artifacts = load_artifacts(exported)
@@ -58,7 +58,7 @@ def test_export_load_align_round_trip(teacher_run, exported, data_root):
         "valid.confidence", "valid.target_score",
     ]
 
-    model, _, _ = load_llmrec(teacher_run["checkpoint"], dataset=train_data._dataset)
+    model = load(teacher_run["checkpoint"], dataset=train_data._dataset).model
     for split, loader in (("train", train_data), ("valid", valid_data), ("test", test_data)):
         aligned = artifacts.align(loader._dataset, split=split)
         rows = loader._dataset.inter_feat
@@ -83,7 +83,7 @@ def test_item_text_embeddings_come_from_the_base_llm(teacher_run, exported, data
     from recbole_llmkd.data.artifacts import load_artifacts
     from recbole_llmkd.data.item_text import item_titles_for_dataset
     from recbole_llmkd.llm import encode_texts, load_backbone
-    from recbole_llmkd.model.llmrec import load_llmrec
+    from recbole_llmkd.run import load
 
     config, train_data, _, _ = build(data_root)
     aligned = load_artifacts(exported).align(train_data._dataset)
@@ -92,7 +92,7 @@ def test_item_text_embeddings_come_from_the_base_llm(teacher_run, exported, data
     base = load_backbone("tiny", tiny_config={"num_hidden_layers": 2})
     n_checked = 64
     expected = encode_texts(base.model, base.tokenizer, titles[1:n_checked + 1])
-    teacher_model, _, _ = load_llmrec(teacher_run["checkpoint"], dataset=train_data._dataset)
+    teacher_model = load(teacher_run["checkpoint"], dataset=train_data._dataset).model
     with_lora = encode_texts(teacher_model.llm, teacher_model.tokenizer, titles[1:n_checked + 1])
     assert (with_lora - expected).abs().max() > 1e-4  # the trained adapters would change the vectors
     assert item_text_emb.shape == (train_data._dataset.item_num, 32)

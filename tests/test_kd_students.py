@@ -17,12 +17,14 @@ from recbole_llmkd.data.artifacts import (
 from recbole_llmkd.distill import consistency_weights
 from recbole_llmkd.config import Config
 from recbole_llmkd.config_schema import read_config
+from recbole_llmkd.jobs.fold import save_folded
 from recbole_llmkd.model.distiller import (
     TEACHER_SCORE_FIELD,
     TEACHER_TOPK_FIELD,
     TeacherConfigError,
     student_topk_membership,
 )
+from recbole_llmkd.run import build_model
 from tests.conftest import REPO_ROOT, TINY_SEQ_CONFIG
 
 # Tiny ml-100k: users with 20-24 ratings only (a few thousand training examples), history 10, hidden 16.
@@ -91,7 +93,7 @@ def make_model(config, train_data, **overrides):
         config[key] = value
     try:
         torch.manual_seed(0)
-        return config.model_class(config, train_data._dataset)
+        return build_model(config, train_data._dataset)
     finally:
         for key, value in saved.items():
             config[key] = value
@@ -354,7 +356,7 @@ def test_fold_gives_identical_scores_with_and_without_the_teacher_file(sasrec_da
     assert not any("ed_projector" in name for name, _ in model.named_parameters())
     assert not any("item_text_emb" in name for name, _ in model.named_buffers())
 
-    saved = model.save_folded(tmp_path / "folded.pth", config)
+    saved = save_folded(model, tmp_path / "folded.pth", config)
     os.remove(artifact)  # served models never see the teacher file
     reloaded, checkpoint = _load_plain(saved["path"], train_data._dataset)
     if ed_apply_to == "input_and_output":
@@ -364,7 +366,7 @@ def test_fold_gives_identical_scores_with_and_without_the_teacher_file(sasrec_da
         assert saved["model"] == "KDSASRec" and checkpoint["config"]["ed_folded"] is True
         assert checkpoint["config"]["teacher"] is None
         with pytest.raises(TeacherConfigError, match="not a plain RecBole model"):
-            model.save_folded(tmp_path / "plain.pth", config, plain=True)
+            save_folded(model, tmp_path / "plain.pth", config, plain=True)
     with torch.no_grad():
         assert torch.allclose(reloaded.full_sort_predict(batch), before, atol=1e-5)
 
@@ -491,9 +493,9 @@ def test_any_recbole_model_distils_by_the_mixin_alone(sasrec_data):
     from recbole_llmkd.model.distiller import Distiller
 
     class KDNARM(Distiller, NARM):
-        def __init__(self, config, dataset):
+        def __init__(self, config, dataset, teacher=None, item_text_vectors=None):
             NARM.__init__(self, config, dataset)
-            self.init_distiller(config, dataset)
+            self.init_distiller(config, dataset, teacher, item_text_vectors)
 
     train_data, test_data, artifact = sasrec_data[1], sasrec_data[3], sasrec_data[4]
     config_dict = {**KD_TEST_CONFIG, "kd_method": "dllm2rec", "teacher": str(artifact)}

@@ -9,6 +9,7 @@ import torch
 
 import recbole_llmkd  # noqa: F401  (numpy shims before RecBole)
 from recbole_llmkd.distill import KDTermError
+from recbole_llmkd.jobs.fold import save_folded
 from recbole_llmkd.model.distiller import TEACHER_TOPK_FIELD, TeacherConfigError
 from recbole_llmkd.trainer.kd_trainer import KDTrainer
 from tests.test_kd_students import KD_MODELS, KD_TEST_CONFIG, build_split, make_model, write_synthetic_artifact
@@ -202,7 +203,7 @@ def test_trained_student_folds_into_the_plain_recbole_model(student_data, tmp_pa
     batch = next(iter(test_data))[0]
     with torch.no_grad():
         before = model.full_sort_predict(batch)
-    saved = model.save_folded(tmp_path / "folded.pth", config)
+    saved = save_folded(model, tmp_path / "folded.pth", config)
     os.remove(artifact)
     checkpoint = load_checkpoint(saved["path"])
     assert saved["model"] == model_name[2:]

@@ -115,3 +115,35 @@ def test_methods_citations_name_existing_sections():
                             if number not in headings]
     assert not bare, f"cite the methods document as docs/METHODS.md: {bare}"
     assert not missing, f"cited sections not in docs/METHODS.md: {missing}"
+
+
+# What reads or writes a file: a model that names one of these opens a file (issue 15: models receive what they need
+# from ``recbole_llmkd.run.build_model``; folding and saving live in ``recbole_llmkd.jobs.fold``).
+FILE_IO_NAMES = {
+    "open", "load_file", "save_file", "safe_open", "load", "save", "load_checkpoint", "read_checkpoint",
+    "load_backbone", "backbone_from_config", "lora_backbone_from_config", "load_text_encoder",
+    "item_text_embeddings", "encode_item_texts", "item_titles_for_dataset", "read_item_text", "load_artifacts",
+    "resolve_teacher_artifacts", "resolve_checkpoint", "sha256_file", "create_dataset", "isfile", "exists", "Path",
+    "mkdir", "makedirs", "read_text", "write_text",
+}
+ABOVE_MODELS = ("recbole_llmkd.run", "recbole_llmkd.jobs", "recbole_llmkd.pipeline", "recbole_llmkd.quick_start")
+
+
+def test_models_open_no_file():
+    """No module of ``recbole_llmkd/model/`` calls anything that reads or writes a file (``FILE_IO_NAMES``, as a
+    name or an attribute: ``torch.load``, ``os.path.isfile``, ...), nor imports the run, the jobs or the pipeline,
+    which sit above the models and hand them what they need."""
+    offenders = {}
+    for path in sorted((PACKAGE / "model").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        called = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                function = node.func
+                called.add(function.id if isinstance(function, ast.Name) else getattr(function, "attr", None))
+        imported = [name for name in _imports(tree) if any(name == up or name.startswith(up + ".") for up in ABOVE_MODELS)]
+        imported_io = [name.rsplit(".", 1)[-1] for name in _imports(tree) if name.rsplit(".", 1)[-1] in FILE_IO_NAMES]
+        bad = sorted(called & FILE_IO_NAMES) + imported + imported_io
+        if bad:
+            offenders[path.name] = bad
+    assert not offenders, f"model/ modules open files or reach above the models: {offenders}"

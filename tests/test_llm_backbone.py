@@ -19,8 +19,9 @@ from recbole_llmkd.llm import (
     encode_texts,
     find_smollm2_gguf,
     load_backbone,
+    backbone_from_config,
     load_lora_state_dict,
-    lora_backbone_from_config,
+    lora_from_config,
     lora_state_dict,
     prepare_for_training,
     sha256_file,
@@ -245,7 +246,7 @@ def test_lora_rejects_bad_arguments():
         apply_lora(lora_model)
 
 
-LORA_CONFIG = {  # every key lora_backbone_from_config reads, at the LLMRec.yaml defaults
+LORA_CONFIG = {  # every key backbone_from_config and lora_from_config read, at the LLMRec.yaml defaults
     "llm_backbone": "tiny",
     "llm_n_layers": None,
     "llm_tiny_config": None,
@@ -287,13 +288,13 @@ def test_lora_keys_are_checked_by_the_schema_before_the_backbone_loads(monkeypat
     monkeypatch.setattr(recbole_llmkd.llm.backbone, "load_backbone", refuse_to_load)
     config = dict(LORA_CONFIG, **{key: value})
     with pytest.raises(ConfigValueError) as error:
-        lora_backbone_from_config(config, "cpu")
+        backbone_from_config(config)
     assert str(error.value).startswith(f"{key}={value!r} is not supported; expected {allowed}")
 
 
 def test_lora_keys_from_the_config_reach_peft():
     config = dict(LORA_CONFIG, lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_target_modules=["q_proj", "v_proj"])
-    _, llm, gradient_checkpointing = lora_backbone_from_config(config, "cpu")
+    llm, gradient_checkpointing = lora_from_config(backbone_from_config(config), config, "cpu")
     peft_config = llm.peft_config["default"]
     assert (peft_config.r, peft_config.lora_alpha, peft_config.lora_dropout) == (4, 8, 0.0)
     assert set(peft_config.target_modules) == {"q_proj", "v_proj"}

@@ -102,12 +102,12 @@ def slice_data(data_root):
 
 
 def new_model(config, train_data, **overrides):
-    from recbole_llmkd.model.llmrec import LLMRec
+    from recbole_llmkd.run import build_model
 
     for key, value in overrides.items():
         config[key] = value
     torch.manual_seed(0)
-    return LLMRec(config, train_data._dataset)
+    return build_model(config, train_data._dataset)
 
 
 # ----- configuration and prompt -------------------------------------------------------------------------
@@ -440,12 +440,13 @@ def test_checkpoint_holds_only_trained_tensors(trained_teacher):
 
 
 def test_checkpoint_round_trip_gives_same_predictions(trained_teacher, slice_data):
-    from recbole_llmkd.model.llmrec import load_llmrec
+    from recbole_llmkd.run import load
 
     model, checkpoint_file = trained_teacher
     _, train_data, _, _ = slice_data
     batch = first_batch(train_data, 16)
-    reloaded, config, dataset = load_llmrec(checkpoint_file, dataset=train_data._dataset)
+    loaded = load(checkpoint_file, dataset=train_data._dataset)
+    reloaded, config, dataset = loaded.model, loaded.config, loaded.dataset
     assert dataset is train_data._dataset and config["model"] == "LLMRec"
     assert not reloaded.training
     with torch.no_grad():
@@ -454,7 +455,8 @@ def test_checkpoint_round_trip_gives_same_predictions(trained_teacher, slice_dat
 
 def test_checkpoint_of_other_backbone_weights_is_refused(trained_teacher, tmp_path):
     from recbole_llmkd import compat
-    from recbole_llmkd.model.llmrec import CheckpointMismatchError, load_llmrec
+    from recbole_llmkd.model.llmrec import CheckpointMismatchError
+    from recbole_llmkd.run import load
 
     _, checkpoint_file = trained_teacher
     checkpoint = compat.load_checkpoint(checkpoint_file)
@@ -464,7 +466,7 @@ def test_checkpoint_of_other_backbone_weights_is_refused(trained_teacher, tmp_pa
     torch.save(checkpoint, other)
     saved_sha = checkpoint["other_parameter"]["backbone_identity"]["sha256"]
     with pytest.raises(CheckpointMismatchError, match="a different weights file") as error:
-        load_llmrec(str(other))
+        load(str(other))
     assert saved_sha in str(error.value) and str(error.value).count("sha256") == 2
 
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from recbole_llmkd.pipeline import Pipeline, PipelineError, checkpoint_placeholder, resolve_profile
+from recbole_llmkd.pipeline import Pipeline, PipelineError, Ref, checkpoint_placeholder, resolve_profile
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENTRY_POINT = os.path.join(REPO_ROOT, "run_recbole_llmkd.py")
@@ -89,6 +89,36 @@ def test_shipped_profile_validates(name, tmp_path, monkeypatch):
                for step, model, config in steps if model != "export")
     # One history length for every model step (the report compares like with like).
     assert len({config["MAX_ITEM_LIST_LENGTH"] for _, model, config in steps if model != "export"}) == 1
+
+
+def test_steps_declare_what_they_read_write_and_report(tmp_path):
+    pipeline = Pipeline(resolve_profile("tiny"), run_dir=str(tmp_path))
+    steps = {step.name: step for step in pipeline.plan()}
+    sasrec, teacher_dir = Ref("SASRec", "checkpoint"), Ref("teacher", "run_dir")
+    assert steps["SASRec"].inputs == {}
+    assert steps["teacher"].inputs == steps["slm_twin"].inputs == {"item_table": sasrec}
+    assert steps["export"].inputs == {"checkpoint_or_run_dir": teacher_dir, "compare_with": sasrec}
+    assert all(steps[f"KD{name}"].inputs == {"teacher": Ref("export", "artifact")}
+               for name in ("SASRec", "GRU4Rec", "BERT4Rec"))
+    assert steps["SLMRec"].inputs == {"item_table": sasrec, "teacher": teacher_dir}
+    artifact = os.path.join(pipeline.run_dir, "teacher", "teacher_artifacts.safetensors")
+    assert steps["export"].outputs == {"artifact": artifact} == {"artifact": steps["export"].config["output"]}
+    assert steps["SASRec"].outputs == {"run_dir": os.path.join(pipeline.run_dir, "SASRec"),
+                                       "results": os.path.join(pipeline.run_dir, "SASRec", "results.json"),
+                                       "checkpoint": checkpoint_placeholder("SASRec")}
+    rows = sorted((step.row for step in steps.values() if step.row), key=lambda row: row.position)
+    assert [row.name for row in rows] == EXPECTED_MODELS and steps["export"].row is None
+    assert [(row.role, row.plain_twin) for row in rows[:3] + rows[-2:]] == [
+        ("teacher", None), ("student", None), ("kd-student", "SASRec"), ("slm-twin", None), ("slm-student", "slm_twin")]
+
+
+def test_validate_rejects_an_input_that_no_earlier_step_writes(tmp_path, monkeypatch):
+    pipeline = Pipeline(resolve_profile("tiny"), run_dir=str(tmp_path))
+    steps = pipeline.plan()
+    monkeypatch.setattr(pipeline, "plan", lambda: [steps[1], steps[0], *steps[2:]])  # the teacher before SASRec
+    with pytest.raises(PipelineError, match=r"step 'teacher': item_table reads the checkpoint of step 'SASRec', "
+                                            r"which no earlier step writes \(earlier steps: none\)"):
+        pipeline.validate()
 
 
 def test_full_profile_is_the_gpu_setting(tmp_path):

@@ -32,12 +32,12 @@ def _data(config):
 
 def save_untrained_teacher(data_root, path, n_layers, **overrides):
     """A RecBole-style LLMRec checkpoint without training (enough for shape/index checks)."""
-    from recbole_llmkd.model.llmrec import LLMRec
+    from recbole_llmkd.run import build_model
 
     config = _config(data_root, model="LLMRec", llm_tiny_config={"num_hidden_layers": n_layers}, **overrides)
     train_data, _, _ = _data(config)
     torch.manual_seed(1)
-    model = LLMRec(config, train_data._dataset)
+    model = build_model(config, train_data._dataset)
     torch.save({"config": config, "state_dict": model.state_dict(), "other_parameter": model.other_parameter()}, path)
     return str(path)
 
@@ -80,12 +80,12 @@ def student_config(data_root, teacher, **overrides):
 
 
 def build_student(data_root, teacher, **overrides):
-    from recbole_llmkd.model.slmrec import SLMRec
+    from recbole_llmkd.run import build_model
 
     config = student_config(data_root, teacher, **overrides)
     train_data, valid_data, test_data = _data(config)
     torch.manual_seed(0)
-    return SLMRec(config, train_data._dataset), config, train_data
+    return build_model(config, train_data._dataset), config, train_data
 
 
 # ----- block index mapping through the model ------------------------------------------------------------------

@@ -93,6 +93,7 @@ def test_export_item_text_from_the_text_encoder_for_a_sasrec_teacher(tmp_path):
 
     # a KD student whose item table starts from the same titles: PCA to its width, the random init's norm
     from recbole_llmkd.config import Config
+    from recbole_llmkd.run import build_model
 
     student_config = Config("KDSASRec", SLICE_NAME, config_dict={
         **config, "kd_method": "none", "teacher": None, "item_init": "text_encoder", "hidden_size": 4,
@@ -100,9 +101,9 @@ def test_export_item_text_from_the_text_encoder_for_a_sasrec_teacher(tmp_path):
     torch.manual_seed(0)
     random_init = Config("KDSASRec", SLICE_NAME, config_dict={**config, "kd_method": "none", "teacher": None,
                                                                "hidden_size": 4, "inner_size": 4})
-    plain = random_init.model_class(random_init, train_data._dataset)
+    plain = build_model(random_init, train_data._dataset)
     torch.manual_seed(0)
-    student = student_config.model_class(student_config, train_data._dataset)
+    student = build_model(student_config, train_data._dataset)
     n_items = student.n_items
     expected = pca_project(encode_item_texts(titles, "minilm"), 4,
                            float(plain.item_embedding.weight[1:n_items].detach().norm(dim=1).mean()))

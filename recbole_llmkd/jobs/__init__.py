@@ -1,5 +1,6 @@
 """The jobs that use trained models and the data formats: a teacher's artifact export (``export``, on Ray:
-``export_ray``), an external teacher's import (``importer``) and the converter of published splits (``convert``).
+``export_ray``), an external teacher's import (``importer``), the converter of published splits (``convert``) and the served
+student's folded checkpoint (``fold``).
 
 They sit above ``model/`` and ``data/``; their command lines are defined in ``recbole_llmkd.cli``.
 """

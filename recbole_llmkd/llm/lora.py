@@ -140,42 +140,44 @@ def autocast_context(device: str | torch.device, enabled: bool) -> Any:
     return contextlib.nullcontext()
 
 
-def lora_backbone_from_config(config: Any, device: str | torch.device, causal_lm: bool = False) -> tuple[Any, nn.Module, bool]:
-    """The LLM recommenders' backbone from their config keys: ``load_backbone(llm_backbone, llm_n_layers,
-    llm_tiny_config, causal_lm)`` in fp32, LoRA on top (``lora_r``, ``lora_alpha``, ``lora_dropout``,
-    ``lora_target_modules``; task CAUSAL_LM with ``causal_lm``), moved to ``device`` in train mode, HF gradient
-    checkpointing on CUDA when ``llm_gradient_checkpointing``. The keys are checked by
-    ``recbole_llmkd.config_schema`` before anything is loaded.
+def backbone_from_config(config: Any, causal_lm: bool = False) -> Any:
+    """The LLM recommenders' base backbone from their config keys: ``load_backbone(llm_backbone, llm_n_layers,
+    llm_tiny_config, causal_lm)`` in fp32 (this reads the weights file). The LoRA keys are checked by
+    ``recbole_llmkd.config_schema`` first, so a bad value fails before anything is loaded.
 
     Raises:
         ConfigValueError: a key holds a value the schema does not allow (the message names key, value and rule).
-
-    Returns:
-        ``(backbone, llm, gradient_checkpointing)``: the loaded ``Backbone`` (identity, tokenizer), the peft model,
-        and whether gradient checkpointing is on.
     """
     from recbole_llmkd.llm.backbone import load_backbone
 
-    n_layers = read_config(config, "llm_n_layers")
-    lora_r = read_config(config, "lora_r")
-    lora_alpha = read_config(config, "lora_alpha")
-    lora_dropout = read_config(config, "lora_dropout")
-    lora_target_modules = read_config(config, "lora_target_modules")
-    gradient_checkpointing = read_config(config, "llm_gradient_checkpointing") and torch.device(device).type == "cuda"
-    backbone = load_backbone(
+    for key in ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "llm_gradient_checkpointing"):
+        read_config(config, key)
+    return load_backbone(
         config["llm_backbone"],
-        n_layers=n_layers,
+        n_layers=read_config(config, "llm_n_layers"),
         dtype=torch.float32,
         tiny_config=config["llm_tiny_config"],
         causal_lm=causal_lm,
     )
+
+
+def lora_from_config(backbone: Any, config: Any, device: str | torch.device, causal_lm: bool = False) -> tuple[nn.Module, bool]:
+    """LoRA on a loaded ``backbone`` from the config keys (``lora_r``, ``lora_alpha``, ``lora_dropout``,
+    ``lora_target_modules``; task CAUSAL_LM with ``causal_lm``), moved to ``device`` in train mode, HF gradient
+    checkpointing on CUDA when ``llm_gradient_checkpointing``. No file is read.
+
+    Returns:
+        ``(llm, gradient_checkpointing)``: the peft model and whether gradient checkpointing is on.
+    """
+    gradient_checkpointing = read_config(config, "llm_gradient_checkpointing") and torch.device(device).type == "cuda"
     llm = apply_lora(
         backbone.model,
-        r=lora_r,
-        alpha=lora_alpha,
-        dropout=lora_dropout,
-        target_modules=lora_target_modules,
+        r=read_config(config, "lora_r"),
+        alpha=read_config(config, "lora_alpha"),
+        dropout=read_config(config, "lora_dropout"),
+        target_modules=read_config(config, "lora_target_modules"),
         task_type="CAUSAL_LM" if causal_lm else "FEATURE_EXTRACTION",
     )
     prepare_for_training(llm, device, gradient_checkpointing=gradient_checkpointing)
-    return backbone, llm, gradient_checkpointing
+    return llm, gradient_checkpointing
+

@@ -32,14 +32,15 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_llmkd.config_schema import read_config
-from recbole_llmkd.data.item_text import item_titles_for_dataset
 from recbole_llmkd.errors import CheckpointMismatchError, ConfigValueError
-from recbole_llmkd.llm import autocast_context, encode_texts, lora_backbone_from_config
+from recbole_llmkd.llm import autocast_context, encode_texts, lora_from_config
 from recbole_llmkd.measure import count_parameters
 from recbole_llmkd.model.llmrec import (
+    LLMParts,
     TrainedTensorsCheckpoint,
     _item_tokens_fingerprint,
     dataset_mismatch,
+    missing_parts_error,
     unique_histories,
 )
 
@@ -109,9 +110,12 @@ class BIGRec(TrainedTensorsCheckpoint, SequentialRecommender):
     input_type = InputType.POINTWISE
     score_kind = "neg_l2"  # scores are minus the grounding distance (artifact score_kind; DLLM2Rec confidence 'code')
 
-    def __init__(self, config, dataset):
+    def __init__(self, config, dataset, parts: Optional[LLMParts] = None):
+        """``parts``: the loaded causal-LM backbone and the item titles (``recbole_llmkd.run.build_model``)."""
         super().__init__(config, dataset)
         self.logger = logging.getLogger(__name__)
+        if parts is None:
+            raise missing_parts_error(type(self).__name__)
 
         self.run_device = torch.device(config["device"])
         self.use_bf16 = read_config(config, "llm_bf16")
@@ -129,7 +133,8 @@ class BIGRec(TrainedTensorsCheckpoint, SequentialRecommender):
         self.pop_gamma = read_config(config, "bigrec_pop_gamma")
 
         # backbone with its LM head, LoRA on top (task CAUSAL_LM), base frozen
-        backbone, self.llm, _ = lora_backbone_from_config(config, self.run_device, causal_lm=True)
+        backbone = parts.backbone
+        self.llm, _ = lora_from_config(backbone, config, self.run_device, causal_lm=True)
         self.backbone_identity = backbone.identity
         self.tokenizer = backbone.tokenizer
         self.eos_token_id = self.tokenizer.eos_token_id
@@ -137,7 +142,7 @@ class BIGRec(TrainedTensorsCheckpoint, SequentialRecommender):
             raise ConfigValueError(f"BIGRec needs a tokenizer with an EOS token; {config['llm_backbone']!r} has none")
 
         # item titles, and their grounding table through the base LLM (LoRA off): [n_items, d_llm], not saved
-        self.item_titles = item_titles_for_dataset(dataset, config)
+        self.item_titles = parts.item_titles
         with self.llm.disable_adapter():
             title_table = encode_texts(self.llm.get_base_model().get_decoder(), self.tokenizer,
                                        [title or " " for title in self.item_titles[1:]],

@@ -2,29 +2,31 @@
 
 ``Distiller`` is a mixin placed before a RecBole sequential model in the MRO. It adds
 
-- teacher loading: ``config["teacher"]`` (an artifact file or a teacher run directory) is loaded and aligned with the
-  training split in ``init_distiller``; the aligned teacher is kept **outside** the module tree
-  (``object.__setattr__``), so nothing from it lands in ``state_dict`` or in the optimizer;
+- the teacher: ``recbole_llmkd.run.build_model`` reads ``config["teacher"]`` (an artifact file or a teacher run
+  directory) and hands the loaded ``TeacherArtifacts`` to the constructor; ``init_distiller`` checks them against the
+  config and aligns them with the training split. They are kept **outside** the module tree (``object.__setattr__``),
+  so nothing from them lands in ``state_dict`` or in the optimizer. The model itself never opens a file;
 - collaborative embedding distillation (ED, §1.5): ``e_i = b_i + ed_weight·g(z_i)`` for the input items, with a
   ``linear``/``mlp`` projector ``g`` over the teacher's item text embeddings ``z``: an ``EDItemEmbedding`` takes the
   place of the host's ``self.item_embedding`` (its ``.weight`` is the scoring table), so the host's own ``forward``
   and ``full_sort_predict`` run unchanged;
 - the training loss (§1.2, §1.4, baselines of issue 4): ``calculate_loss`` hands the host's next-item logits to
   ``distill(...)``, which returns ``(L_base, λ_d·L_kd)``;
-- the fold step: ``fold_teacher()`` bakes ``ed_weight·g(z)`` into the item tables, ``save_folded(path)`` writes a
-  checkpoint that needs no teacher file (a plain RecBole checkpoint whenever the folded model is one).
+- the fold step: ``fold_teacher()`` bakes ``ed_weight·g(z)`` into the item tables (``recbole_llmkd.jobs.fold``
+  writes the checkpoint that needs no teacher file: a plain RecBole checkpoint whenever the folded model is one).
 
 Distilling another RecBole sequential model that embeds its items with ``self.item_embedding`` and scores with
 ``self.item_embedding.weight`` takes the mixin alone::
 
     class KDNARM(Distiller, NARM):
-        def __init__(self, config, dataset):
+        def __init__(self, config, dataset, teacher=None, item_text_vectors=None):
             NARM.__init__(self, config, dataset)
-            self.init_distiller(config, dataset)
+            self.init_distiller(config, dataset, teacher, item_text_vectors)
 
 NARM's ``forward`` and ``full_sort_predict`` are used as they are; the mixin's ``calculate_loss`` (CE base loss on
 the next-item logits; override ``native_loss`` for another) and ``predict`` (for a ``forward(item_seq, item_seq_len)``
-that returns ``[B, H]``) fit most RecBole sequential models. Train it with
+that returns ``[B, H]``) fit most RecBole sequential models. Build it with ``recbole_llmkd.run.build_model`` (or
+``run.prepare``), which hands over the teacher, and train it with
 ``recbole_llmkd.trainer.kd_trainer.KDTrainer``, which attaches the per-example teacher fields to the batches.
 
 ``kd_method`` (issue 4 point 4): ``none`` (plain student, no teacher), ``logit`` (Hinton KD over the teacher's
@@ -38,10 +40,7 @@ Every distillation key has its default, with a comment, in ``properties/model/Di
 values each key accepts are declared in ``recbole_llmkd.config_schema``. The KD protocol (``loss_names``,
 ``kd_term_weights``, ``kd_terms``) is ``recbole_llmkd.distill.KDTermReporter``'s.
 """
-import copy
-import os
 from logging import getLogger
-from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
@@ -103,11 +102,21 @@ class Distiller(KDTermReporter):
     # Set-up
     # ----------------------------------------------------------------------------------------------------------
 
-    def init_distiller(self, config, dataset) -> None:
-        """Read the KD config, load and align the teacher, install ED as ``self.item_embedding``.
+    @staticmethod
+    def needs_teacher_artifacts(config) -> bool:
+        """Whether a student of ``config`` reads the teacher's artifacts: every ``kd_method`` but ``none`` (ED is
+        ``dllm2rec``'s; a folded student is saved with ``kd_method: none``)."""
+        return read_config(config, "kd_method", TeacherConfigError) != "none"
+
+    def init_distiller(self, config, dataset, teacher=None, item_text_vectors: Optional[Tensor] = None) -> None:
+        """Read the KD config, check and align the teacher, install ED as ``self.item_embedding``.
 
         Args:
             dataset: the training split (``train_data._dataset``); the teacher rows are aligned with its rows.
+            teacher: the loaded ``TeacherArtifacts`` of ``config["teacher"]`` when ``needs_teacher_artifacts(config)``
+                (``recbole_llmkd.run.build_model`` reads them), else None.
+            item_text_vectors: ``[n_items, d_text]`` sentence embeddings of the item titles for
+                ``item_init: text_encoder`` (read by ``run.build_model``), else None.
         """
 
         def value(key):
@@ -156,16 +165,21 @@ class Distiller(KDTermReporter):
         self.init_kd_terms()
 
         teacher_path = value("teacher")
-        needs_teacher = self.kd_method != "none"
         object.__setattr__(self, "teacher", None)
-        object.__setattr__(self, "teacher_path", None)
-        if needs_teacher and not teacher_path:
-            raise TeacherConfigError(
-                f"kd_method={self.kd_method!r} needs a teacher: pass --teacher=<artifact file or teacher run dir> "
-                "(or kd_method: none for the plain student)"
-            )
-        if teacher_path and (needs_teacher or (self.ed_active and not self.ed_folded)):
-            self._load_teacher(teacher_path, dataset)
+        object.__setattr__(self, "teacher_artifacts", None)
+        if self.needs_teacher_artifacts(config):
+            if not teacher_path:
+                raise TeacherConfigError(
+                    f"kd_method={self.kd_method!r} needs a teacher: pass --teacher=<artifact file or teacher run dir> "
+                    "(or kd_method: none for the plain student)"
+                )
+            if teacher is None:
+                raise TeacherConfigError(
+                    f"{type(self).__name__} was built without its teacher artifacts: build KD students with "
+                    "recbole_llmkd.run.build_model(config, dataset) (run.prepare and run.load do), which reads "
+                    f"teacher={teacher_path!r} and hands them over"
+                )
+            self._set_teacher(teacher, dataset)
         elif teacher_path:
             getLogger().info(f"kd_method=none: the teacher {teacher_path} is not used")
 
@@ -173,14 +187,19 @@ class Distiller(KDTermReporter):
         self._build_ed()
         self.item_init = value("item_init")
         if self.item_init == "text_encoder":
-            self._init_items_from_text(dataset, str(value("text_encoder")))
+            if item_text_vectors is None:
+                raise TeacherConfigError(
+                    "item_init: text_encoder needs the titles' sentence embeddings handed over: build the model with "
+                    "recbole_llmkd.run.build_model(config, dataset)"
+                )
+            self._init_items_from_text(item_text_vectors)
 
-    def _init_items_from_text(self, dataset, encoder: str) -> None:
-        """``item_init: text_encoder``: the item table starts from the titles' sentence embeddings, projected to its
-        width by PCA and scaled to the mean row norm of RecBole's random initialisation (PAD stays zero)."""
-        from recbole_llmkd.llm.text_encoder import item_text_embeddings, pca_project
+    def _init_items_from_text(self, vectors: Tensor) -> None:
+        """``item_init: text_encoder``: the item table starts from the titles' sentence embeddings ``vectors``
+        ``[n_items, d_text]``, projected to its width by PCA and scaled to the mean row norm of RecBole's random
+        initialisation (PAD stays zero)."""
+        from recbole_llmkd.llm.text_encoder import pca_project
 
-        vectors = item_text_embeddings(dataset, encoder)  # [n_items, d_text]
         with torch.no_grad():
             weight = getattr(self.item_embedding, "id_embedding", self.item_embedding).weight  # b: [rows, H]
             target_norm = float(weight[1 : self.n_items].norm(dim=1).mean())
@@ -189,11 +208,9 @@ class Distiller(KDTermReporter):
             except ValueError as error:
                 raise TeacherConfigError(f"item_init: text_encoder: {error}") from None
 
-    def _load_teacher(self, teacher_path, dataset) -> None:
-        from recbole_llmkd.data.artifacts import load_artifacts, resolve_teacher_artifacts
-
-        path = resolve_teacher_artifacts(teacher_path)
-        artifacts = load_artifacts(path)
+    def _set_teacher(self, artifacts, dataset) -> None:
+        """Check the loaded ``artifacts`` against the KD config and keep them, aligned with ``dataset``'s rows."""
+        path = artifacts.path
         if artifacts.K < self.rd_topk:
             raise TeacherConfigError(
                 f"rd_topk={self.rd_topk} but the teacher artifact {path} stores only K={artifacts.K} items per example"
@@ -222,7 +239,7 @@ class Distiller(KDTermReporter):
                 "to distil rankings only"
             )
         object.__setattr__(self, "teacher", teacher)
-        object.__setattr__(self, "teacher_path", path)
+        object.__setattr__(self, "teacher_artifacts", artifacts)
         object.__setattr__(self, "_teacher_dataset_id", id(dataset))
 
     def _build_ed(self) -> None:
@@ -397,15 +414,14 @@ class Distiller(KDTermReporter):
     def teacher_batch_fields(self, dataset) -> Dict[str, Tensor]:
         """Per-example teacher tensors for ``dataset.inter_feat`` rows (empty with ``kd_method: none``).
 
-        Re-aligns when ``dataset`` is not the split the model was built with. Raises if a value is not finite.
+        Aligns the loaded artifacts again (in memory) when ``dataset`` is not the split the model was built with.
+        Raises if a value is not finite.
         """
         if self.kd_method == "none":
             return {}
         teacher = self.teacher
         if id(dataset) != getattr(self, "_teacher_dataset_id", None):
-            from recbole_llmkd.data.artifacts import load_artifacts
-
-            teacher = load_artifacts(self.teacher_path).align(dataset, split="train").truncate(self.rd_topk)
+            teacher = self.teacher_artifacts.align(dataset, split="train").truncate(self.rd_topk)
         fields = {TEACHER_TOPK_FIELD: teacher.topk, TEACHER_SCORE_FIELD: teacher.scores.float()}
         if self.kd_method == "dllm2rec" and self.confidence_mode == "paper_target":
             fields[TEACHER_TARGET_SCORE_FIELD] = teacher.target_score.float()
@@ -415,13 +431,13 @@ class Distiller(KDTermReporter):
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 bad_rows = torch.nonzero(~torch.isfinite(tensor).reshape(tensor.shape[0], -1).all(dim=1)).flatten()
                 raise KDTermError(
-                    f"teacher field {name!r} from {self.teacher_path} has non-finite values in {len(bad_rows):,} "
+                    f"teacher field {name!r} from {self.teacher_artifacts.path} has non-finite values in {len(bad_rows):,} "
                     f"training rows (first: {bad_rows[:5].tolist()}): distillation would be NaN"
                 )
         return fields
 
     # ----------------------------------------------------------------------------------------------------------
-    # Fold and export
+    # Fold (``recbole_llmkd.jobs.fold.save_folded`` writes the folded checkpoint)
     # ----------------------------------------------------------------------------------------------------------
 
     def plain_exportable(self) -> bool:
@@ -439,56 +455,6 @@ class Distiller(KDTermReporter):
             return
         self.item_embedding = self.item_embedding.fold()
         self.ed_folded = True
-
-    def save_folded(self, path, config=None, plain: Optional[bool] = None) -> Dict[str, str]:
-        """Fold and write a checkpoint that needs no teacher file (RecBole checkpoint layout).
-
-        ``plain=None``: a plain RecBole checkpoint of the host class (e.g. ``SASRec``) whenever the folded student is
-        one (``plain_exportable()``), else a checkpoint of this KD class with ``ed_folded: True``, ``teacher: ~`` and
-        ``kd_method: none``, which rebuilds without the teacher. ``plain=True`` raises when that is impossible.
-
-        Returns:
-            ``{"path": ..., "model": class name the checkpoint loads into}``.
-        """
-        from recbole_llmkd import compat
-
-        config = config if config is not None else self.kd_config
-        if plain and not self.plain_exportable():
-            raise TeacherConfigError(
-                "ed_apply_to: input embeds input items with b + ed·g(z) but scores with b; RecBole's "
-                f"{self.recbole_parent().__name__} ties both to one table, so the folded student is not a plain "
-                "RecBole model. Use ed_apply_to: input_and_output for a plain export, or save_folded(plain=False)"
-            )
-        plain = self.plain_exportable() if plain is None else plain
-        self.fold_teacher()
-        config = copy.deepcopy(config)
-        config["teacher"] = None
-        config["kd_method"] = "none"
-        for key in ("ed_weight", "ed_projector", "ed_apply_to", "ed_mode"):
-            config[key] = getattr(self, {"ed_projector": "ed_projector_kind"}.get(key, key))
-        state_dict = self.state_dict()  # folded: with a plain export, the host's nn.Embedding, nothing of ED left
-        if plain:
-            parent = self.recbole_parent()
-            config["model"] = parent.__name__
-            config.model = parent.__name__
-            compat.as_plain_recbole_config(config)  # the pickle then references RecBole only
-            model_name = parent.__name__
-        else:
-            config["ed_folded"] = True
-            model_name = type(self).__name__
-        checkpoint = {
-            "config": config,
-            "epoch": -1,
-            "cur_step": 0,
-            "best_valid_score": None,
-            "state_dict": state_dict,
-            "other_parameter": self.other_parameter(),
-            "optimizer": None,
-        }
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(checkpoint, os.fspath(path), pickle_protocol=4)
-        return {"path": os.fspath(path), "model": model_name}
 
     @classmethod
     def recbole_parent(cls) -> type:

@@ -15,9 +15,10 @@ from recbole_llmkd.model.distiller import Distiller
 class KDBERT4Rec(Distiller, BERT4Rec):
     r"""BERT4Rec student of DLLM2Rec: importance-aware ranking distillation + collaborative embedding distillation."""
 
-    def __init__(self, config, dataset):
+    def __init__(self, config, dataset, teacher=None, item_text_vectors=None):
+        """``teacher`` and ``item_text_vectors``: what ``recbole_llmkd.run.build_model`` read for ``init_distiller``."""
         BERT4Rec.__init__(self, config, dataset)
-        self.init_distiller(config, dataset)
+        self.init_distiller(config, dataset, teacher, item_text_vectors)
 
     def reconstruct_test_data(self, item_seq, item_seq_len):
         """BERT4Rec's own rebuild (mask token at position ``len``, first column dropped), without a Python loop."""

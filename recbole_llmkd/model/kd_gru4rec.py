@@ -12,6 +12,7 @@ from recbole_llmkd.model.distiller import Distiller
 class KDGRU4Rec(Distiller, GRU4Rec):
     r"""GRU4Rec student of DLLM2Rec: importance-aware ranking distillation + collaborative embedding distillation."""
 
-    def __init__(self, config, dataset):
+    def __init__(self, config, dataset, teacher=None, item_text_vectors=None):
+        """``teacher`` and ``item_text_vectors``: what ``recbole_llmkd.run.build_model`` read for ``init_distiller``."""
         GRU4Rec.__init__(self, config, dataset)
-        self.init_distiller(config, dataset)
+        self.init_distiller(config, dataset, teacher, item_text_vectors)

@@ -14,6 +14,7 @@ from recbole_llmkd.model.distiller import Distiller
 class KDSASRec(Distiller, SASRec):
     r"""SASRec student of DLLM2Rec: importance-aware ranking distillation + collaborative embedding distillation."""
 
-    def __init__(self, config, dataset):
+    def __init__(self, config, dataset, teacher=None, item_text_vectors=None):
+        """``teacher`` and ``item_text_vectors``: what ``recbole_llmkd.run.build_model`` read for ``init_distiller``."""
         SASRec.__init__(self, config, dataset)
-        self.init_distiller(config, dataset)
+        self.init_distiller(config, dataset, teacher, item_text_vectors)

@@ -21,13 +21,16 @@ scores every item (``head: dot``: ``Linear(d_llm, d_item)(h) @ Eᵀ``; ``head: l
 
 Trained: LoRA adapters, ``input_proj``, the head and a trainable item table. Frozen: every base LLM weight and a
 pretrained (SASRec) item table. ``state_dict()`` holds the trained tensors only; ``other_parameter()`` holds the
-backbone's identity (spec, path, sha256, n_layers), which loading verifies. ``load_llmrec`` rebuilds a trained
+backbone's identity (spec, path, sha256, n_layers), which loading verifies.
+
+The model opens no file: ``recbole_llmkd.run.build_model`` loads the backbone, the pretrained or text-encoder item
+vectors and the item titles and hands them over as ``LLMParts``; ``recbole_llmkd.run.load`` rebuilds a trained
 teacher from its checkpoint.
 """
 from __future__ import annotations
 
 import logging
-import os
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
@@ -37,19 +40,43 @@ from recbole.utils import InputType
 from torch import nn
 from torch.nn.modules.module import _IncompatibleKeys
 
-from recbole_llmkd import compat
 from recbole_llmkd.config_schema import read_config
-from recbole_llmkd.data.item_text import item_titles_for_dataset
 from recbole_llmkd.errors import CheckpointMismatchError, ConfigValueError
-from recbole_llmkd.llm import autocast_context, lora_backbone_from_config, sha256_file, tokenize_prompt
+from recbole_llmkd.llm import autocast_context, lora_from_config, tokenize_prompt
 from recbole_llmkd.measure import count_parameters
 
 ITEM_TABLE_TRAINABLE = "trainable"
 ITEM_TABLE_TEXT_ENCODER = "text_encoder"  # frozen sentence embeddings of the titles beside a learned ID table
 
 
+@dataclass
+class LLMParts:
+    """What an LLM recommender is built from, read from disk by ``recbole_llmkd.run.build_model``.
+
+    Attributes:
+        backbone: the loaded ``recbole_llmkd.llm.Backbone`` (decoder of ``llm_n_layers`` layers, tokenizer, identity).
+        item_vectors: ``item_table: text_encoder``: the titles' sentence embeddings ``[n_items, d_text]``; a
+            checkpoint path: that SASRec's item table ``[n_items, d_item]``; ``trainable``: None.
+        item_table_sha256: the SHA-256 of the pretrained table's checkpoint file (None otherwise).
+        item_titles: item text by internal item id (``item_titles_for_dataset``) when the model reads titles.
+    """
+
+    backbone: Any
+    item_vectors: Optional[torch.Tensor] = None
+    item_table_sha256: Optional[str] = None
+    item_titles: Optional[list] = None
+
+
+def missing_parts_error(model_name: str) -> ConfigValueError:
+    """The error of an LLM recommender constructed without its ``LLMParts``."""
+    return ConfigValueError(
+        f"{model_name} was built without its backbone: build it with recbole_llmkd.run.build_model(config, dataset) "
+        "(run.prepare and run.load do), which loads llm_backbone, the item table and the titles and hands them over"
+    )
+
+
 def _item_tokens_fingerprint(dataset) -> dict:
-    from recbole_llmkd.data.artifacts import dataset_fingerprint
+    from recbole_llmkd.data.keys import dataset_fingerprint
 
     fingerprint = dataset_fingerprint(dataset)
     return {key: fingerprint[key] for key in ("dataset", "n_items", "item_tokens_sha256")}
@@ -116,9 +143,12 @@ class LLMRec(TrainedTensorsCheckpoint, SequentialRecommender):
     input_type = InputType.POINTWISE
     checkpoint_settings = "llm_n_layers, lora_target_modules, head and item_table"
 
-    def __init__(self, config, dataset):
+    def __init__(self, config, dataset, parts: Optional[LLMParts] = None):
+        """``parts``: the loaded backbone, item vectors and titles (``recbole_llmkd.run.build_model``)."""
         super().__init__(config, dataset)
         self.logger = logging.getLogger(__name__)
+        if parts is None:
+            raise missing_parts_error(type(self).__name__)
 
         # load parameters info
         self.loss_type = config["loss_type"]
@@ -133,7 +163,8 @@ class LLMRec(TrainedTensorsCheckpoint, SequentialRecommender):
         self.use_bf16 = read_config(config, "llm_bf16")
         self.llm_prefix_cache = read_config(config, "llm_prefix_cache")
         self.run_device = torch.device(config["device"])
-        backbone, self.llm, self.gradient_checkpointing = lora_backbone_from_config(config, self.run_device)
+        backbone = parts.backbone
+        self.llm, self.gradient_checkpointing = lora_from_config(backbone, config, self.run_device)
         self.backbone_identity = backbone.identity
         self.tokenizer = backbone.tokenizer
         self.d_llm = int(self.backbone_identity["hidden_size"])
@@ -142,16 +173,15 @@ class LLMRec(TrainedTensorsCheckpoint, SequentialRecommender):
         self.item_table_source = read_config(config, "item_table")
         self.item_table_frozen = self.item_table_source not in (ITEM_TABLE_TRAINABLE, ITEM_TABLE_TEXT_ENCODER)
         if self.item_table_source == ITEM_TABLE_TEXT_ENCODER:
-            from recbole_llmkd.llm.text_encoder import item_text_embeddings
             from recbole_llmkd.model.item_table import SemanticIDItemTable
 
-            semantic = item_text_embeddings(dataset, str(read_config(config, "text_encoder")))  # [n_items, d_text]
+            semantic = parts.item_vectors  # [n_items, d_text]
             self.item_embedding = SemanticIDItemTable(semantic, read_config(config, "item_dim"))
             self.item_table_sha256 = None
         elif self.item_table_frozen:
-            self.item_embedding, self.item_table_sha256 = self._load_pretrained_item_table(
-                self.item_table_source, config, dataset
-            )
+            weight = parts.item_vectors.float()  # [n_items, d_item], checked against this dataset by the loader
+            self.item_embedding = nn.Embedding.from_pretrained(weight, freeze=True, padding_idx=0)
+            self.item_table_sha256 = parts.item_table_sha256
         else:
             self.item_embedding = nn.Embedding(self.n_items, read_config(config, "item_dim"), padding_idx=0)
             nn.init.normal_(self.item_embedding.weight, std=0.02)
@@ -169,7 +199,7 @@ class LLMRec(TrainedTensorsCheckpoint, SequentialRecommender):
         self.register_buffer("instruction_ids", tokenize_prompt(self.tokenizer, config["llm_instruction"]), persistent=False)
         self.register_buffer("response_ids", tokenize_prompt(self.tokenizer, config["llm_response"]), persistent=False)
         if self.use_item_titles:
-            title_ids, title_mask = self._tokenize_titles(item_titles_for_dataset(dataset, config))
+            title_ids, title_mask = self._tokenize_titles(parts.item_titles)
             if self.title_view == "tokens":
                 self.register_buffer("title_token_ids", title_ids, persistent=False)  # [n_items, T]
                 self.register_buffer("title_token_mask", title_mask, persistent=False)  # [n_items, T]
@@ -192,33 +222,6 @@ class LLMRec(TrainedTensorsCheckpoint, SequentialRecommender):
         )
 
     # ----- construction helpers ---------------------------------------------------------------------------
-    def _load_pretrained_item_table(self, path: str, config, dataset) -> tuple[nn.Embedding, str]:
-        """``item_embedding.weight`` of a RecBole SASRec checkpoint trained on this dataset, frozen."""
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"item_table={path!r}: no such file; expected 'trainable' or the path of a RecBole SASRec checkpoint (.pth)"
-            )
-        checkpoint = compat.load_checkpoint(path, map_location="cpu")
-        state_dict = checkpoint.get("state_dict", {}) if isinstance(checkpoint, dict) else {}
-        if "item_embedding.weight" not in state_dict:
-            raise CheckpointMismatchError(
-                f"item_table={path!r} holds no 'item_embedding.weight' in its state_dict; expected a RecBole SASRec "
-                f"checkpoint (keys found: {sorted(state_dict)[:8]})"
-            )
-        weight = state_dict["item_embedding.weight"].float()  # [n_items, d_item]
-        checkpoint_dataset = checkpoint["config"]["dataset"] if "config" in checkpoint else None
-        if checkpoint_dataset is not None and checkpoint_dataset != config["dataset"]:
-            raise CheckpointMismatchError(
-                f"item_table {path} was trained on dataset {checkpoint_dataset!r}; this run uses {config['dataset']!r}"
-            )
-        if weight.dim() != 2 or weight.shape[0] != self.n_items:
-            raise CheckpointMismatchError(
-                f"item_table {path} has an item table of shape {list(weight.shape)} ({weight.shape[0]:,} ids incl. "
-                f"PAD); this dataset has {self.n_items:,} item ids incl. PAD: train the SASRec with the same dataset "
-                "and filtering config"
-            )
-        return nn.Embedding.from_pretrained(weight, freeze=True, padding_idx=0), sha256_file(path)
-
     def _tokenize_titles(self, titles: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Title token ids per internal item id, truncated and left-padded to T tokens: ([n_items, T], [n_items, T])."""
         encoded = self.tokenizer(
@@ -429,49 +432,3 @@ class LLMRec(TrainedTensorsCheckpoint, SequentialRecommender):
 
     def full_sort_predict(self, interaction) -> torch.Tensor:
         return self.score(self.user_state(interaction))  # [B, n_items]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Rebuilding a trained teacher
-# ----------------------------------------------------------------------------------------------------------
-
-
-def _resolve_device(config, device) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    saved = torch.device(config["device"]) if config["device"] is not None else torch.device("cpu")
-    if saved.type == "cuda" and not torch.cuda.is_available():
-        return torch.device("cpu")
-    return saved
-
-
-def load_llmrec(checkpoint_path: str, dataset: Any = None, device: Any = None) -> tuple[LLMRec, Any, Any]:
-    """Rebuild a trained LLMRec teacher from its checkpoint: ``(model, config, dataset)``.
-
-    The backbone is loaded again from the checkpoint config's ``llm_backbone`` and checked against the saved
-    identity (sha256, n_layers); the trained tensors are then loaded. ``dataset`` (e.g. ``train_data._dataset``)
-    must hold the same item tokens as the training dataset; ``None`` builds it from the saved config. The
-    model is returned in eval mode on ``device`` (default: the training device, CPU when CUDA is absent).
-    """
-    from recbole.data import create_dataset
-
-    if not os.path.isfile(checkpoint_path):
-        raise FileNotFoundError(f"LLMRec checkpoint not found: {checkpoint_path}")
-    checkpoint = compat.load_checkpoint(checkpoint_path, map_location="cpu")
-    if not isinstance(checkpoint, dict) or "config" not in checkpoint or "state_dict" not in checkpoint:
-        raise CheckpointMismatchError(f"{checkpoint_path} is not a RecBole checkpoint (no 'config' / 'state_dict')")
-    config = checkpoint["config"]
-    model_class = config.model_class if hasattr(config, "model_class") else None
-    if model_class is None or not issubclass(model_class, LLMRec):
-        raise CheckpointMismatchError(
-            f"{checkpoint_path} was written by model {config['model']!r}, not LLMRec (or a subclass)"
-        )
-    config["device"] = _resolve_device(config, device)
-    if dataset is None:
-        dataset = create_dataset(config)
-    model = model_class(config, dataset)
-    model.load_other_parameter(checkpoint.get("other_parameter"))  # identity first: a clear error before shapes
-    model.load_state_dict(checkpoint["state_dict"])
-    model = model.to(config["device"])
-    model.eval()
-    return model, config, dataset

@@ -16,8 +16,8 @@ the logits (an adapter shaped like the linear head). ``slm_kd_scaling`` picks th
 (sums over blocks, unsquared L2; default) or the paper's (means, squared L2). KD terms are computed in float32 with
 autocast off.
 
-Offline (default): the trained teacher is loaded with ``load_llmrec`` from ``teacher`` (checkpoint or run
-directory), put in eval mode, run under ``torch.no_grad()`` with ``output_hidden_states``, and kept **outside**
+Offline (default): the trained teacher is loaded by ``recbole_llmkd.run.build_model`` from ``teacher`` (checkpoint
+or run directory) and handed over (``SLMTeacher``); it is put in eval mode, run under ``torch.no_grad()`` with ``output_hidden_states``, and kept **outside**
 the module tree (``object.__setattr__``): it is in no ``state_dict``, no optimizer, no parameter count.
 Online: a fresh LLMRec of ``slm_teacher_n_layers`` layers is a submodule (``online_teacher``) trained jointly; it
 shares the student's item table and has its own adapters.
@@ -26,7 +26,9 @@ shares the student's item table and has its own adapters.
 terms in ``kd_terms`` (the KD protocol, ``distill.KDTermReporter``) for ``SLMTrainer``'s ``KDTermMonitor`` (logged by name every epoch; NaN or an epoch of
 exact zeros with a weight > 0 stops training).
 
-Set-up checks (``SLMRecSetupError``, all in ``__init__``, before any training): B divides M and N; teacher and
+Set-up checks (``SLMRecSetupError``, in ``__init__``, before any training; the ones that need no backbone,
+``check_options``, ``teacher_blocks`` and ``check_teacher_dataset``, also in ``run.build_model`` before anything is
+loaded): B divides M and N; teacher and
 student share the backbone family (``model_type``) and hidden size unless ``slm_state_projection`` adds a
 ``Linear(d_student, d_teacher, bias=False)`` per block; the teacher checkpoint was trained on these item tokens;
 N < M (a warning otherwise).
@@ -35,13 +37,13 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_llmkd import compat
 from recbole_llmkd.config_schema import read_config
 from recbole_llmkd.distill import (
     KDTermError,
@@ -55,7 +57,13 @@ from recbole_llmkd.distill import (
     norm_alignment,
 )
 from recbole_llmkd.errors import ConfigValueError
-from recbole_llmkd.model.llmrec import LLMRec, dataset_mismatch, load_llmrec
+from recbole_llmkd.model.llmrec import (
+    LLMParts,
+    LLMRec,
+    _item_tokens_fingerprint,
+    dataset_mismatch,
+    missing_parts_error,
+)
 
 ONLINE_TEACHER = "online_teacher"
 _LAYER_INDEX = re.compile(r"\.layers\.(\d+)\.")
@@ -63,6 +71,17 @@ _LAYER_INDEX = re.compile(r"\.layers\.(\d+)\.")
 
 class SLMRecSetupError(ConfigValueError):
     """The SLMRec teacher/student set-up is invalid (blocks, backbone family, hidden size, dataset, options)."""
+
+
+@dataclass
+class SLMTeacher:
+    """The offline teacher, loaded by ``recbole_llmkd.run.build_model``: the trained LLMRec (eval mode, frozen), the
+    checkpoint it came from, and that checkpoint's header (its ``other_parameter`` plus ``config_max_len``, the
+    teacher's ``MAX_ITEM_LIST_LENGTH``)."""
+
+    model: Optional[LLMRec]
+    checkpoint: str
+    header: dict
 
 
 class SLMRec(KDTermReporter, LLMRec):
@@ -76,28 +95,82 @@ class SLMRec(KDTermReporter, LLMRec):
         "l_ms_teacher": "slm_online_lambda3_teacher",
     }
 
-    def __init__(self, config, dataset):
-        logger = logging.getLogger(__name__)
-
-        def value(key):
-            return read_config(config, key, SLMRecSetupError)
-
-        # options first: a bad value fails before any backbone is loaded
-        self.kd_mode = value("kd_mode")
-        self.kd_loss_type = value("kd_loss_type")
-        if self.kd_mode == "offline" and self.kd_loss_type != "cosine":
+    @staticmethod
+    def check_options(config) -> None:
+        """Every set-up check that needs the config alone (``run.build_model`` calls it before loading anything)."""
+        kd_mode = read_config(config, "kd_mode", SLMRecSetupError)
+        kd_loss_type = read_config(config, "kd_loss_type", SLMRecSetupError)
+        if kd_mode == "offline" and kd_loss_type != "cosine":
             raise SLMRecSetupError(
-                f"kd_loss_type={self.kd_loss_type!r} needs W_a adapters on the teacher, which only the online variant "
+                f"kd_loss_type={kd_loss_type!r} needs W_a adapters on the teacher, which only the online variant "
                 "trains: use kd_mode: online, or kd_loss_type: cosine (the offline block loss)"
             )
-        self.student_init = value("slm_student_init")
-        if self.student_init == "teacher" and self.kd_mode == "online":
+        if read_config(config, "slm_student_init", SLMRecSetupError) == "teacher" and kd_mode == "online":
             raise SLMRecSetupError(
                 "slm_student_init: teacher copies a *trained* teacher; the online teacher starts untrained. "
                 "Use slm_student_init: base with kd_mode: online"
             )
         if config["llm_n_layers"] is None:
             raise SLMRecSetupError("SLMRec needs llm_n_layers: the student's number of decoder layers N (e.g. M/2)")
+        for key in ("llm_n_layers", "slm_lambda1", "slm_lambda2", "slm_online_lambda3_teacher", "slm_kd_scaling",
+                    "online_detach_teacher", "slm_state_projection", "slm_copy_item_table"):
+            read_config(config, key, SLMRecSetupError)
+        if read_config(config, "slm_blocks", SLMRecSetupError) == 1 and read_config(config, "slm_lambda3", SLMRecSetupError) > 0:
+            raise SLMRecSetupError(
+                f"slm_blocks=1 leaves no intermediate tap for multi-supervision while slm_lambda3="
+                f"{config['slm_lambda3']:g} > 0; set slm_lambda3: 0 or slm_blocks >= 2"
+            )
+        if kd_mode == "offline" and not read_config(config, "teacher", SLMRecSetupError):
+            raise SLMRecSetupError(
+                "kd_mode: offline needs teacher=<LLMRec checkpoint (.pth) or run directory> (--teacher=...)"
+            )
+        if kd_mode == "online" and read_config(config, "slm_teacher_n_layers", SLMRecSetupError) is None:
+            raise SLMRecSetupError("kd_mode: online needs slm_teacher_n_layers: the online teacher's depth M")
+
+    @staticmethod
+    def teacher_blocks(config, teacher_header: Optional[dict] = None,
+                       teacher_checkpoint: Optional[str] = None) -> Tuple[int, List[Tuple[int, int]]]:
+        """``(M, block pairs)``: the teacher's depth (offline: from its checkpoint's ``teacher_header``, which must
+        agree with ``slm_teacher_n_layers`` when that is set; online: ``slm_teacher_n_layers``) and
+        ``block_layer_pairs(M, N, B)``. Needs no backbone: ``run.build_model`` calls it before loading any."""
+        n_teacher_configured = read_config(config, "slm_teacher_n_layers", SLMRecSetupError)  # M, optional offline
+        if teacher_header is not None:
+            n_teacher = int(teacher_header["backbone_identity"]["n_layers"])
+            if n_teacher_configured is not None and n_teacher_configured != n_teacher:
+                raise SLMRecSetupError(
+                    f"slm_teacher_n_layers={n_teacher_configured} but the teacher checkpoint "
+                    f"{teacher_checkpoint} has {n_teacher} decoder layers"
+                )
+        else:
+            n_teacher = n_teacher_configured
+        n_student = read_config(config, "llm_n_layers", SLMRecSetupError)  # N
+        try:
+            return n_teacher, block_layer_pairs(n_teacher, n_student, read_config(config, "slm_blocks", SLMRecSetupError))
+        except ValueError as error:
+            raise SLMRecSetupError(f"invalid SLMRec blocks: {error}") from error
+
+    @staticmethod
+    def check_teacher_dataset(teacher: "SLMTeacher", dataset) -> None:
+        """The offline teacher's checkpoint was trained on the item tokens of ``dataset`` (checked from its header,
+        before the teacher is loaded)."""
+        mismatch = dataset_mismatch(teacher.header.get("dataset_fingerprint") or {}, _item_tokens_fingerprint(dataset))
+        if mismatch:
+            raise SLMRecSetupError(f"teacher {teacher.checkpoint} was {mismatch}: use the teacher's dataset and filtering")
+
+    def __init__(self, config, dataset, parts: Optional[LLMParts] = None, teacher: Optional["SLMTeacher"] = None,
+                 teacher_parts: Optional[LLMParts] = None):
+        """What ``recbole_llmkd.run.build_model`` loaded: ``parts`` (the student's backbone of N layers, item vectors,
+        titles) and, offline, ``teacher`` (the trained LLMRec, frozen, with its checkpoint's path and header) or,
+        online, ``teacher_parts`` (the online teacher's backbone of M layers)."""
+        logger = logging.getLogger(__name__)
+
+        def value(key):
+            return read_config(config, key, SLMRecSetupError)
+
+        self.check_options(config)
+        self.kd_mode = value("kd_mode")
+        self.kd_loss_type = value("kd_loss_type")
+        self.student_init = value("slm_student_init")
         n_student = value("llm_n_layers")  # N
         self.n_blocks = value("slm_blocks")  # B
         self.lambda_cos = value("slm_lambda1")
@@ -109,59 +182,34 @@ class SLMRec(KDTermReporter, LLMRec):
         self.detach_online_teacher = value("online_detach_teacher")
         self.state_projection_enabled = value("slm_state_projection")
         self.copy_item_table = value("slm_copy_item_table")
-        n_teacher_configured = value("slm_teacher_n_layers")  # M, optional offline
-        if self.n_blocks == 1 and self.lambda_ms > 0:
+        if self.kd_mode == "offline" and teacher is None:
             raise SLMRecSetupError(
-                f"slm_blocks=1 leaves no intermediate tap for multi-supervision while slm_lambda3={self.lambda_ms:g} > 0; "
-                "set slm_lambda3: 0 or slm_blocks >= 2"
+                "SLMRec was built without its teacher: build it with recbole_llmkd.run.build_model(config, dataset) "
+                f"(run.prepare and run.load do), which loads teacher={config['teacher']!r} and hands it over"
             )
-
-        # offline: read the teacher checkpoint's header (cheap) and check B | M, N before loading any backbone
-        self.teacher_checkpoint = None
-        teacher_header = None
-        if self.kd_mode == "offline":
-            if not value("teacher"):
-                raise SLMRecSetupError(
-                    "kd_mode: offline needs teacher=<LLMRec checkpoint (.pth) or run directory> (--teacher=...)"
-                )
-            from recbole_llmkd.run import resolve_checkpoint
-
-            self.teacher_checkpoint = str(resolve_checkpoint(config["teacher"]))
-            teacher_header = self._read_teacher_header(self.teacher_checkpoint)
-            n_teacher = int(teacher_header["backbone_identity"]["n_layers"])
-            if n_teacher_configured is not None and n_teacher_configured != n_teacher:
-                raise SLMRecSetupError(
-                    f"slm_teacher_n_layers={n_teacher_configured} but the teacher checkpoint "
-                    f"{self.teacher_checkpoint} has {n_teacher} decoder layers"
-                )
-        else:
-            if n_teacher_configured is None:
-                raise SLMRecSetupError("kd_mode: online needs slm_teacher_n_layers: the online teacher's depth M")
-            n_teacher = n_teacher_configured
-        try:
-            self.block_pairs: List[Tuple[int, int]] = block_layer_pairs(n_teacher, n_student, self.n_blocks)
-        except ValueError as error:
-            raise SLMRecSetupError(f"invalid SLMRec blocks: {error}") from error
+        if self.kd_mode == "online" and teacher_parts is None:
+            raise missing_parts_error("SLMRec's online teacher")
+        self.teacher_checkpoint = teacher.checkpoint if self.kd_mode == "offline" else None
+        n_teacher, self.block_pairs = self.teacher_blocks(
+            config, teacher.header if self.kd_mode == "offline" else None, self.teacher_checkpoint
+        )
         if n_student >= n_teacher:
             logger.warning(
                 f"SLMRec: the student has N={n_student} decoder layers, not fewer than the teacher's M={n_teacher}: "
                 "nothing is made shallower"
             )
 
-        super().__init__(config, dataset)  # the student: LLMRec with N layers
+        super().__init__(config, dataset, parts)  # the student: LLMRec with N layers
         self.n_student_layers = int(self.backbone_identity["n_layers"])
         self.n_teacher_layers = n_teacher
 
         # the teacher
         if self.kd_mode == "offline":
-            self._check_teacher_matches(teacher_header, config)
-            teacher, _, _ = load_llmrec(self.teacher_checkpoint, dataset=dataset, device=config["device"])
-            for parameter in teacher.parameters():
-                parameter.requires_grad_(False)
-            teacher.eval()
+            self._check_teacher_matches(teacher, dataset, config)
+            teacher = teacher.model
             object.__setattr__(self, "teacher", teacher)  # outside the module tree: not saved, not optimised
         else:
-            teacher = self._build_online_teacher(config, dataset, n_teacher)
+            teacher = self._build_online_teacher(config, dataset, n_teacher, teacher_parts)
             self.online_teacher = teacher
             object.__setattr__(self, "teacher", teacher)
         teacher_identity = teacher.backbone_identity
@@ -208,25 +256,10 @@ class SLMRec(KDTermReporter, LLMRec):
         )
 
     # ----- set-up -----------------------------------------------------------------------------------------
-    @staticmethod
-    def _read_teacher_header(path: str) -> dict:
-        checkpoint = compat.load_checkpoint(path, map_location="cpu")
-        header = checkpoint.get("other_parameter") if isinstance(checkpoint, dict) else None
-        if not header or "backbone_identity" not in header:
-            raise SLMRecSetupError(
-                f"teacher {path} is not an LLMRec checkpoint (no backbone identity in 'other_parameter')"
-            )
-        header = dict(header)
-        header["config_max_len"] = checkpoint["config"]["MAX_ITEM_LIST_LENGTH"] if "config" in checkpoint else None
-        return header
-
-    def _check_teacher_matches(self, header: dict, config) -> None:
+    def _check_teacher_matches(self, teacher: SLMTeacher, dataset, config) -> None:
         """Same item tokens, backbone family and hidden size (or a projection) as the teacher checkpoint."""
-        mismatch = dataset_mismatch(header.get("dataset_fingerprint") or {}, self.dataset_fingerprint)
-        if mismatch:
-            raise SLMRecSetupError(
-                f"teacher {self.teacher_checkpoint} was {mismatch}: use the teacher's dataset and filtering"
-            )
+        self.check_teacher_dataset(teacher, dataset)
+        header = teacher.header
         self._check_family(header["backbone_identity"], self.state_projection_enabled)
         teacher_len = header.get("config_max_len")
         if teacher_len is not None and teacher_len != config["MAX_ITEM_LIST_LENGTH"]:
@@ -255,12 +288,12 @@ class SLMRec(KDTermReporter, LLMRec):
                 "of the same family: the student does not start from the teacher's base"
             )
 
-    def _build_online_teacher(self, config, dataset, n_teacher: int) -> LLMRec:
-        """A fresh LLMRec of M layers from the same base, sharing the student's item table."""
+    def _build_online_teacher(self, config, dataset, n_teacher: int, teacher_parts: LLMParts) -> LLMRec:
+        """A fresh LLMRec of M layers on ``teacher_parts`` (the same base), sharing the student's item table."""
         student_layers = config["llm_n_layers"]
         config["llm_n_layers"] = n_teacher
         try:
-            teacher = LLMRec(config, dataset)
+            teacher = LLMRec(config, dataset, teacher_parts)
         finally:
             config["llm_n_layers"] = student_layers
         self._check_family(teacher.backbone_identity, self.state_projection_enabled)
