@@ -230,9 +230,10 @@ def llm_parts(config, dataset, causal_lm: bool = False, titles: Optional[bool] =
 
 
 def slm_teacher(config, dataset):
-    """SLMRec's offline teacher (``SLMTeacher``): ``config["teacher"]`` resolved to a checkpoint, its header checked
-    (an LLMRec's; its depth against ``slm_blocks``; its item tokens against ``dataset``) before the trained LLMRec is
-    loaded on ``dataset``, frozen, in eval mode."""
+    """SLMRec's offline teacher (``SLMTeacher``): ``config["teacher"]`` resolved to a checkpoint and read, its header
+    checked (an LLMRec's; its depth against ``slm_blocks``; its item tokens against ``dataset``) before the teacher's
+    ``LLMParts`` (its backbone, item vectors, titles) are loaded; SLMRec builds the trained LLMRec from them."""
+    from recbole_llmkd.model.llmrec import LLMRec
     from recbole_llmkd.model.slmrec import SLMRec, SLMRecSetupError, SLMTeacher
 
     checkpoint = str(resolve_checkpoint(config["teacher"]))
@@ -240,13 +241,13 @@ def slm_teacher(config, dataset):
     header = saved.get("other_parameter")
     if not header or "backbone_identity" not in header:
         raise SLMRecSetupError(f"teacher {checkpoint} is not an LLMRec checkpoint (no backbone identity in 'other_parameter')")
-    header = {**header, "config_max_len": saved["config"]["MAX_ITEM_LIST_LENGTH"]}
-    teacher = SLMTeacher(None, checkpoint, header)
-    SLMRec.teacher_blocks(config, header, checkpoint)
+    teacher_config = saved["config"]
+    if teacher_config.model_class is not LLMRec:
+        raise SLMRecSetupError(f"teacher {checkpoint} was written by model {teacher_config['model']!r}, not LLMRec")
+    teacher = SLMTeacher(checkpoint, {**header, "config_max_len": teacher_config["MAX_ITEM_LIST_LENGTH"]}, saved)
+    SLMRec.teacher_blocks(config, teacher.header, checkpoint)
     SLMRec.check_teacher_dataset(teacher, dataset)
-    teacher.model, _ = load_model(checkpoint, saved, dataset, config["device"])
-    for parameter in teacher.model.parameters():
-        parameter.requires_grad_(False)
+    teacher.parts = llm_parts(teacher_config, dataset)
     return teacher
 
 

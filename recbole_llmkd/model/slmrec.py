@@ -16,8 +16,9 @@ the logits (an adapter shaped like the linear head). ``slm_kd_scaling`` picks th
 (sums over blocks, unsquared L2; default) or the paper's (means, squared L2). KD terms are computed in float32 with
 autocast off.
 
-Offline (default): the trained teacher is loaded by ``recbole_llmkd.run.build_model`` from ``teacher`` (checkpoint
-or run directory) and handed over (``SLMTeacher``); it is put in eval mode, run under ``torch.no_grad()`` with ``output_hidden_states``, and kept **outside**
+Offline (default): ``recbole_llmkd.run.build_model`` reads ``teacher`` (checkpoint or run directory) and the
+teacher's backbone and hands them over (``SLMTeacher``); SLMRec builds the trained LLMRec from them in memory, puts
+it in eval mode, run under ``torch.no_grad()`` with ``output_hidden_states``, and kept **outside**
 the module tree (``object.__setattr__``): it is in no ``state_dict``, no optimizer, no parameter count.
 Online: a fresh LLMRec of ``slm_teacher_n_layers`` layers is a submodule (``online_teacher``) trained jointly; it
 shares the student's item table and has its own adapters.
@@ -75,13 +76,28 @@ class SLMRecSetupError(ConfigValueError):
 
 @dataclass
 class SLMTeacher:
-    """The offline teacher, loaded by ``recbole_llmkd.run.build_model``: the trained LLMRec (eval mode, frozen), the
-    checkpoint it came from, and that checkpoint's header (its ``other_parameter`` plus ``config_max_len``, the
-    teacher's ``MAX_ITEM_LIST_LENGTH``)."""
+    """The offline teacher as ``recbole_llmkd.run.build_model`` read it: the checkpoint's path, its header (its
+    ``other_parameter`` plus ``config_max_len``, the teacher's ``MAX_ITEM_LIST_LENGTH``), the saved checkpoint
+    (``config``, ``state_dict``, ``other_parameter``) and the teacher's ``LLMParts`` (its backbone, item vectors and
+    titles). SLMRec builds the trained LLMRec from them in memory (``build``)."""
 
-    model: Optional[LLMRec]
     checkpoint: str
     header: dict
+    saved: dict
+    parts: Optional[LLMParts] = None
+
+    def build(self, dataset, device) -> LLMRec:
+        """The trained teacher on ``dataset``: an LLMRec of the saved config on ``parts``, its identity checked
+        (``load_other_parameter``) before its trained tensors are loaded; on ``device``, eval mode, frozen."""
+        config = self.saved["config"]
+        config["device"] = torch.device(device)
+        teacher = LLMRec(config, dataset, self.parts)
+        teacher.load_other_parameter(self.saved.get("other_parameter"))  # identity first: a clear error before shapes
+        teacher.load_state_dict(self.saved["state_dict"])
+        teacher = teacher.to(config["device"]).eval()
+        for parameter in teacher.parameters():
+            parameter.requires_grad_(False)
+        return teacher
 
 
 class SLMRec(KDTermReporter, LLMRec):
@@ -206,7 +222,7 @@ class SLMRec(KDTermReporter, LLMRec):
         # the teacher
         if self.kd_mode == "offline":
             self._check_teacher_matches(teacher, dataset, config)
-            teacher = teacher.model
+            teacher = teacher.build(dataset, config["device"])
             object.__setattr__(self, "teacher", teacher)  # outside the module tree: not saved, not optimised
         else:
             teacher = self._build_online_teacher(config, dataset, n_teacher, teacher_parts)
