@@ -10,10 +10,11 @@ allowed, e.g. ``rd_weight=-1 is not supported; expected a finite number >= 0``. 
 Checks that relate several keys, or a key to the data or the teacher (``rd_topk`` below the number of items, B
 dividing the layer counts), stay with the model that knows them.
 """
+import contextlib
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple, Type
+from typing import Any, Dict, Iterator, Optional, Tuple, Type
 
 from recbole_llmkd.distill.hidden import SLM_KD_SCALINGS
 from recbole_llmkd.distill.ranking import CONFIDENCE_MODES, RD_NEG_TERMS, TANG_WANG_WEIGHTINGS, WEIGHT_NORMS
@@ -232,3 +233,17 @@ def read_config(config, key: str, error: Type[ConfigValueError] = ConfigValueErr
     if not spec.accepts(value):
         raise error(f"{key}={value!r} is not supported; expected {spec.allowed()}")
     return spec.convert(value)
+
+
+@contextlib.contextmanager
+def values_set(config: Any, **values: Any) -> Iterator[Any]:
+    """``config`` with ``values`` set inside the ``with`` block and the previous values back after it (also on an
+    error): e.g. the online SLMRec teacher's ``llm_n_layers`` on the student's config."""
+    previous = {key: config[key] for key in values}
+    for key, value in values.items():
+        config[key] = value
+    try:
+        yield config
+    finally:
+        for key, value in previous.items():
+            config[key] = value

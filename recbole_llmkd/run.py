@@ -209,17 +209,17 @@ def pretrained_item_table(path: str, config, dataset) -> Tuple[torch.Tensor, str
     return weight, sha256_file(path)
 
 
-def llm_parts(config, dataset, causal_lm: bool = False, titles: Optional[bool] = None):
+def llm_parts(config, dataset, causal_lm: bool = False, titles: Optional[bool] = None, item_table: bool = True):
     """An LLM recommender's ``LLMParts``: the backbone (``llm.backbone_from_config``), the item vectors of
-    ``item_table`` (the text encoder's, or a pretrained SASRec table) and the item titles (when ``titles``, default
-    ``use_item_titles``)."""
+    ``item_table`` (the text encoder's, or a pretrained SASRec table; not with ``item_table=False``) and the item
+    titles (when ``titles``, default ``use_item_titles``)."""
     from recbole_llmkd.config_schema import read_config
     from recbole_llmkd.data.item_text import item_titles_for_dataset
     from recbole_llmkd.llm import backbone_from_config
     from recbole_llmkd.model.llmrec import ITEM_TABLE_TEXT_ENCODER, ITEM_TABLE_TRAINABLE, LLMParts
 
     parts = LLMParts(backbone_from_config(config, causal_lm))
-    table = read_config(config, "item_table") if "item_table" in config else ITEM_TABLE_TRAINABLE
+    table = read_config(config, "item_table") if item_table else ITEM_TABLE_TRAINABLE
     if table == ITEM_TABLE_TEXT_ENCODER:
         parts.item_vectors = _text_vectors(dataset, config)
     elif table != ITEM_TABLE_TRAINABLE:
@@ -231,8 +231,9 @@ def llm_parts(config, dataset, causal_lm: bool = False, titles: Optional[bool] =
 
 def slm_teacher(config, dataset):
     """SLMRec's offline teacher (``SLMTeacher``): ``config["teacher"]`` resolved to a checkpoint and read, its header
-    checked (an LLMRec's; its depth against ``slm_blocks``; its item tokens against ``dataset``) before the teacher's
-    ``LLMParts`` (its backbone, item vectors, titles) are loaded; SLMRec builds the trained LLMRec from them."""
+    checked (an LLMRec's; its depth against ``slm_blocks``; its item tokens against ``dataset``) before what its class
+    is built with (``model_inputs``: its backbone, item vectors, titles) is loaded; SLMRec builds the trained teacher
+    from them."""
     from recbole_llmkd.model.llmrec import LLMRec
     from recbole_llmkd.model.slmrec import SLMRec, SLMRecSetupError, SLMTeacher
 
@@ -242,57 +243,56 @@ def slm_teacher(config, dataset):
     if not header or "backbone_identity" not in header:
         raise SLMRecSetupError(f"teacher {checkpoint} is not an LLMRec checkpoint (no backbone identity in 'other_parameter')")
     teacher_config = saved["config"]
-    if teacher_config.model_class is not LLMRec:
+    if not issubclass(teacher_config.model_class, LLMRec):
         raise SLMRecSetupError(f"teacher {checkpoint} was written by model {teacher_config['model']!r}, not LLMRec")
     teacher = SLMTeacher(checkpoint, {**header, "config_max_len": teacher_config["MAX_ITEM_LIST_LENGTH"]}, saved)
     SLMRec.teacher_blocks(config, teacher.header, checkpoint)
     SLMRec.check_teacher_dataset(teacher, dataset)
-    teacher.parts = llm_parts(teacher_config, dataset)
+    teacher.inputs = model_inputs(teacher_config, dataset)
     return teacher
 
 
 def model_inputs(config, dataset) -> dict:
-    """The keyword arguments ``config.model_class`` is built with: what it needs from disk, read here.
+    """The keyword arguments ``config.model_class`` is built with: what it needs from disk, read here after the
+    class's ``check_options(config)`` (every plugin model has one) has checked its keys.
 
-    - ``Distiller`` students (``KDSASRec``, ...): ``teacher`` (the ``TeacherArtifacts`` of ``config["teacher"]``
-      when ``kd_method`` is not ``none``) and ``item_text_vectors`` (``item_init: text_encoder``);
+    - ``Distiller`` students (``KDSASRec``, ...): ``teacher`` (the training split of the ``TeacherArtifacts`` of
+      ``config["teacher"]`` when ``kd_method`` is not ``none``) and ``item_text_vectors`` (``item_init:
+      text_encoder``);
     - ``SLMRec``: ``parts`` (its own ``LLMParts``) and ``teacher`` (offline, ``slm_teacher``) or ``teacher_parts``
       (online: the backbone of ``slm_teacher_n_layers`` layers); its set-up checks run before anything is loaded;
     - ``LLMRec``: ``parts``; ``BIGRec``: ``parts`` with the causal-LM backbone and the titles;
     - any other (RecBole's own models): nothing.
     """
-    from recbole_llmkd.config_schema import read_config
+    from recbole_llmkd.config_schema import read_config, values_set
     from recbole_llmkd.model.bigrec import BIGRec
-    from recbole_llmkd.model.distiller import Distiller
+    from recbole_llmkd.model.distiller import Distiller, TeacherConfigError
     from recbole_llmkd.model.llmrec import LLMRec
     from recbole_llmkd.model.slmrec import SLMRec
 
     model_class = config.model_class
+    if hasattr(model_class, "check_options"):
+        model_class.check_options(config)
     if issubclass(model_class, Distiller):
         from recbole_llmkd.data.artifacts import load_artifacts, resolve_teacher_artifacts
 
         inputs = {}
         if Distiller.needs_teacher_artifacts(config) and config["teacher"]:
-            inputs["teacher"] = load_artifacts(resolve_teacher_artifacts(config["teacher"]))
-        if read_config(config, "item_init") == "text_encoder":
+            inputs["teacher"] = load_artifacts(resolve_teacher_artifacts(config["teacher"])).only("train")
+        if read_config(config, "item_init", TeacherConfigError) == "text_encoder":
             inputs["item_text_vectors"] = _text_vectors(dataset, config)
         return inputs
     if issubclass(model_class, SLMRec):
-        SLMRec.check_options(config)
         if read_config(config, "kd_mode") == "offline":
             teacher = slm_teacher(config, dataset)
             return {"parts": llm_parts(config, dataset), "teacher": teacher}
         SLMRec.teacher_blocks(config)
         parts = llm_parts(config, dataset)
-        student_layers = config["llm_n_layers"]
-        config["llm_n_layers"] = read_config(config, "slm_teacher_n_layers")
-        try:
+        with values_set(config, llm_n_layers=read_config(config, "slm_teacher_n_layers")):
             teacher_parts = llm_parts(config, dataset)
-        finally:
-            config["llm_n_layers"] = student_layers
         return {"parts": parts, "teacher_parts": teacher_parts}
     if issubclass(model_class, BIGRec):
-        return {"parts": llm_parts(config, dataset, causal_lm=True, titles=True)}
+        return {"parts": llm_parts(config, dataset, causal_lm=True, titles=True, item_table=False)}
     if issubclass(model_class, LLMRec):
         return {"parts": llm_parts(config, dataset)}
     return {}
@@ -301,7 +301,21 @@ def model_inputs(config, dataset) -> dict:
 def build_model(config, dataset) -> torch.nn.Module:
     """``config.model_class(config, dataset, **model_inputs(config, dataset))``: a model of any registered class on
     ``dataset`` (the training split), with what it needs from disk handed over."""
-    return config.model_class(config, dataset, **model_inputs(config, dataset))
+    import inspect
+
+    from recbole_llmkd.errors import ConfigValueError
+
+    inputs = model_inputs(config, dataset)
+    parameters = inspect.signature(config.model_class.__init__).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        missing = sorted(set(inputs) - set(parameters))
+        if missing:
+            raise ConfigValueError(
+                f"{config.model_class.__name__}.__init__ must accept the keyword argument(s) {missing}: models are "
+                "handed what they need from disk (e.g. def __init__(self, config, dataset, teacher=None, "
+                "item_text_vectors=None) for a Distiller student, passed on to init_distiller)"
+            )
+    return config.model_class(config, dataset, **inputs)
 
 
 # ----- building a run ------------------------------------------------------------------------------------------
@@ -354,20 +368,19 @@ def read_checkpoint(checkpoint) -> dict:
     return saved
 
 
-def load_model(checkpoint, saved: dict, dataset, device: Any = None) -> Tuple[torch.nn.Module, Any]:
+def load_model(saved: dict, dataset, device: Any = None) -> Tuple[torch.nn.Module, Any]:
     """``(model in eval mode, its config)``: the trained model of ``saved = read_checkpoint(checkpoint)``, built on
-    ``dataset`` (it must hold the training dataset's item tokens) by ``build_model`` and placed on ``device``
-    (default: its training device, the CPU without CUDA). The saved ``other_parameter`` is loaded first, so an LLM
-    recommender's backbone, item table and dataset are checked against the saved identity before any shape."""
+    ``dataset`` (it must hold the training dataset's item tokens) by ``build_model`` and given its trained state by
+    ``model.restore.restore`` (an LLM recommender's backbone, item table and dataset checked against the saved
+    identity before any shape), on ``device`` (default: its training device, the CPU without CUDA)."""
+    from recbole_llmkd.model.restore import restore
+
     config = saved["config"]
     if device is not None:
         config["device"] = torch.device(device)
     elif config["device"] is None or (torch.device(config["device"]).type == "cuda" and not torch.cuda.is_available()):
         config["device"] = torch.device("cpu")
-    model = build_model(config, dataset)
-    model.load_other_parameter(saved.get("other_parameter"))
-    model.load_state_dict(saved["state_dict"])
-    return model.to(config["device"]).eval(), config
+    return restore(build_model(config, dataset), saved, config["device"]), config
 
 
 def load(checkpoint, dataset=None, device: Any = None) -> Run:
@@ -387,5 +400,5 @@ def load(checkpoint, dataset=None, device: Any = None) -> Run:
         dataset = create_dataset(config)
         train_data, valid_data, test_data = data_preparation(config, dataset)
         model_dataset = train_data._dataset
-    model, config = load_model(checkpoint, saved, model_dataset, device)
+    model, config = load_model(saved, model_dataset, device)
     return Run(config, dataset, train_data, valid_data, test_data, model)

@@ -62,7 +62,6 @@ def test_checkpoint_round_trip_gives_same_metrics(tiny_seq_config):
     assert {k: float(v) for k, v in reloaded.items()} == pytest.approx(result["test_result"], abs=1e-12)
 
 
-
 def test_prepare_in_parts_builds_the_same_model(tiny_seq_config, tmp_path):
     """run.prepare_data, then run.prepare(config, data=...): the model prepare(config) builds (seeded as a fresh run);
     with_trainer=False builds no trainer, so nothing is written (no checkpoint directory, no TensorBoard events)."""

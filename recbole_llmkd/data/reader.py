@@ -80,6 +80,15 @@ class TeacherArtifacts:
         prefix = f"{split}."
         return {name[len(prefix):]: tensor for name, tensor in self.tensors.items() if name.startswith(prefix)}
 
+    def only(self, split: str) -> "TeacherArtifacts":
+        """The same artifact holding ``split`` alone (its tensors and the global ones, ``item_text_emb``): what a
+        student keeps of a teacher file, without the other splits' rows."""
+        keep = self.split_tensors(split)  # raises for a split the artifact does not hold
+        tensors = {f"{split}.{name}": tensor for name, tensor in keep.items()}
+        tensors.update({name: self.tensors[name] for name in validate.GLOBAL_TENSORS if name in self.tensors})
+        metadata = {**self.metadata, "splits": {split: self.metadata["splits"][split]}}
+        return TeacherArtifacts(self.path, metadata, tensors)
+
     def align(self, dataset: Any, split: str = "train", required: bool = True) -> AlignedTeacher:
         """This artifact's ``split`` in the row order and internal item ids of ``dataset``; see
         ``align.align_artifacts`` for the matching rules and the errors raised."""

@@ -151,7 +151,7 @@ def read_teacher_checkpoint(checkpoint: Path) -> dict:
 def load_teacher(checkpoint: Path, saved: dict, dataset, device: Any = None):
     """``(model in eval mode, its config)`` from ``saved = read_teacher_checkpoint(checkpoint)``
     (``run.load_model``)."""
-    return load_model(checkpoint, saved, dataset, device)
+    return load_model(saved, dataset, device)
 
 
 def _titles_and_fallbacks(config, dataset) -> tuple[list[str], int]:

@@ -180,4 +180,3 @@ def lora_from_config(backbone: Any, config: Any, device: str | torch.device, cau
     )
     prepare_for_training(llm, device, gradient_checkpointing=gradient_checkpointing)
     return llm, gradient_checkpointing
-

@@ -110,12 +110,24 @@ class BIGRec(TrainedTensorsCheckpoint, SequentialRecommender):
     input_type = InputType.POINTWISE
     score_kind = "neg_l2"  # scores are minus the grounding distance (artifact score_kind; DLLM2Rec confidence 'code')
 
+    @staticmethod
+    def check_options(config) -> None:
+        """BIGRec's keys, checked before anything is loaded (``run.build_model`` calls it first)."""
+        for key in ("llm_bf16", "bigrec_instruction", "bigrec_history_prefix", "bigrec_train_on_inputs",
+                    "bigrec_num_beams", "bigrec_max_new_tokens", "bigrec_pop_gamma"):
+            read_config(config, key)
+        template = read_config(config, "bigrec_template")
+        for key in ("{instruction}", "{history}"):
+            if key not in template:
+                raise ConfigValueError(f"bigrec_template must contain {key}; got {template!r}")
+
     def __init__(self, config, dataset, parts: Optional[LLMParts] = None):
         """``parts``: the loaded causal-LM backbone and the item titles (``recbole_llmkd.run.build_model``)."""
         super().__init__(config, dataset)
         self.logger = logging.getLogger(__name__)
-        if parts is None:
-            raise missing_parts_error(type(self).__name__)
+        if parts is None or parts.item_titles is None:
+            raise missing_parts_error(type(self).__name__, "its backbone and item titles")
+        self.check_options(config)
 
         self.run_device = torch.device(config["device"])
         self.use_bf16 = read_config(config, "llm_bf16")
@@ -124,9 +136,6 @@ class BIGRec(TrainedTensorsCheckpoint, SequentialRecommender):
         self.instruction = read_config(config, "bigrec_instruction")
         self.history_prefix = read_config(config, "bigrec_history_prefix")
         self.template = read_config(config, "bigrec_template")
-        for key in ("{instruction}", "{history}"):
-            if key not in self.template:
-                raise ConfigValueError(f"bigrec_template must contain {key}; got {self.template!r}")
         self.train_on_inputs = read_config(config, "bigrec_train_on_inputs")
         self.num_beams = read_config(config, "bigrec_num_beams")
         self.max_new_tokens = read_config(config, "bigrec_max_new_tokens")

@@ -88,6 +88,18 @@ class TeacherConfigError(ConfigValueError):
     """The distillation config is inconsistent (no teacher, unknown switch, artifact without what is needed)."""
 
 
+# The distillation keys a student reads (docs/METHODS.md §1), by the attribute that holds each: attribute -> key.
+KD_OPTIONS = {
+    "kd_method": "kd_method", "rd_topk": "rd_topk", "rd_beta": "rd_beta", "gamma_p": "gamma_p",
+    "gamma_c": "gamma_c", "gamma_o": "gamma_o", "rd_weight": "rd_weight", "rd_weight_norm": "rd_weight_norm",
+    "rd_neg_term": "rd_neg_term", "confidence_mode": "confidence_mode", "confidence_temp": "confidence_temp",
+    "rd_filter_candidates": "rd_filter_candidates", "ed_weight": "ed_weight", "ed_projector_kind": "ed_projector",
+    "ed_apply_to": "ed_apply_to", "ed_mode": "ed_mode", "ed_scale": "ed_scale", "ed_folded": "ed_folded",
+    "base_loss": "base_loss", "kd_temperature": "kd_temperature", "tw_lambda": "tw_lambda", "tw_mu": "tw_mu",
+    "tw_weighting": "tw_weighting", "select_on": "select_on", "item_init": "item_init",
+}
+
+
 class Distiller(KDTermReporter):
     """Mixin that turns a RecBole sequential model into a DLLM2Rec student (see the module docstring).
 
@@ -108,13 +120,28 @@ class Distiller(KDTermReporter):
         ``dllm2rec``'s; a folded student is saved with ``kd_method: none``)."""
         return read_config(config, "kd_method", TeacherConfigError) != "none"
 
+    @staticmethod
+    def check_options(config) -> Dict[str, object]:
+        """Every distillation key of ``config`` (``KD_OPTIONS``), checked by the schema and against each other before
+        anything is loaded (``run.build_model`` calls it first); returns ``{attribute: value}``."""
+        options = {attribute: read_config(config, key, TeacherConfigError) for attribute, key in KD_OPTIONS.items()}
+        if options["kd_method"] == "dllm2rec" and options["gamma_p"] == options["gamma_c"] == options["gamma_o"] == 0:
+            raise TeacherConfigError("gamma_p, gamma_c and gamma_o are all 0: every ranking-distillation weight is 0")
+        loss_type = config["loss_type"] if "loss_type" in config else "CE"
+        if loss_type not in (None, "CE") and options["base_loss"] == "native":
+            raise TeacherConfigError(
+                f"KD students train with train_neg_sample_args: ~, so base_loss: native needs loss_type: CE, got "
+                f"loss_type: {loss_type}; use loss_type: CE or base_loss: bce1"
+            )
+        return options
+
     def init_distiller(self, config, dataset, teacher=None, item_text_vectors: Optional[Tensor] = None) -> None:
         """Read the KD config, check and align the teacher, install ED as ``self.item_embedding``.
 
         Args:
             dataset: the training split (``train_data._dataset``); the teacher rows are aligned with its rows.
             teacher: the loaded ``TeacherArtifacts`` of ``config["teacher"]`` when ``needs_teacher_artifacts(config)``
-                (``recbole_llmkd.run.build_model`` reads them), else None.
+                (``recbole_llmkd.run.build_model`` reads them, the training split only), else None.
             item_text_vectors: ``[n_items, d_text]`` sentence embeddings of the item titles for
                 ``item_init: text_encoder`` (read by ``run.build_model``), else None.
         """
@@ -122,40 +149,11 @@ class Distiller(KDTermReporter):
         def value(key):
             return read_config(config, key, TeacherConfigError)
 
-        self.kd_method = value("kd_method")
-        self.rd_topk = value("rd_topk")
-        self.rd_beta = value("rd_beta")
-        self.gamma_p = value("gamma_p")
-        self.gamma_c = value("gamma_c")
-        self.gamma_o = value("gamma_o")
-        self.rd_weight = value("rd_weight")
-        self.rd_weight_norm = value("rd_weight_norm")
-        self.rd_neg_term = value("rd_neg_term")
-        self.confidence_mode = value("confidence_mode")
-        self.confidence_temp = value("confidence_temp")
-        self.rd_filter_candidates = value("rd_filter_candidates")
-        self.ed_weight = value("ed_weight")
-        self.ed_projector_kind = value("ed_projector")
-        self.ed_apply_to = value("ed_apply_to")
-        self.ed_mode = value("ed_mode")
-        self.ed_scale = value("ed_scale")
-        self.ed_folded = value("ed_folded")
-        self.base_loss = value("base_loss")
-        self.kd_temperature = value("kd_temperature")
-        self.tw_lambda = value("tw_lambda")
-        self.tw_mu = value("tw_mu")
-        self.tw_weighting = value("tw_weighting")
-        self.select_on = value("select_on")
-        if self.kd_method == "dllm2rec" and self.gamma_p == self.gamma_c == self.gamma_o == 0:
-            raise TeacherConfigError("gamma_p, gamma_c and gamma_o are all 0: every ranking-distillation weight is 0")
+        for attribute, option in self.check_options(config).items():
+            setattr(self, attribute, option)
         if self.rd_topk >= self.n_items:
             raise TeacherConfigError(
                 f"rd_topk={self.rd_topk} must be smaller than the number of items ({self.n_items - 1})"
-            )
-        if getattr(self, "loss_type", "CE") != "CE" and self.base_loss == "native":
-            raise TeacherConfigError(
-                f"KD students train with train_neg_sample_args: ~, so base_loss: native needs loss_type: CE, got "
-                f"loss_type: {self.loss_type}; use loss_type: CE or base_loss: bce1"
             )
 
         # ED is DLLM2Rec's; a folded checkpoint (ed_folded) carries its folded tables whatever kd_method says.
@@ -185,7 +183,6 @@ class Distiller(KDTermReporter):
 
         object.__setattr__(self, "kd_config", config)
         self._build_ed()
-        self.item_init = value("item_init")
         if self.item_init == "text_encoder":
             if item_text_vectors is None:
                 raise TeacherConfigError(

@@ -53,6 +53,8 @@ ITEM_TABLE_TEXT_ENCODER = "text_encoder"  # frozen sentence embeddings of the ti
 class LLMParts:
     """What an LLM recommender is built from, read from disk by ``recbole_llmkd.run.build_model``.
 
+    One ``LLMParts`` serves one model: the model puts LoRA on ``backbone.model`` in place.
+
     Attributes:
         backbone: the loaded ``recbole_llmkd.llm.Backbone`` (decoder of ``llm_n_layers`` layers, tokenizer, identity).
         item_vectors: ``item_table: text_encoder``: the titles' sentence embeddings ``[n_items, d_text]``; a
@@ -67,12 +69,17 @@ class LLMParts:
     item_titles: Optional[list] = None
 
 
-def missing_parts_error(model_name: str) -> ConfigValueError:
-    """The error of an LLM recommender constructed without its ``LLMParts``."""
+def missing_parts_error(model_name: str, what: str = "its backbone") -> ConfigValueError:
+    """The error of an LLM recommender constructed without (part of) its ``LLMParts``."""
     return ConfigValueError(
-        f"{model_name} was built without its backbone: build it with recbole_llmkd.run.build_model(config, dataset) "
+        f"{model_name} was built without {what}: build it with recbole_llmkd.run.build_model(config, dataset) "
         "(run.prepare and run.load do), which loads llm_backbone, the item table and the titles and hands them over"
     )
+
+
+# The keys LLMRec reads besides the backbone's and LoRA's (checked by recbole_llmkd.config_schema).
+LLMREC_KEYS = ("head", "use_item_titles", "llm_title_max_tokens", "llm_title_view", "llm_bf16", "llm_prefix_cache",
+               "item_table", "item_dim")
 
 
 def _item_tokens_fingerprint(dataset) -> dict:
@@ -143,6 +150,15 @@ class LLMRec(TrainedTensorsCheckpoint, SequentialRecommender):
     input_type = InputType.POINTWISE
     checkpoint_settings = "llm_n_layers, lora_target_modules, head and item_table"
 
+    @staticmethod
+    def check_options(config) -> None:
+        """LLMRec's keys (``loss_type`` and ``LLMREC_KEYS``), checked before anything is loaded (``run.build_model``
+        calls it first)."""
+        if config["loss_type"] != "CE":
+            raise ConfigValueError(f"LLMRec is trained with full cross-entropy; loss_type={config['loss_type']!r} is not supported")
+        for key in LLMREC_KEYS:
+            read_config(config, key)
+
     def __init__(self, config, dataset, parts: Optional[LLMParts] = None):
         """``parts``: the loaded backbone, item vectors and titles (``recbole_llmkd.run.build_model``)."""
         super().__init__(config, dataset)
@@ -151,9 +167,8 @@ class LLMRec(TrainedTensorsCheckpoint, SequentialRecommender):
             raise missing_parts_error(type(self).__name__)
 
         # load parameters info
+        LLMRec.check_options(config)
         self.loss_type = config["loss_type"]
-        if self.loss_type != "CE":
-            raise ConfigValueError(f"LLMRec is trained with full cross-entropy; loss_type={self.loss_type!r} is not supported")
         self.head_type = read_config(config, "head")
         self.use_item_titles = read_config(config, "use_item_titles")
         self.title_max_tokens = read_config(config, "llm_title_max_tokens")
@@ -172,6 +187,10 @@ class LLMRec(TrainedTensorsCheckpoint, SequentialRecommender):
         # item table E: trainable, or a pretrained SASRec table (frozen)
         self.item_table_source = read_config(config, "item_table")
         self.item_table_frozen = self.item_table_source not in (ITEM_TABLE_TRAINABLE, ITEM_TABLE_TEXT_ENCODER)
+        if self.item_table_source != ITEM_TABLE_TRAINABLE and parts.item_vectors is None:
+            raise missing_parts_error(type(self).__name__, f"the vectors of item_table: {self.item_table_source}")
+        if self.use_item_titles and parts.item_titles is None:
+            raise missing_parts_error(type(self).__name__, "the item titles of use_item_titles: True")
         if self.item_table_source == ITEM_TABLE_TEXT_ENCODER:
             from recbole_llmkd.model.item_table import SemanticIDItemTable
 

@@ -38,14 +38,14 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_llmkd.config_schema import read_config
+from recbole_llmkd.config_schema import read_config, values_set
 from recbole_llmkd.distill import (
     KDTermError,
     KDTermReporter,
@@ -65,6 +65,7 @@ from recbole_llmkd.model.llmrec import (
     dataset_mismatch,
     missing_parts_error,
 )
+from recbole_llmkd.model.restore import restore
 
 ONLINE_TEACHER = "online_teacher"
 _LAYER_INDEX = re.compile(r"\.layers\.(\d+)\.")
@@ -78,23 +79,20 @@ class SLMRecSetupError(ConfigValueError):
 class SLMTeacher:
     """The offline teacher as ``recbole_llmkd.run.build_model`` read it: the checkpoint's path, its header (its
     ``other_parameter`` plus ``config_max_len``, the teacher's ``MAX_ITEM_LIST_LENGTH``), the saved checkpoint
-    (``config``, ``state_dict``, ``other_parameter``) and the teacher's ``LLMParts`` (its backbone, item vectors and
-    titles). SLMRec builds the trained LLMRec from them in memory (``build``)."""
+    (``config``, ``state_dict``, ``other_parameter``) and the keyword arguments its class is built with (``inputs``:
+    its ``LLMParts``). SLMRec builds the trained teacher from them in memory (``build``)."""
 
     checkpoint: str
     header: dict
     saved: dict
-    parts: Optional[LLMParts] = None
+    inputs: dict = field(default_factory=dict)
 
     def build(self, dataset, device) -> LLMRec:
-        """The trained teacher on ``dataset``: an LLMRec of the saved config on ``parts``, its identity checked
-        (``load_other_parameter``) before its trained tensors are loaded; on ``device``, eval mode, frozen."""
+        """The trained teacher on ``dataset``: the saved config's LLMRec (or subclass) on ``inputs``, with its trained
+        state (``restore``: identity first); on ``device``, eval mode, frozen."""
         config = self.saved["config"]
         config["device"] = torch.device(device)
-        teacher = LLMRec(config, dataset, self.parts)
-        teacher.load_other_parameter(self.saved.get("other_parameter"))  # identity first: a clear error before shapes
-        teacher.load_state_dict(self.saved["state_dict"])
-        teacher = teacher.to(config["device"]).eval()
+        teacher = restore(config.model_class(config, dataset, **self.inputs), self.saved, config["device"])
         for parameter in teacher.parameters():
             parameter.requires_grad_(False)
         return teacher
@@ -142,6 +140,7 @@ class SLMRec(KDTermReporter, LLMRec):
             )
         if kd_mode == "online" and read_config(config, "slm_teacher_n_layers", SLMRecSetupError) is None:
             raise SLMRecSetupError("kd_mode: online needs slm_teacher_n_layers: the online teacher's depth M")
+        LLMRec.check_options(config)  # the student's own LLMRec keys
 
     @staticmethod
     def teacher_blocks(config, teacher_header: Optional[dict] = None,
@@ -306,12 +305,8 @@ class SLMRec(KDTermReporter, LLMRec):
 
     def _build_online_teacher(self, config, dataset, n_teacher: int, teacher_parts: LLMParts) -> LLMRec:
         """A fresh LLMRec of M layers on ``teacher_parts`` (the same base), sharing the student's item table."""
-        student_layers = config["llm_n_layers"]
-        config["llm_n_layers"] = n_teacher
-        try:
+        with values_set(config, llm_n_layers=n_teacher):
             teacher = LLMRec(config, dataset, teacher_parts)
-        finally:
-            config["llm_n_layers"] = student_layers
         self._check_family(teacher.backbone_identity, self.state_projection_enabled)
         teacher.item_embedding = self.item_embedding  # one item table for both (the paper's shared table)
         return teacher
