@@ -104,6 +104,14 @@ class _ClosingQuote:
         return self.quote_count.to(generated.device)[generated].sum(dim=1) >= 2  # [B * beams]
 
 
+# The keys BIGRec reads besides the backbone's and LoRA's, by the attribute that holds each: attribute -> key.
+BIGREC_OPTIONS = {
+    "use_bf16": "llm_bf16", "instruction": "bigrec_instruction", "history_prefix": "bigrec_history_prefix",
+    "template": "bigrec_template", "train_on_inputs": "bigrec_train_on_inputs", "num_beams": "bigrec_num_beams",
+    "max_new_tokens": "bigrec_max_new_tokens", "pop_gamma": "bigrec_pop_gamma",
+}
+
+
 class BIGRec(TrainedTensorsCheckpoint, SequentialRecommender):
     r"""BIGRec: an LLM (LoRA) that generates the next item's title, grounded to all items by L2 distance."""
 
@@ -111,15 +119,14 @@ class BIGRec(TrainedTensorsCheckpoint, SequentialRecommender):
     score_kind = "neg_l2"  # scores are minus the grounding distance (artifact score_kind; DLLM2Rec confidence 'code')
 
     @staticmethod
-    def check_options(config) -> None:
-        """BIGRec's keys, checked before anything is loaded (``run.build_model`` calls it first)."""
-        for key in ("llm_bf16", "bigrec_instruction", "bigrec_history_prefix", "bigrec_train_on_inputs",
-                    "bigrec_num_beams", "bigrec_max_new_tokens", "bigrec_pop_gamma"):
-            read_config(config, key)
-        template = read_config(config, "bigrec_template")
+    def check_options(config) -> dict:
+        """BIGRec's keys (``BIGREC_OPTIONS``), checked before anything is loaded (``run.build_model`` calls it first);
+        returns ``{attribute: value}``."""
+        options = {attribute: read_config(config, key) for attribute, key in BIGREC_OPTIONS.items()}
         for key in ("{instruction}", "{history}"):
-            if key not in template:
-                raise ConfigValueError(f"bigrec_template must contain {key}; got {template!r}")
+            if key not in options["template"]:
+                raise ConfigValueError(f"bigrec_template must contain {key}; got {options['template']!r}")
+        return options
 
     def __init__(self, config, dataset, parts: Optional[LLMParts] = None):
         """``parts``: the loaded causal-LM backbone and the item titles (``recbole_llmkd.run.build_model``)."""
@@ -127,19 +134,10 @@ class BIGRec(TrainedTensorsCheckpoint, SequentialRecommender):
         self.logger = logging.getLogger(__name__)
         if parts is None or parts.item_titles is None:
             raise missing_parts_error(type(self).__name__, "its backbone and item titles")
-        self.check_options(config)
-
+        # load parameters info: bf16, the prompt, generation and grounding
+        for attribute, option in self.check_options(config).items():
+            setattr(self, attribute, option)
         self.run_device = torch.device(config["device"])
-        self.use_bf16 = read_config(config, "llm_bf16")
-
-        # load parameters info: the prompt, generation and grounding
-        self.instruction = read_config(config, "bigrec_instruction")
-        self.history_prefix = read_config(config, "bigrec_history_prefix")
-        self.template = read_config(config, "bigrec_template")
-        self.train_on_inputs = read_config(config, "bigrec_train_on_inputs")
-        self.num_beams = read_config(config, "bigrec_num_beams")
-        self.max_new_tokens = read_config(config, "bigrec_max_new_tokens")
-        self.pop_gamma = read_config(config, "bigrec_pop_gamma")
 
         # backbone with its LM head, LoRA on top (task CAUSAL_LM), base frozen
         backbone = parts.backbone
