@@ -55,6 +55,7 @@ METHODS = {
     "dllm2rec-idnorm": {"kd_method": "dllm2rec", "ed_scale": "id_norm"},  # ED offset sized by the ID table
     # ranking distillation only, the teacher's lists without the target and the history items (rd_filter_candidates)
     "dllm2rec-noed-filter": {"kd_method": "dllm2rec", "ed_weight": 0.0, "rd_filter_candidates": True},
+    "dllm2rec-filter": {"kd_method": "dllm2rec", "rd_filter_candidates": True},  # the same, with ED
     # the student's item table from MiniLM (as none-textinit) plus the teacher's ranking (and ED)
     "dllm2rec-noed-textinit": {"kd_method": "dllm2rec", "ed_weight": 0.0, "item_init": "text_encoder"},
     "dllm2rec-textinit": {"kd_method": "dllm2rec", "item_init": "text_encoder"},
