@@ -319,14 +319,16 @@ def build_model(config, dataset) -> torch.nn.Module:
 
 
 # ----- building a run ------------------------------------------------------------------------------------------
-def prepare_data(config) -> Run:
+def prepare_data(config, hold_out: bool = True) -> Run:
     """``prepare``'s data alone: the dataset and its splits, seeded as RecBole does (``init_seed(seed,
-    reproducibility)`` before ``create_dataset``); no model, no trainer."""
+    reproducibility)`` before ``create_dataset``); no model, no trainer. A cross-fitted fold teacher's fold of users
+    is held out of its training split unless ``hold_out`` is False (``load``: an export covers every row)."""
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     logging.getLogger().info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
-    train_data = hold_out_fold(config, train_data)  # a cross-fitted teacher: one fold of users out of training
+    if hold_out:
+        train_data = hold_out_fold(config, train_data)
     return Run(config, dataset, train_data, valid_data, test_data)
 
 
@@ -387,18 +389,14 @@ def load(checkpoint, dataset=None, device: Any = None) -> Run:
     """The run behind a saved checkpoint, its model trained and in eval mode (no trainer).
 
     Without ``dataset``, the data are built from the checkpoint's config as ``prepare`` builds them
-    (``init_seed(seed, reproducibility)``, ``create_dataset``, ``data_preparation``; a fold teacher's held-out
-    fold stays in its training split, so that an export covers every row) and the model on the training split; with ``dataset`` (e.g. another run's ``train_data._dataset``), the model is built on it and the splits
-    are None.
+    (``prepare_data(config, hold_out=False)``: a fold teacher's held-out fold stays in its training split, so that an
+    export covers every row) and the model on the training split; with ``dataset`` (e.g. another run's
+    ``train_data._dataset``), the model is built on it and the splits are None.
     """
     saved = read_checkpoint(checkpoint)
-    config = saved["config"]
-    train_data = valid_data = test_data = None
-    model_dataset = dataset
     if dataset is None:
-        init_seed(config["seed"], config["reproducibility"])
-        dataset = create_dataset(config)
-        train_data, valid_data, test_data = data_preparation(config, dataset)
-        model_dataset = train_data._dataset
-    model, config = load_model(saved, model_dataset, device)
-    return Run(config, dataset, train_data, valid_data, test_data, model)
+        data = prepare_data(saved["config"], hold_out=False)
+        model, config = load_model(saved, data.train_data._dataset, device)
+        return Run(config, data.dataset, data.train_data, data.valid_data, data.test_data, model)
+    model, config = load_model(saved, dataset, device)
+    return Run(config, dataset, None, None, None, model)

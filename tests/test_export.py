@@ -222,7 +222,8 @@ def test_export_from_a_plain_recbole_sasrec_checkpoint(sasrec_run, data_root, tm
 
     from recbole_llmkd.cli import main
     from recbole_llmkd.data.artifacts import load_artifacts
-    from recbole_llmkd.jobs.export import diagnostics_path, load_teacher, read_teacher_checkpoint
+    from recbole_llmkd.jobs.export import diagnostics_path, read_teacher_checkpoint
+    from recbole_llmkd.run import load_model
     from recbole_llmkd.distill import teacher_list_diagnostics
 
     output = tmp_path / "sasrec_teacher.safetensors"
@@ -239,7 +240,7 @@ def test_export_from_a_plain_recbole_sasrec_checkpoint(sasrec_run, data_root, tm
     from pathlib import Path
 
     checkpoint = Path(sasrec_run["checkpoint"])
-    model, _ = load_teacher(checkpoint, read_teacher_checkpoint(checkpoint), train_data._dataset)
+    model, _ = load_model(read_teacher_checkpoint(checkpoint), train_data._dataset)
     # item_text_emb is the teacher's item table (PAD row zero)
     expected_emb = model.item_embedding.weight.detach().clone()
     expected_emb[0] = 0.0

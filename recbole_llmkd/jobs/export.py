@@ -148,12 +148,6 @@ def read_teacher_checkpoint(checkpoint: Path) -> dict:
     return saved
 
 
-def load_teacher(checkpoint: Path, saved: dict, dataset, device: Any = None):
-    """``(model in eval mode, its config)`` from ``saved = read_teacher_checkpoint(checkpoint)``
-    (``run.load_model``)."""
-    return load_model(saved, dataset, device)
-
-
 def _titles_and_fallbacks(config, dataset) -> tuple[list[str], int]:
     titles = item_titles_for_dataset(dataset, config, logger=logger)
     item_tokens = dataset.field2id_token[dataset.iid_field]
@@ -268,7 +262,7 @@ def _load_fold_teachers(paths: Sequence[str | os.PathLike], model, config, datas
         if fold_config["model"] != config["model"] or fold_config["dataset"] != config["dataset"]:
             raise ConfigValueError(f"{where} is a {fold_config['model']} on {fold_config['dataset']}; the teacher "
                                    f"exported is a {config['model']} on {config['dataset']}")
-        fold_model, _ = load_teacher(fold_checkpoint, saved, dataset, device=device)
+        fold_model, _ = load_model(saved, dataset, device=device)
         if fold_model.n_items != model.n_items:
             raise ConfigValueError(f"{where} scores {fold_model.n_items} items, the teacher {model.n_items}: not the "
                                    "same dataset filtering")
@@ -454,8 +448,7 @@ def export_teacher(
     )
     student = None
     if student_checkpoint is not None:
-        student, _ = load_teacher(student_checkpoint, read_teacher_checkpoint(student_checkpoint),
-                                  train_data._dataset, device=run_device)
+        student, _ = load_model(read_teacher_checkpoint(student_checkpoint), train_data._dataset, device=run_device)
     write_list_diagnostics(path, train_data._dataset, student=student, batch_size=batch_size)
     return path
 

@@ -5,7 +5,7 @@ line) hands the chunk loop to ``compute_chunks_on_ray``; everything else (datase
 ``finalize``, diagnostics) stays in the driver, exactly as in the single-process export.
 
 - **Workers**: one Ray actor per worker, each holding one replica of the teacher. An actor loads it once, with
-  ``read_teacher_checkpoint`` + ``load_teacher`` (the checkpoint path, and an LLM backbone's files, must be readable
+  ``read_teacher_checkpoint`` + ``run.load_model`` (the checkpoint path, and an LLM backbone's files, must be readable
   at the same path on every node: a shared filesystem on a multi-node cluster). The RecBole training dataset the
   model is built from is shipped once with ``ray.put`` (pickled by the driver, which built it anyway), not rebuilt in
   every actor: no second ``data_preparation`` per worker.
@@ -154,14 +154,15 @@ class ExportWorker:
         import ray
 
         import recbole_llmkd  # noqa: F401  (numpy-2 shims before RecBole, in a worker that has not imported it yet)
-        from recbole_llmkd.jobs.export import load_teacher, read_teacher_checkpoint
+        from recbole_llmkd.jobs.export import read_teacher_checkpoint
+        from recbole_llmkd.run import load_model
 
         if num_threads:
             torch.set_num_threads(num_threads)
         gpu_ids = ray.get_gpu_ids()
         device = torch.device("cuda") if gpu_ids and torch.cuda.is_available() else torch.device("cpu")
         path = Path(checkpoint)
-        self.model, config = load_teacher(path, read_teacher_checkpoint(path), train_dataset, device=device)
+        self.model, config = load_model(read_teacher_checkpoint(path), train_dataset, device=device)
         self.device = config["device"]
 
     def describe(self) -> dict:
