@@ -143,18 +143,30 @@ def run_once(model: str, dataset: str, config: dict, run_dir: str) -> dict:
     return run_recbole_llmkd(model, dataset, config_dict={**config, "run_dir": run_dir})
 
 
+def training_budget(args) -> dict:
+    """``max_epochs`` and ``patience`` of the runs when they are not the default 50 / 5 (else empty): part of a
+    run's name and of its row, so runs with another budget are other runs."""
+    epochs, patience = getattr(args, "epochs", 50), getattr(args, "stopping_step", 5)
+    return {} if (epochs, patience) == (50, 5) else {"max_epochs": epochs, "patience": patience}
+
+
+def budget_suffix(args) -> str:
+    budget = training_budget(args)
+    return f"-e{budget['max_epochs']}p{budget['patience']}" if budget else ""
+
+
 def row(result: dict, args, student: str, kd_method: str, teacher: str, hidden: int) -> dict:
     test = result["test_result"]
     return {"dataset": args.dataset, "users": args.slice, "student": student, "kd_method": kd_method, "teacher": teacher,
             "hidden_size": hidden, "seed": int(result["seed"]), **{m: float(test[m]) for m in METRICS},
             "best_valid_ndcg@10": float(result["best_valid_result"]["ndcg@10"]),
-            "epochs_trained_s": float(result["train_time_s"])}
+            "epochs_trained_s": float(result["train_time_s"]), **training_budget(args)}
 
 
 def merge_results(rows: list, results_json: str = RESULTS_JSON) -> None:
     """Replace rows of the same (dataset, users, student, kd_method, teacher, hidden_size, seed, device) in
     kd_quality.json (rows without ``device`` are the CPU VM's; a GPU run of the same setting is another row)."""
-    key = lambda r: (r["dataset"], r.get("users", "[0,60]"), r["student"], r["kd_method"], r["teacher"], r["hidden_size"], r["seed"], r.get("device", ""))  # noqa: E731
+    key = lambda r: (r["dataset"], r.get("users", "[0,60]"), r["student"], r["kd_method"], r["teacher"], r["hidden_size"], r["seed"], r.get("device", ""), r.get("max_epochs", 50), r.get("patience", 5))  # noqa: E731
     existing = []
     if os.path.isfile(results_json):
         with open(results_json, encoding="utf-8") as f:
@@ -208,7 +220,8 @@ def main(argv=None) -> int:
     artifact = os.path.join(teacher_dir, TEACHER_RUN_ARTIFACT)
     if not os.path.isfile(artifact):
         export_teacher(teacher_dir, output=artifact, topk=args.topk, item_text=item_text, show_progress=False)
-    teacher_row = row(teacher, args, "SASRec", "teacher", name, args.teacher_hidden)
+    teacher_row = {key: value for key, value in row(teacher, args, "SASRec", "teacher", name, args.teacher_hidden).items()
+                   if key not in ("max_epochs", "patience")}  # a teacher run is reused whatever the students' budget
     if args.cross_fit:  # the students learn from the lists of fold teachers that never saw the row's user
         artifact = cross_fitted_artifact(teacher_model, args.dataset, teacher_config, teacher_dir, args.cross_fit,
                                          args.topk, item_text)
@@ -223,14 +236,16 @@ def main(argv=None) -> int:
             where = "no-teacher" if method in NO_TEACHER else f"teacher-{args.teacher_kind}" + (
                 f"-xfit{args.cross_fit}" if args.cross_fit else "")
             result = run_once("KDSASRec", args.dataset, config,
-                              os.path.join(out_dir, where, f"SASRec{args.student_hidden}-{method}-seed{seed}"))
+                              os.path.join(out_dir, where,
+                                           f"SASRec{args.student_hidden}-{method}-seed{seed}{budget_suffix(args)}"))
             rows.append(row(result, args, "SASRec", method, "none" if method in NO_TEACHER else name,
                             args.student_hidden))
             print(f"{method} seed {seed}: test ndcg@10 {rows[-1]['ndcg@10']:.4f}", flush=True)
 
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": git_commit(),
             "device": device_description(torch_threads=True), "args": vars(args), "teacher": teacher_row}
-    suffix = f"-xfit{args.cross_fit}" if args.cross_fit else ""
+    suffix = (f"-xfit{args.cross_fit}" if args.cross_fit else "") + (
+        f"-student{args.student_hidden}" if args.student_hidden != 32 else "") + budget_suffix(args)  # one per setting
     with open(os.path.join(out_dir, f"control-{args.teacher_kind}{suffix}.json"), "w", encoding="utf-8") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=2)
     merge_results([teacher_row] + rows, args.results_json)

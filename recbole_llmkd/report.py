@@ -196,7 +196,28 @@ def plot_curves(run_dirs: Dict[str, str], path: str) -> None:
     plt.close(fig)
 
 
-def render_report_markdown(table: List[dict], meta: dict) -> str:
+def distillation_verdicts(rows: List[ReportRow], table: List[dict]) -> List[str]:
+    """One sentence per distilled model (a row with a plain twin): its NDCG@10 against the twin's, the relative
+    change, ``gain`` or ``no gain``, and its share of the teacher's NDCG@10; the report's answer to "did it help?"."""
+    by_model = {entry["model"]: entry for entry in table}
+    names = {row.name: row for row in rows}
+    lines = []
+    for row in rows:
+        twin = names.get(row.plain_twin) if row.plain_twin else None
+        entry = by_model.get(row.name, {})
+        gain = entry.get("ndcg@10_gain_vs_twin_%")
+        if twin is None or gain is None:
+            continue
+        verdict = "**gain**" if gain > 0 else "**no gain**"
+        line = (f"- {row.name} vs {twin.name}: NDCG@10 {_fmt(row.metric('ndcg@10'))} against "
+                f"{_fmt(twin.metric('ndcg@10'))}, {gain:+.1f} %: {verdict}")
+        if entry.get("ndcg@10_vs_teacher_%") is not None:
+            line += f"; {100 + entry['ndcg@10_vs_teacher_%']:.1f} % of the teacher's NDCG@10"
+        lines.append(line)
+    return lines
+
+
+def render_report_markdown(table: List[dict], meta: dict, verdicts: Optional[List[str]] = None) -> str:
     """``report.md``: the header (device, date, commit, seeds, profile, steps), the tables and the two plots."""
     lines = [
         f"# recbole_llmkd pipeline report — {meta['dataset']}, profile `{meta['profile']}`",
@@ -224,6 +245,10 @@ def render_report_markdown(table: List[dict], meta: dict) -> str:
         markdown_table(table, REPORT_COLUMNS),
         "",
     ]
+    if verdicts:
+        lines += ["## Does distillation help? (each model against its plain twin, test)", "", *verdicts, "",
+                  f"One run per model (seeds {meta['seeds']}): a difference of a few percent is within seed noise; "
+                  "`benchmarks/bench_kd_quality.py` repeats the comparison over seeds.", ""]
     if any(entry.get("sampled_hit@1") is not None for entry in table):
         lines += ["## SLMRec protocol (1 positive + 999 sampled negatives; not comparable with full ranking)", "",
                   markdown_table([e for e in table if e.get("sampled_hit@1") is not None], SAMPLED_COLUMNS), ""]
@@ -248,7 +273,7 @@ def write_pipeline_report(run_dir: str, rows: List[ReportRow], meta: dict) -> di
     step_dirs = {row.name: row.result["run_dir"] for row in rows}
     plot_curves(step_dirs, curves_path)
     with open(md_path, "w", encoding="utf-8") as f:
-        f.write(render_report_markdown(table, meta))
+        f.write(render_report_markdown(table, meta, distillation_verdicts(rows, table)))
     with open(os.path.join(run_dir, "report.json"), "w", encoding="utf-8") as f:
         json.dump({"meta": meta, "table": table}, f, indent=2)
     return {"report_md": md_path, "report_csv": csv_path, "plot": png_path, "curves": curves_path,

@@ -42,7 +42,8 @@ def test_control_with_cross_fitted_lists_end_to_end(tmp_path, capsys):
     out = tmp_path / "out"
     artifact = load_artifacts(out / "teacher-sasrec" / "teacher_artifacts-xfit2.safetensors")
     assert artifact.teacher["cross_fit"]["folds"] == 2  # the students learnt from the cross-fitted lists
-    report = json.loads((out / "control-sasrec-xfit2.json").read_text())
+    report = json.loads((out / "control-sasrec-xfit2-student8-e1p5.json").read_text())  # one file per setting
+    assert (out / "teacher-sasrec-xfit2" / "SASRec8-dllm2rec-noed-seed2020-e1p5" / "results.json").is_file()
     by_method = {row["kd_method"]: row for row in report["rows"]}
     assert by_method["none"]["teacher"] == "none" and by_method["dllm2rec-noed"]["teacher"] == "SASRec-1x16-xfit2"
     rows = json.loads(results_json.read_text())
@@ -50,6 +51,8 @@ def test_control_with_cross_fitted_lists_end_to_end(tmp_path, capsys):
     for row in rows:
         assert ISSUE_14_FIELDS <= set(row) and row["dataset"] == SLICE_NAME and 0.0 <= row["ndcg@10"] <= 1.0
     assert {row["hidden_size"] for row in rows if row["kd_method"] != "teacher"} == {8}
+    # the students' budget (not the default 50 epochs / patience 5) is in their rows, not in the teacher's
+    assert [(row.get("max_epochs"), row.get("patience")) for row in rows] == [(None, None), (1, 5), (1, 5)]
 
     # a rerun reuses every run (results.json) and merges the same rows again, not twice
     runs = sorted(str(path) for path in out.rglob("results.json"))

@@ -56,6 +56,8 @@ def test_readme_main_command_on_tiny_profile_then_rerun_reuses_everything(tmp_pa
     assert "| KDSASRec |" in markdown and "device:" in markdown and "commit:" in markdown
     assert "- teacher lists (training split, K=20): " in markdown  # the export's diagnostics reach the report
     assert "of the listed items are in the plain SASRec's own top-20 already" in markdown
+    assert "## Does distillation help?" in markdown and "- KDSASRec vs SASRec: NDCG@10 " in markdown
+    assert "- SLMRec vs LLMRec-" in markdown  # SLMRec against its no-KD twin too
     meta = json.loads((run_dir / "report.json").read_text())["meta"]
     assert meta["steps_run"] == ALL_STEPS and meta["steps_reused"] == []
 
@@ -210,7 +212,8 @@ def test_run_follows_the_plan_fills_the_checkpoint_and_passes_overrides(tmp_path
     assert calls[1][0] == "LLMRec" and calls[1][2]["item_table"] == "/ckpt/SASRec.pth"
     assert plan[2][2]["compare_with"] == checkpoint_placeholder("SASRec")  # the diagnostics compare with plain SASRec
     assert exports == [{**plan[2][2], "compare_with": "/ckpt/SASRec.pth"}]  # ... its checkpoint filled in
-    assert [row.name for row in report["rows"]] == EXPECTED_MODELS
+    twin = f"LLMRec-{pipeline.profile['slmrec']['llm_n_layers']}L (no KD)"  # the cpu profile's SLMRec depth
+    assert [row.name for row in report["rows"]] == [twin if "(no KD)" in name else name for name in EXPECTED_MODELS]
     assert pipeline.steps_run == ALL_STEPS
 
 
@@ -290,3 +293,27 @@ def test_config_files_apply_to_every_step_above_the_profile(tmp_path):
     assert pipeline.report_ignored_keys() is None
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         Pipeline(resolve_profile("tiny"), run_dir=str(tmp_path / "q"), config_files=[str(tmp_path / "nope.yaml")])
+
+
+def test_report_states_the_gain_or_its_absence_per_distilled_model():
+    from recbole_llmkd.report import ReportRow, distillation_verdicts, render_report_markdown, report_table
+
+    def result(ndcg):
+        return {"test_result": {"ndcg@10": ndcg}, "run_dir": "/nowhere"}
+
+    rows = [ReportRow("LLMRec (teacher)", "teacher", result(0.08)),
+            ReportRow("SASRec", "student", result(0.06)),
+            ReportRow("KDSASRec", "kd-student", result(0.066), plain_twin="SASRec"),
+            ReportRow("GRU4Rec", "student", result(0.05)),
+            ReportRow("KDGRU4Rec", "kd-student", result(0.04), plain_twin="GRU4Rec")]
+    table = report_table(rows, teacher_name="LLMRec (teacher)")
+    verdicts = distillation_verdicts(rows, table)
+    assert verdicts == [  # 0.066 / 0.06 = +10 %, 0.066 / 0.08 = 82.5 %; 0.04 / 0.05 = -20 %, 0.04 / 0.08 = 50 %
+        "- KDSASRec vs SASRec: NDCG@10 0.0660 against 0.0600, +10.0 %: **gain**; 82.5 % of the teacher's NDCG@10",
+        "- KDGRU4Rec vs GRU4Rec: NDCG@10 0.0400 against 0.0500, -20.0 %: **no gain**; 50.0 % of the teacher's NDCG@10",
+    ]
+    meta = {"dataset": "d", "profile": "p", "device": "cpu", "date": "today", "commit": "c", "seeds": [2020],
+            "profile_description": "", "steps_run": [], "steps_reused": []}
+    markdown = render_report_markdown(table, meta, verdicts)
+    assert "## Does distillation help?" in markdown and verdicts[1] in markdown and "seeds [2020]" in markdown
+    assert "Does distillation help" not in render_report_markdown(table, meta)  # no distilled model, no section
