@@ -379,6 +379,8 @@ class Pipeline:
           ``eval_args``, differ between steps), or ``MAX_ITEM_LIST_LENGTH`` < the export's ``key_history``;
         - the teacher's ``item_table`` is neither ``trainable``, a student of the profile, nor an existing file;
         - the export options are not export_teacher's;
+        - a model's own ``check_options(config)`` rejects the step's config (e.g. SLMRec's ``slm_blocks: 1`` with
+          multi-supervision on, KD weights that are all 0);
         - SLMRec: ``slm_blocks`` B does not divide the student's ``llm_n_layers`` N and the teacher's depth M (its
           ``llm_n_layers``, else ``slm_teacher_n_layers``; not checked when both are ~ = the backbone's depth).
         """
@@ -430,6 +432,11 @@ class Pipeline:
                         f"step '{step}' ({model}): config key(s) {unknown} are not defined by any property file "
                         f"of {model} (typo, or a key of another model in the wrong profile section?)"
                     )
+                if hasattr(config.model_class, "check_options"):  # the model's own checks, as run.build_model does
+                    try:
+                        config.model_class.check_options(config)
+                    except RecboleLLMKDError as err:
+                        raise PipelineError(f"step '{step}' ({model}): {err}") from None
                 configs[step] = config
         unknown_overrides = sorted(key for key in self.overrides if key not in known_anywhere)
         if unknown_overrides:

@@ -160,6 +160,10 @@ def _write_profile(tmp_path, **changes) -> str:
     ({"teacher": {"item_table": "GRU4Rek"}}, r"step 'teacher': item_table='GRU4Rek' is neither"),
     ({"teacher": {"MAX_ITEM_LIST_LENGTH": 20}}, r"MAX_ITEM_LIST_LENGTH=10 differs from the teacher's 20"),
     ({"export": {"topk": 20, "key_histroy": 5}}, r"step 'export': unknown export option\(s\) \['key_histroy'\]"),
+    ({"slmrec": {"llm_n_layers": 1, "slm_blocks": 1}},  # the models' own check_options run in validate() too
+     r"step 'SLMRec' \(SLMRec\): slm_blocks=1 leaves no intermediate tap for multi-supervision"),
+    ({"kd": {"kd_method": "dllm2rec", "gamma_p": 0, "gamma_c": 0, "gamma_o": 0}},
+     r"step 'KDSASRec' \(KDSASRec\): gamma_p, gamma_c and gamma_o are all 0"),
 ])
 def test_impossible_profile_fails_before_anything_runs(tmp_path, changes, message):
     pipeline = Pipeline(_write_profile(tmp_path, **changes), run_dir=str(tmp_path / "pipe"))
