@@ -164,8 +164,9 @@ def row(result: dict, args, student: str, kd_method: str, teacher: str, hidden: 
 
 
 def merge_results(rows: list, results_json: str = RESULTS_JSON) -> None:
-    """Replace rows of the same (dataset, users, student, kd_method, teacher, hidden_size, seed, device) in
-    kd_quality.json (rows without ``device`` are the CPU VM's; a GPU run of the same setting is another row)."""
+    """Replace rows of the same (dataset, users, student, kd_method, teacher, hidden_size, seed, device, max_epochs,
+    patience) in kd_quality.json (rows without ``device`` are the CPU VM's, without a budget 50 epochs / patience 5;
+    a GPU run, or another budget, of the same setting is another row)."""
     key = lambda r: (r["dataset"], r.get("users", "[0,60]"), r["student"], r["kd_method"], r["teacher"], r["hidden_size"], r["seed"], r.get("device", ""), r.get("max_epochs", 50), r.get("patience", 5))  # noqa: E731
     existing = []
     if os.path.isfile(results_json):
