@@ -1,18 +1,20 @@
 """The control that proves the distillation machinery: a teacher known to be stronger -> a small student.
 
 A large SASRec (the teacher, trained to convergence) is exported like any teacher (``--export-teacher`` reads any
-RecBole sequential checkpoint) and distilled into a small SASRec (hidden 32) with ``kd_method`` none / rd /
+RecBole sequential checkpoint) and distilled into a small SASRec (hidden 32; ``--student GRU4Rec`` or ``BERT4Rec``
+for the other students) with ``kd_method`` none / rd /
 dllm2rec (and dllm2rec without ED, and with ``ed_scale: id_norm``) over several seeds. If KD does not beat the plain small student here, the machinery is the suspect; if
 it does, a teacher that fails to transfer knows nothing the student does not.
 
     .venv/bin/python benchmarks/bench_kd_control.py [--out-dir runs/bench_kd_control] [--seeds 2020 2021 2022]
-        [--slice "[0,60]"] [--teacher-hidden 128] [--teacher-layers 2] [--student-hidden 32] [--epochs 50]
-        [--stopping-step 5] [--methods none rd dllm2rec dllm2rec-noed dllm2rec-idnorm]
+        [--slice "[0,60]"] [--teacher-hidden 128] [--teacher-layers 2] [--student SASRec|GRU4Rec|BERT4Rec]
+        [--student-hidden 32] [--epochs 50] [--stopping-step 5] [--methods none rd dllm2rec dllm2rec-noed ...]
 
 Every run has its own directory under ``--out-dir``; a run whose ``results.json`` exists is reused, so an
 interrupted benchmark continues where it stopped. ``--teacher-kind sasrec`` (ID only) or ``semantic`` (the same
 SASRec with its item table initialised from MiniLM title embeddings, and those embeddings as the ED source).
-Writes ``control-<kind>.json`` (every run, the teacher included) into out-dir, merges its rows into ``benchmarks/results/kd_quality.json`` (issue 14's format: dataset, student,
+Writes ``control-<kind>[-xfit<K>][-<student>][-student<hidden>][-e<epochs>p<patience>].json`` (every run, the
+teacher included; the optional parts when not the default) into out-dir, merges its rows into ``benchmarks/results/kd_quality.json`` (issue 14's format: dataset, student,
 kd_method, teacher, hidden_size, seed, ndcg@10, hit@10, ndcg@20, hit@20) and prints a markdown table: mean ± std
 over the seeds and the paired per-seed difference against the plain student. Protocol: ml-100k (the slice given),
 leave-one-out in time order, RecBole full ranking, best epoch on validation NDCG@10, test read once per run.
@@ -45,6 +47,7 @@ TEACHERS = {
 # Row label -> KDSASRec config on top of the common one (the label is the kd_method column of the results).
 # Rows that never read the teacher: trained once, shared by every teacher's table.
 NO_TEACHER = {"none", "none-textinit"}
+STUDENTS = ("SASRec", "GRU4Rec", "BERT4Rec")
 METHODS = {
     "none": {"kd_method": "none", "teacher": None, "ed_weight": 0.0},  # the plain small SASRec
     # the plain small SASRec whose item table starts from the MiniLM title embeddings (no teacher)
@@ -74,6 +77,8 @@ def parse_args(argv=None):
     parser.add_argument("--slice", default="[0,60]", help="user_inter_num_interval ('[0,inf)': every user)")
     parser.add_argument("--teacher-hidden", type=int, default=128)
     parser.add_argument("--teacher-layers", type=int, default=2)
+    parser.add_argument("--student", default="SASRec", choices=STUDENTS,
+                        help="the small student (its KD twin KD<student> is trained for every kd_method)")
     parser.add_argument("--student-hidden", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--stopping-step", type=int, default=5)
@@ -105,6 +110,14 @@ def common_config(args) -> dict:
 
 def sasrec_size(hidden: int, layers: int) -> dict:
     return {"hidden_size": hidden, "inner_size": 2 * hidden, "n_layers": layers, "n_heads": 2 if hidden >= 64 else 1}
+
+
+def student_size(student: str, hidden: int) -> dict:
+    """The small student's config: SASRec and BERT4Rec one layer of width ``hidden``, GRU4Rec embeddings of
+    ``hidden`` and a GRU of twice that (RecBole's default ratio, 64 / 128)."""
+    if student == "GRU4Rec":
+        return {"embedding_size": hidden, "hidden_size": 2 * hidden}
+    return sasrec_size(hidden, 1)
 
 
 def teacher_name(kind: str, layers: int, hidden: int) -> str:
@@ -198,7 +211,7 @@ def markdown(rows: list, teacher_row: dict, seeds: list) -> str:
         per_seed = ", ".join(f"{d:+.4f}" for d in deltas) if method != "none" else "–"
         mean_delta = (f"{statistics.mean(deltas):+.4f} ({relative(statistics.mean(deltas), [p['ndcg@10'] for p in plain.values()])})"
                       if method != "none" and deltas else "–")
-        lines.append(f"| SASRec-{runs[0]['hidden_size']} | {method} | " + " | ".join(cell([r[m] for r in runs]) for m in METRICS)
+        lines.append(f"| {runs[0]['student']}-{runs[0]['hidden_size']} | {method} | " + " | ".join(cell([r[m] for r in runs]) for m in METRICS)
                      + f" | {per_seed} | {mean_delta} |")
     lines.append(f"| teacher {teacher_row['teacher']} | – | " + " | ".join(f"{teacher_row[m]:.4f}" for m in METRICS)
                  + " | one run, seed 2020 | – |")
@@ -230,22 +243,23 @@ def main(argv=None) -> int:
 
     # 2. the small students
     rows = []
-    student = sasrec_size(args.student_hidden, 1)
+    student = student_size(args.student, args.student_hidden)
     for seed in args.seeds:
         for method in args.methods:
             config = {**common, **student, "seed": seed, "teacher": artifact, **METHODS[method]}
             where = "no-teacher" if method in NO_TEACHER else f"teacher-{args.teacher_kind}" + (
                 f"-xfit{args.cross_fit}" if args.cross_fit else "")
-            result = run_once("KDSASRec", args.dataset, config,
-                              os.path.join(out_dir, where,
-                                           f"SASRec{args.student_hidden}-{method}-seed{seed}{budget_suffix(args)}"))
-            rows.append(row(result, args, "SASRec", method, "none" if method in NO_TEACHER else name,
+            result = run_once(f"KD{args.student}", args.dataset, config,
+                              os.path.join(out_dir, where, f"{args.student}{args.student_hidden}-{method}-seed{seed}"
+                                                           f"{budget_suffix(args)}"))
+            rows.append(row(result, args, args.student, method, "none" if method in NO_TEACHER else name,
                             args.student_hidden))
             print(f"{method} seed {seed}: test ndcg@10 {rows[-1]['ndcg@10']:.4f}", flush=True)
 
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": git_commit(),
             "device": device_description(torch_threads=True), "args": vars(args), "teacher": teacher_row}
     suffix = (f"-xfit{args.cross_fit}" if args.cross_fit else "") + (
+        f"-{args.student.lower()}" if args.student != "SASRec" else "") + (
         f"-student{args.student_hidden}" if args.student_hidden != 32 else "") + budget_suffix(args)  # one per setting
     with open(os.path.join(out_dir, f"control-{args.teacher_kind}{suffix}.json"), "w", encoding="utf-8") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=2)

@@ -40,11 +40,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench_kd_control as control  # noqa: E402
 
-STUDENTS = {  # student -> (KD model, its size at hidden 32)
-    "SASRec": ("KDSASRec", control.sasrec_size(32, 1)),
-    "GRU4Rec": ("KDGRU4Rec", {"embedding_size": 32, "hidden_size": 64}),
-    "BERT4Rec": ("KDBERT4Rec", control.sasrec_size(32, 1)),
-}
+STUDENTS = {student: (f"KD{student}", control.student_size(student, 32))  # student -> (KD model, size at hidden 32)
+            for student in control.STUDENTS}
 TEACHER_SIZES = ("2x128", "4x256")  # "<layers>x<hidden>" candidates per teacher kind
 # (priority, student, methods): lower runs first. The plain SASRec and its KD twins are the target of issue 14.
 PLAN = (

@@ -61,3 +61,14 @@ def test_control_with_cross_fitted_lists_end_to_end(tmp_path, capsys):
     assert sorted(str(path) for path in out.rglob("results.json")) == runs
     assert all(os.path.getmtime(path) == mtime for path, mtime in mtimes.items())
     assert json.loads(results_json.read_text()) == rows
+
+    # another student on the same teacher: only its own runs train, named and labelled by the student
+    gru_argv = argv[:argv.index("--methods")] + ["--student", "GRU4Rec", "--methods", "none", "dllm2rec"] \
+        + argv[argv.index("--topk"):]
+    assert bench.main(gru_argv) == 0
+    assert "| GRU4Rec-8 | dllm2rec |" in capsys.readouterr().out
+    gru = json.loads((out / "control-sasrec-xfit2-gru4rec-student8-e1p5.json").read_text())["rows"]
+    assert [(row["student"], row["kd_method"]) for row in gru] == [("GRU4Rec", "none"), ("GRU4Rec", "dllm2rec")]
+    assert (out / "teacher-sasrec-xfit2" / "GRU4Rec8-dllm2rec-seed2020-e1p5" / "results.json").is_file()
+    new_runs = set(str(path) for path in out.rglob("results.json")) - set(runs)
+    assert len(new_runs) == 2  # the teacher and its fold teachers were reused
