@@ -157,10 +157,11 @@ def run_once(model: str, dataset: str, config: dict, run_dir: str) -> dict:
 
 
 def training_budget(args) -> dict:
-    """``max_epochs`` and ``patience`` of the runs when they are not the default 50 / 5 (else empty): part of a
-    run's name and of its row, so runs with another budget are other runs."""
-    epochs, patience = getattr(args, "epochs", 50), getattr(args, "stopping_step", 5)
-    return {} if (epochs, patience) == (50, 5) else {"max_epochs": epochs, "patience": patience}
+    """``max_epochs`` and ``patience`` of the students when they are not the default 50 / 5 (else empty): part of a
+    student run's name and of its row, so runs with another budget are other runs."""
+    if (args.epochs, args.stopping_step) == (50, 5):
+        return {}
+    return {"max_epochs": args.epochs, "patience": args.stopping_step}
 
 
 def budget_suffix(args) -> str:
@@ -173,7 +174,7 @@ def row(result: dict, args, student: str, kd_method: str, teacher: str, hidden: 
     return {"dataset": args.dataset, "users": args.slice, "student": student, "kd_method": kd_method, "teacher": teacher,
             "hidden_size": hidden, "seed": int(result["seed"]), **{m: float(test[m]) for m in METRICS},
             "best_valid_ndcg@10": float(result["best_valid_result"]["ndcg@10"]),
-            "epochs_trained_s": float(result["train_time_s"]), **training_budget(args)}
+            "epochs_trained_s": float(result["train_time_s"])}
 
 
 def merge_results(rows: list, results_json: str = RESULTS_JSON) -> None:
@@ -234,8 +235,7 @@ def main(argv=None) -> int:
     artifact = os.path.join(teacher_dir, TEACHER_RUN_ARTIFACT)
     if not os.path.isfile(artifact):
         export_teacher(teacher_dir, output=artifact, topk=args.topk, item_text=item_text, show_progress=False)
-    teacher_row = {key: value for key, value in row(teacher, args, "SASRec", "teacher", name, args.teacher_hidden).items()
-                   if key not in ("max_epochs", "patience")}  # a teacher run is reused whatever the students' budget
+    teacher_row = row(teacher, args, "SASRec", "teacher", name, args.teacher_hidden)  # reused whatever the budget
     if args.cross_fit:  # the students learn from the lists of fold teachers that never saw the row's user
         artifact = cross_fitted_artifact(teacher_model, args.dataset, teacher_config, teacher_dir, args.cross_fit,
                                          args.topk, item_text)
@@ -252,8 +252,8 @@ def main(argv=None) -> int:
             result = run_once(f"KD{args.student}", args.dataset, config,
                               os.path.join(out_dir, where, f"{args.student}{args.student_hidden}-{method}-seed{seed}"
                                                            f"{budget_suffix(args)}"))
-            rows.append(row(result, args, args.student, method, "none" if method in NO_TEACHER else name,
-                            args.student_hidden))
+            rows.append({**row(result, args, args.student, method, "none" if method in NO_TEACHER else name,
+                                args.student_hidden), **training_budget(args)})
             print(f"{method} seed {seed}: test ndcg@10 {rows[-1]['ndcg@10']:.4f}", flush=True)
 
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": git_commit(),
