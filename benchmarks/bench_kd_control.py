@@ -13,7 +13,7 @@ it does, a teacher that fails to transfer knows nothing the student does not.
 Every run has its own directory under ``--out-dir``; a run whose ``results.json`` exists is reused, so an
 interrupted benchmark continues where it stopped. ``--teacher-kind sasrec`` (ID only) or ``semantic`` (the same
 SASRec with its item table initialised from MiniLM title embeddings, and those embeddings as the ED source).
-Writes ``control-<kind>[-xfit<K>][-<student>][-student<hidden>][-e<epochs>p<patience>].json`` (every run, the
+Writes ``control-<kind>[-<layers>x<hidden>][-h<history>][-xfit<K>][-<student>][-student<hidden>][-e<epochs>p<patience>].json`` (every run, the
 teacher included; the optional parts when not the default) into out-dir, merges its rows into ``benchmarks/results/kd_quality.json`` (issue 14's format: dataset, student,
 kd_method, teacher, hidden_size, seed, ndcg@10, hit@10, ndcg@20, hit@20) and prints a markdown table: mean ± std
 over the seeds and the paired per-seed difference against the plain student. Protocol: ml-100k (the slice given),
@@ -35,6 +35,7 @@ from recbole_llmkd.measure import device_description, git_commit  # noqa: E402
 
 RESULTS_JSON = os.path.join(REPO_ROOT, "benchmarks", "results", "kd_quality.json")
 METRICS = ("ndcg@10", "hit@10", "ndcg@20", "hit@20")
+HISTORY = 10  # the students' MAX_ITEM_LIST_LENGTH (the DLLM2Rec protocol), and the teacher's by default
 # Teacher kind -> (model, its extra config, --export-item-text): what the teacher knows.
 TEACHERS = {
     # ID only: a larger SASRec; its item table is the ED source
@@ -77,6 +78,10 @@ def parse_args(argv=None):
     parser.add_argument("--slice", default="[0,60]", help="user_inter_num_interval ('[0,inf)': every user)")
     parser.add_argument("--teacher-hidden", type=int, default=128)
     parser.add_argument("--teacher-layers", type=int, default=2)
+    parser.add_argument("--teacher-history", type=int, default=10,
+                        help="the teacher's MAX_ITEM_LIST_LENGTH (the students keep 10): a teacher that reads a longer "
+                             "history knows what the student cannot see; its lists still match the students' "
+                             "examples (keys use the last 10 items)")
     parser.add_argument("--student", default="SASRec", choices=STUDENTS,
                         help="the small student (its KD twin KD<student> is trained for every kd_method)")
     parser.add_argument("--student-hidden", type=int, default=32)
@@ -102,7 +107,7 @@ def common_config(args) -> dict:
         with open(path, encoding="utf-8") as f:
             from_files.update(yaml.safe_load(f) or {})
     return {**from_files, **data_path,
-        "gpu_id": "", "show_progress": False, "user_inter_num_interval": args.slice, "MAX_ITEM_LIST_LENGTH": 10,
+        "gpu_id": "", "show_progress": False, "user_inter_num_interval": args.slice, "MAX_ITEM_LIST_LENGTH": HISTORY,
         "epochs": args.epochs, "stopping_step": args.stopping_step, "train_batch_size": 512, "eval_batch_size": 1024,
         "metrics": ["Hit", "NDCG"], "topk": [10, 20], "valid_metric": "NDCG@10",
     }
@@ -120,9 +125,19 @@ def student_size(student: str, hidden: int) -> dict:
     return sasrec_size(hidden, 1)
 
 
-def teacher_name(kind: str, layers: int, hidden: int) -> str:
-    """The teacher column of the results: ``SASRec-<layers>x<hidden>``, ``-minilm-init`` for the semantic kind."""
-    return f"SASRec-{layers}x{hidden}" + ("-minilm-init" if kind == "semantic" else "")
+def teacher_name(kind: str, layers: int, hidden: int, history: int = HISTORY) -> str:
+    """The teacher column of the results: ``SASRec-<layers>x<hidden>``, ``-minilm-init`` for the semantic kind,
+    ``-h<history>`` for a teacher that reads more history items than the students."""
+    return (f"SASRec-{layers}x{hidden}" + ("-minilm-init" if kind == "semantic" else "")
+            + (f"-h{history}" if history != HISTORY else ""))
+
+
+def teacher_dir_name(args) -> str:
+    """``teacher-<kind>``, plus ``-<layers>x<hidden>`` and ``-h<history>`` when they are not the defaults (2 x 128,
+    history 10), so teachers of other sizes in one out-dir share the plain students and never each other's runs."""
+    size = (args.teacher_layers, args.teacher_hidden) != (2, 128)
+    return (f"teacher-{args.teacher_kind}" + (f"-{args.teacher_layers}x{args.teacher_hidden}" if size else "")
+            + (f"-h{args.teacher_history}" if args.teacher_history != HISTORY else ""))
 
 
 def cross_fit_artifact_path(teacher_dir: str, folds: int) -> str:
@@ -226,11 +241,12 @@ def main(argv=None) -> int:
     out_dir = os.path.abspath(args.out_dir)
     common = common_config(args)
     teacher_model, teacher_extra, item_text = TEACHERS[args.teacher_kind]
-    name = teacher_name(args.teacher_kind, args.teacher_layers, args.teacher_hidden)
+    name = teacher_name(args.teacher_kind, args.teacher_layers, args.teacher_hidden, args.teacher_history)
 
     # 1. the teacher: a large SASRec trained to convergence, exported like any teacher
-    teacher_dir = os.path.join(out_dir, f"teacher-{args.teacher_kind}")
-    teacher_config = {**common, **sasrec_size(args.teacher_hidden, args.teacher_layers), **teacher_extra, "seed": 2020}
+    teacher_dir = os.path.join(out_dir, teacher_dir_name(args))
+    teacher_config = {**common, **sasrec_size(args.teacher_hidden, args.teacher_layers), **teacher_extra, "seed": 2020,
+                      "MAX_ITEM_LIST_LENGTH": args.teacher_history}
     teacher = run_once(teacher_model, args.dataset, teacher_config, teacher_dir)
     artifact = os.path.join(teacher_dir, TEACHER_RUN_ARTIFACT)
     if not os.path.isfile(artifact):
@@ -247,7 +263,7 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         for method in args.methods:
             config = {**common, **student, "seed": seed, "teacher": artifact, **METHODS[method]}
-            where = "no-teacher" if method in NO_TEACHER else f"teacher-{args.teacher_kind}" + (
+            where = "no-teacher" if method in NO_TEACHER else teacher_dir_name(args) + (
                 f"-xfit{args.cross_fit}" if args.cross_fit else "")
             result = run_once(f"KD{args.student}", args.dataset, config,
                               os.path.join(out_dir, where, f"{args.student}{args.student_hidden}-{method}-seed{seed}"
@@ -261,7 +277,8 @@ def main(argv=None) -> int:
     suffix = (f"-xfit{args.cross_fit}" if args.cross_fit else "") + (
         f"-{args.student.lower()}" if args.student != "SASRec" else "") + (
         f"-student{args.student_hidden}" if args.student_hidden != 32 else "") + budget_suffix(args)  # one per setting
-    with open(os.path.join(out_dir, f"control-{args.teacher_kind}{suffix}.json"), "w", encoding="utf-8") as f:
+    control_json = f"control-{teacher_dir_name(args).removeprefix('teacher-')}{suffix}.json"
+    with open(os.path.join(out_dir, control_json), "w", encoding="utf-8") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=2)
     merge_results([teacher_row] + rows, args.results_json)
     with open(diagnostics_path(artifact), encoding="utf-8") as f:
