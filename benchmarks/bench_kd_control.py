@@ -132,12 +132,18 @@ def teacher_name(kind: str, layers: int, hidden: int, history: int = HISTORY) ->
             + (f"-h{history}" if history != HISTORY else ""))
 
 
-def teacher_dir_name(args) -> str:
-    """``teacher-<kind>``, plus ``-<layers>x<hidden>`` and ``-h<history>`` when they are not the defaults (2 x 128,
-    history 10), so teachers of other sizes in one out-dir share the plain students and never each other's runs."""
+def teacher_tag(args) -> str:
+    """``<kind>``, plus ``-<layers>x<hidden>`` and ``-h<history>`` when they are not the defaults (2 x 128, history
+    10): the teacher's part of the run directories and of the control JSON's name."""
     size = (args.teacher_layers, args.teacher_hidden) != (2, 128)
-    return (f"teacher-{args.teacher_kind}" + (f"-{args.teacher_layers}x{args.teacher_hidden}" if size else "")
+    return (args.teacher_kind + (f"-{args.teacher_layers}x{args.teacher_hidden}" if size else "")
             + (f"-h{args.teacher_history}" if args.teacher_history != HISTORY else ""))
+
+
+def teacher_dir_name(args) -> str:
+    """``teacher-<tag>[-e<epochs>p<patience>]``: the teacher is trained with the students' budget, so teachers of
+    other sizes, histories or budgets in one out-dir share the plain students and never each other's runs."""
+    return f"teacher-{teacher_tag(args)}{budget_suffix(args)}"
 
 
 def cross_fit_artifact_path(teacher_dir: str, folds: int) -> str:
@@ -251,7 +257,7 @@ def main(argv=None) -> int:
     artifact = os.path.join(teacher_dir, TEACHER_RUN_ARTIFACT)
     if not os.path.isfile(artifact):
         export_teacher(teacher_dir, output=artifact, topk=args.topk, item_text=item_text, show_progress=False)
-    teacher_row = row(teacher, args, "SASRec", "teacher", name, args.teacher_hidden)  # reused whatever the budget
+    teacher_row = {**row(teacher, args, "SASRec", "teacher", name, args.teacher_hidden), **training_budget(args)}
     if args.cross_fit:  # the students learn from the lists of fold teachers that never saw the row's user
         artifact = cross_fitted_artifact(teacher_model, args.dataset, teacher_config, teacher_dir, args.cross_fit,
                                          args.topk, item_text)
@@ -277,7 +283,7 @@ def main(argv=None) -> int:
     suffix = (f"-xfit{args.cross_fit}" if args.cross_fit else "") + (
         f"-{args.student.lower()}" if args.student != "SASRec" else "") + (
         f"-student{args.student_hidden}" if args.student_hidden != 32 else "") + budget_suffix(args)  # one per setting
-    control_json = f"control-{teacher_dir_name(args).removeprefix('teacher-')}{suffix}.json"
+    control_json = f"control-{teacher_tag(args)}{suffix}.json"
     with open(os.path.join(out_dir, control_json), "w", encoding="utf-8") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=2)
     merge_results([teacher_row] + rows, args.results_json)

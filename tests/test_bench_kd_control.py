@@ -40,10 +40,10 @@ def test_control_with_cross_fitted_lists_end_to_end(tmp_path, capsys):
     assert "| SASRec-8 | dllm2rec-noed |" in table and "| teacher SASRec-1x16 |" in table  # the teacher's own row
 
     out = tmp_path / "out"
-    artifact = load_artifacts(out / "teacher-sasrec-1x16" / "teacher_artifacts-xfit2.safetensors")
+    artifact = load_artifacts(out / "teacher-sasrec-1x16-e1p5" / "teacher_artifacts-xfit2.safetensors")
     assert artifact.teacher["cross_fit"]["folds"] == 2  # the students learnt from the cross-fitted lists
     report = json.loads((out / "control-sasrec-1x16-xfit2-student8-e1p5.json").read_text())  # one file per setting
-    assert (out / "teacher-sasrec-1x16-xfit2" / "SASRec8-dllm2rec-noed-seed2020-e1p5" / "results.json").is_file()
+    assert (out / "teacher-sasrec-1x16-e1p5-xfit2" / "SASRec8-dllm2rec-noed-seed2020-e1p5" / "results.json").is_file()
     by_method = {row["kd_method"]: row for row in report["rows"]}
     assert by_method["none"]["teacher"] == "none" and by_method["dllm2rec-noed"]["teacher"] == "SASRec-1x16-xfit2"
     rows = json.loads(results_json.read_text())
@@ -51,8 +51,8 @@ def test_control_with_cross_fitted_lists_end_to_end(tmp_path, capsys):
     for row in rows:
         assert ISSUE_14_FIELDS <= set(row) and row["dataset"] == SLICE_NAME and 0.0 <= row["ndcg@10"] <= 1.0
     assert {row["hidden_size"] for row in rows if row["kd_method"] != "teacher"} == {8}
-    # the students' budget (not the default 50 epochs / patience 5) is in their rows, not in the teacher's
-    assert [(row.get("max_epochs"), row.get("patience")) for row in rows] == [(None, None), (1, 5), (1, 5)]
+    # the budget (not the default 50 epochs / patience 5) is in every row: the teacher is trained with it too
+    assert [(row.get("max_epochs"), row.get("patience")) for row in rows] == [(1, 5), (1, 5), (1, 5)]
 
     # a rerun reuses every run (results.json) and merges the same rows again, not twice
     runs = sorted(str(path) for path in out.rglob("results.json"))
@@ -69,7 +69,7 @@ def test_control_with_cross_fitted_lists_end_to_end(tmp_path, capsys):
     assert "| GRU4Rec-8 | dllm2rec |" in capsys.readouterr().out
     gru = json.loads((out / "control-sasrec-1x16-xfit2-gru4rec-student8-e1p5.json").read_text())["rows"]
     assert [(row["student"], row["kd_method"]) for row in gru] == [("GRU4Rec", "none"), ("GRU4Rec", "dllm2rec")]
-    assert (out / "teacher-sasrec-1x16-xfit2" / "GRU4Rec8-dllm2rec-seed2020-e1p5" / "results.json").is_file()
+    assert (out / "teacher-sasrec-1x16-e1p5-xfit2" / "GRU4Rec8-dllm2rec-seed2020-e1p5" / "results.json").is_file()
     new_runs = set(str(path) for path in out.rglob("results.json")) - set(runs)
     assert len(new_runs) == 2  # the teacher and its fold teachers were reused
 
@@ -79,11 +79,11 @@ def test_control_with_cross_fitted_lists_end_to_end(tmp_path, capsys):
         + argv[argv.index("--topk"):argv.index("--cross-fit")] + argv[argv.index("--results-json"):]
     before = set(str(path) for path in out.rglob("results.json"))
     assert bench.main(long_argv) == 0
-    long_teacher = load_artifacts(out / "teacher-sasrec-1x16-h20" / "teacher_artifacts.safetensors").teacher
+    long_teacher = load_artifacts(out / "teacher-sasrec-1x16-h20-e1p5" / "teacher_artifacts.safetensors").teacher
     assert long_teacher["config"]["MAX_ITEM_LIST_LENGTH"] == 20
     long_rows = json.loads((out / "control-sasrec-1x16-h20-student8-e1p5.json").read_text())["rows"]
     assert [row["teacher"] for row in long_rows] == ["none", "SASRec-1x16-h20"]
     assert long_rows[0] == by_method["none"]  # the plain student reused
     assert {os.path.relpath(path, out) for path in set(str(p) for p in out.rglob("results.json")) - before} == {
-        os.path.join("teacher-sasrec-1x16-h20", "results.json"),
-        os.path.join("teacher-sasrec-1x16-h20", "SASRec8-dllm2rec-noed-seed2020-e1p5", "results.json")}
+        os.path.join("teacher-sasrec-1x16-h20-e1p5", "results.json"),
+        os.path.join("teacher-sasrec-1x16-h20-e1p5", "SASRec8-dllm2rec-noed-seed2020-e1p5", "results.json")}
