@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
+from recbole_llmkd.data.keys import DEFAULT_KEY_HISTORY  # noqa: E402
 from recbole_llmkd.data.paths import TEACHER_RUN_ARTIFACT, diagnostics_path  # noqa: E402
 from recbole_llmkd.measure import device_description, git_commit  # noqa: E402
 
@@ -78,10 +79,10 @@ def parse_args(argv=None):
     parser.add_argument("--slice", default="[0,60]", help="user_inter_num_interval ('[0,inf)': every user)")
     parser.add_argument("--teacher-hidden", type=int, default=128)
     parser.add_argument("--teacher-layers", type=int, default=2)
-    parser.add_argument("--teacher-history", type=int, default=10,
-                        help="the teacher's MAX_ITEM_LIST_LENGTH (the students keep 10): a teacher that reads a longer "
-                             "history knows what the student cannot see; its lists still match the students' "
-                             "examples (keys use the last 10 items)")
+    parser.add_argument("--teacher-history", type=int, default=HISTORY,
+                        help=f"the teacher's MAX_ITEM_LIST_LENGTH (the students keep {HISTORY}): a teacher that reads "
+                             f"a longer history knows what the student cannot see; its lists still match the "
+                             f"students' examples (keys use the last {DEFAULT_KEY_HISTORY} items, so at least that)")
     parser.add_argument("--student", default="SASRec", choices=STUDENTS,
                         help="the small student (its KD twin KD<student> is trained for every kd_method)")
     parser.add_argument("--student-hidden", type=int, default=32)
@@ -95,7 +96,11 @@ def parse_args(argv=None):
     parser.add_argument("--cross-fit", type=int, default=None, metavar="K",
                         help="cross-fitted teacher lists: K fold teachers (each without one fold of users) give the "
                              "training rows (data/folds.py); the students' rows are labelled <teacher>-xfit<K>")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.teacher_history < DEFAULT_KEY_HISTORY:  # the export could not key its lists; fail before any training
+        parser.error(f"--teacher-history {args.teacher_history}: the teacher's lists are keyed on the last "
+                     f"{DEFAULT_KEY_HISTORY} history items, so it must read at least {DEFAULT_KEY_HISTORY}")
+    return args
 
 
 def common_config(args) -> dict:
@@ -178,8 +183,8 @@ def run_once(model: str, dataset: str, config: dict, run_dir: str) -> dict:
 
 
 def training_budget(args) -> dict:
-    """``max_epochs`` and ``patience`` of the students when they are not the default 50 / 5 (else empty): part of a
-    student run's name and of its row, so runs with another budget are other runs."""
+    """``max_epochs`` and ``patience`` of the runs (students and teacher) when they are not the default 50 / 5 (else
+    empty): part of a run's name and of its row, so runs with another budget are other runs."""
     if (args.epochs, args.stopping_step) == (50, 5):
         return {}
     return {"max_epochs": args.epochs, "patience": args.stopping_step}

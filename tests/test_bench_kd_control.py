@@ -87,3 +87,12 @@ def test_control_with_cross_fitted_lists_end_to_end(tmp_path, capsys):
     assert {os.path.relpath(path, out) for path in set(str(p) for p in out.rglob("results.json")) - before} == {
         os.path.join("teacher-sasrec-1x16-h20-e1p5", "results.json"),
         os.path.join("teacher-sasrec-1x16-h20-e1p5", "SASRec8-dllm2rec-noed-seed2020-e1p5", "results.json")}
+
+
+def test_control_rejects_a_teacher_history_shorter_than_the_example_keys(capsys):
+    bench = _load_bench()
+    with pytest.raises(SystemExit) as stop:
+        bench.parse_args(["--teacher-history", "5"])
+    assert stop.value.code == 2
+    assert "--teacher-history 5" in capsys.readouterr().err
+    assert bench.parse_args(["--teacher-history", "10"]).teacher_history == 10
