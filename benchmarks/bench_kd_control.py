@@ -12,8 +12,9 @@ it does, a teacher that fails to transfer knows nothing the student does not.
 
 Every run has its own directory under ``--out-dir``; a run whose ``results.json`` exists is reused, so an
 interrupted benchmark continues where it stopped. ``--teacher-kind sasrec`` (ID only) or ``semantic`` (the same
-SASRec with its item table initialised from MiniLM title embeddings, and those embeddings as the ED source).
-Writes ``control-<kind>[-<layers>x<hidden>][-h<history>][-xfit<K>][-<student>][-student<hidden>][-e<epochs>p<patience>].json`` (every run, the
+SASRec with its item table initialised from MiniLM title embeddings, and those embeddings as the ED source);
+``--ed-source item_table|text_encoder`` exports the same teacher with the other ED source, an artifact of its own.
+Writes ``control-<kind>[-<layers>x<hidden>][-h<history>][-xfit<K>][-ed<source>][-<student>][-student<hidden>][-e<epochs>p<patience>].json`` (every run, the
 teacher included; the optional parts when not the default) into out-dir, merges its rows into ``benchmarks/results/kd_quality.json`` (issue 14's format: dataset, student,
 kd_method, teacher, hidden_size, seed, ndcg@10, hit@10, ndcg@20, hit@20) and prints a markdown table: mean ± std
 over the seeds and the paired per-seed difference against the plain student. Protocol: ml-100k (the slice given),
@@ -46,6 +47,8 @@ TEACHERS = {
     "semantic": ("KDSASRec", {"kd_method": "none", "teacher": None, "ed_weight": 0.0, "item_init": "text_encoder"},
                  "text_encoder"),
 }
+# --ed-source -> its short name in artifact, directory and teacher names (when not the kind's default)
+ED_SOURCES = {"item_table": "table", "text_encoder": "minilm"}
 # Row label -> KDSASRec config on top of the common one (the label is the kd_method column of the results).
 # Rows that never read the teacher: trained once, shared by every teacher's table.
 NO_TEACHER = {"none", "none-textinit"}
@@ -96,6 +99,11 @@ def parse_args(argv=None):
     parser.add_argument("--cross-fit", type=int, default=None, metavar="K",
                         help="cross-fitted teacher lists: K fold teachers (each without one fold of users) give the "
                              "training rows (data/folds.py); the students' rows are labelled <teacher>-xfit<K>")
+    parser.add_argument("--ed-source", default=None, choices=list(ED_SOURCES),
+                        help="the ED source z_i in the teacher's artifact (--export-item-text): item_table (the "
+                             "teacher's learned item embeddings) or text_encoder (the MiniLM title embeddings); "
+                             "default the kind's (sasrec: item_table, semantic: text_encoder). Another source is "
+                             "another artifact, and the students' rows are labelled <teacher>-ed<source>")
     args = parser.parse_args(argv)
     if args.teacher_history < DEFAULT_KEY_HISTORY:  # the export could not key its lists; fail before any training
         parser.error(f"--teacher-history {args.teacher_history}: the teacher's lists are keyed on the last "
@@ -151,18 +159,35 @@ def teacher_dir_name(args) -> str:
     return f"teacher-{teacher_tag(args)}{budget_suffix(args)}"
 
 
-def cross_fit_artifact_path(teacher_dir: str, folds: int) -> str:
-    return os.path.join(teacher_dir, f"teacher_artifacts-xfit{folds}.safetensors")
+def ed_suffix(args) -> str:
+    """``-ed<source>`` when ``--ed-source`` is not the teacher kind's own ED source, else empty."""
+    source = args.ed_source or TEACHERS[args.teacher_kind][2]
+    return "" if source == TEACHERS[args.teacher_kind][2] else f"-ed{ED_SOURCES[source]}"
+
+
+def lists_suffix(args) -> str:
+    """What the students learn from beyond the teacher itself: ``[-xfit<K>][-ed<source>]``."""
+    return (f"-xfit{args.cross_fit}" if args.cross_fit else "") + ed_suffix(args)
+
+
+def artifact_path(teacher_dir: str, ed: str = "") -> str:
+    """The teacher's ordinary artifact; ``ed`` (an ``ed_suffix``) names one with another ED source."""
+    stem, ext = os.path.splitext(TEACHER_RUN_ARTIFACT)
+    return os.path.join(teacher_dir, f"{stem}{ed}{ext}")
+
+
+def cross_fit_artifact_path(teacher_dir: str, folds: int, ed: str = "") -> str:
+    return os.path.join(teacher_dir, f"teacher_artifacts-xfit{folds}{ed}.safetensors")
 
 
 def cross_fitted_artifact(model: str, dataset: str, config: dict, teacher_dir: str, folds: int, topk: int,
-                          item_text: str) -> str:
+                          item_text: str, ed: str = "") -> str:
     """The cross-fitted artifact of the teacher in ``teacher_dir`` (trained with ``config``): its recipe trained
     once per fold without that fold's users (``<teacher_dir>-fold<k>of<K>``), then exported with ``cross_fit``.
     Fold runs and the artifact are reused when they exist."""
     from recbole_llmkd.jobs.export import export_teacher
 
-    artifact = cross_fit_artifact_path(teacher_dir, folds)
+    artifact = cross_fit_artifact_path(teacher_dir, folds, ed)
     fold_dirs = [f"{teacher_dir}-fold{fold}of{folds}" for fold in range(folds)]
     for fold, fold_dir in enumerate(fold_dirs):
         run_once(model, dataset, {**config, "cross_fit_folds": folds, "cross_fit_fold": fold}, fold_dir)
@@ -252,6 +277,7 @@ def main(argv=None) -> int:
     out_dir = os.path.abspath(args.out_dir)
     common = common_config(args)
     teacher_model, teacher_extra, item_text = TEACHERS[args.teacher_kind]
+    item_text = args.ed_source or item_text
     name = teacher_name(args.teacher_kind, args.teacher_layers, args.teacher_hidden, args.teacher_history)
 
     # 1. the teacher: a large SASRec trained to convergence, exported like any teacher
@@ -259,14 +285,14 @@ def main(argv=None) -> int:
     teacher_config = {**common, **sasrec_size(args.teacher_hidden, args.teacher_layers), **teacher_extra, "seed": 2020,
                       "MAX_ITEM_LIST_LENGTH": args.teacher_history}
     teacher = run_once(teacher_model, args.dataset, teacher_config, teacher_dir)
-    artifact = os.path.join(teacher_dir, TEACHER_RUN_ARTIFACT)
+    artifact = artifact_path(teacher_dir, ed_suffix(args))
     if not os.path.isfile(artifact):
         export_teacher(teacher_dir, output=artifact, topk=args.topk, item_text=item_text, show_progress=False)
     teacher_row = {**row(teacher, args, "SASRec", "teacher", name, args.teacher_hidden), **training_budget(args)}
     if args.cross_fit:  # the students learn from the lists of fold teachers that never saw the row's user
         artifact = cross_fitted_artifact(teacher_model, args.dataset, teacher_config, teacher_dir, args.cross_fit,
-                                         args.topk, item_text)
-        name += f"-xfit{args.cross_fit}"
+                                         args.topk, item_text, ed_suffix(args))
+    name += lists_suffix(args)
 
     # 2. the small students
     rows = []
@@ -274,8 +300,7 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         for method in args.methods:
             config = {**common, **student, "seed": seed, "teacher": artifact, **METHODS[method]}
-            where = "no-teacher" if method in NO_TEACHER else teacher_dir_name(args) + (
-                f"-xfit{args.cross_fit}" if args.cross_fit else "")
+            where = "no-teacher" if method in NO_TEACHER else teacher_dir_name(args) + lists_suffix(args)
             result = run_once(f"KD{args.student}", args.dataset, config,
                               os.path.join(out_dir, where, f"{args.student}{args.student_hidden}-{method}-seed{seed}"
                                                            f"{budget_suffix(args)}"))
@@ -285,7 +310,7 @@ def main(argv=None) -> int:
 
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": git_commit(),
             "device": device_description(torch_threads=True), "args": vars(args), "teacher": teacher_row}
-    suffix = (f"-xfit{args.cross_fit}" if args.cross_fit else "") + (
+    suffix = lists_suffix(args) + (
         f"-{args.student.lower()}" if args.student != "SASRec" else "") + (
         f"-student{args.student_hidden}" if args.student_hidden != 32 else "") + budget_suffix(args)  # one per setting
     control_json = f"control-{teacher_tag(args)}{suffix}.json"

@@ -5,6 +5,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from tests.test_llmrec import SLICE_NAME, make_ml_slice
 
@@ -96,3 +97,35 @@ def test_control_rejects_a_teacher_history_shorter_than_the_example_keys(capsys)
     assert stop.value.code == 2
     assert "--teacher-history 5" in capsys.readouterr().err
     assert bench.parse_args(["--teacher-history", "10"]).teacher_history == 10
+
+
+@pytest.mark.text_encoder
+def test_control_with_another_ed_source_is_another_artifact_and_row(tmp_path, capsys):
+    """``--ed-source text_encoder`` on an ID teacher: the MiniLM title vectors go into an artifact of its own, and the
+    students that read it are runs and rows of their own; the teacher and the plain student are shared."""
+    from recbole_llmkd.data.artifacts import load_artifacts
+
+    make_ml_slice(tmp_path / "data", n_users=12)
+    properties = tmp_path / "slice.yaml"
+    properties.write_text("load_col:\n  inter: [user_id, item_id, rating, timestamp]\n", encoding="utf-8")
+    bench = _load_bench()
+    argv = ["--out-dir", str(tmp_path / "out"), "--dataset", SLICE_NAME, "--data-path", str(tmp_path / "data"),
+            "--slice", "[0,inf)", "--teacher-hidden", "16", "--teacher-layers", "1", "--student-hidden", "8",
+            "--epochs", "1", "--seeds", "2020", "--methods", "none", "dllm2rec", "--topk", "10",
+            "--results-json", str(tmp_path / "kd_quality.json"), "--config-files", str(properties)]
+    assert bench.main(argv) == 0
+    assert bench.main(argv + ["--ed-source", "text_encoder"]) == 0
+    assert "| teacher SASRec-1x16 |" in capsys.readouterr().out
+
+    out = tmp_path / "out"
+    teacher_dir = out / "teacher-sasrec-1x16-e1p5"
+    table_source = load_artifacts(teacher_dir / "teacher_artifacts.safetensors")
+    text_source = load_artifacts(teacher_dir / "teacher_artifacts-edminilm.safetensors")
+    assert table_source.item_text_emb.shape[1] == 16  # the teacher's item table, its kind's default
+    assert text_source.item_text_emb.shape[1] == 384  # all-MiniLM-L6-v2
+    train_lists = text_source.split_tensors("train")["topk_ids"]  # the same teacher, the same lists
+    assert torch.equal(train_lists, table_source.split_tensors("train")["topk_ids"])
+    rows = json.loads((out / "control-sasrec-1x16-edminilm-student8-e1p5.json").read_text())["rows"]
+    assert [row["teacher"] for row in rows] == ["none", "SASRec-1x16-edminilm"]
+    assert (out / "teacher-sasrec-1x16-e1p5-edminilm" / "SASRec8-dllm2rec-seed2020-e1p5" / "results.json").is_file()
+    assert len(list(out.rglob("results.json"))) == 4  # teacher, plain student, and one KD student per ED source
