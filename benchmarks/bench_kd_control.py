@@ -177,7 +177,8 @@ def artifact_path(teacher_dir: str, ed: str = "") -> str:
 
 
 def cross_fit_artifact_path(teacher_dir: str, folds: int, ed: str = "") -> str:
-    return os.path.join(teacher_dir, f"teacher_artifacts-xfit{folds}{ed}.safetensors")
+    """The cross-fitted artifact beside the ordinary one: ``teacher_artifacts-xfit<K>[-ed<source>].safetensors``."""
+    return artifact_path(teacher_dir, f"-xfit{folds}{ed}")
 
 
 def cross_fitted_artifact(model: str, dataset: str, config: dict, teacher_dir: str, folds: int, topk: int,
