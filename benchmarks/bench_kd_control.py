@@ -159,9 +159,14 @@ def teacher_dir_name(args) -> str:
     return f"teacher-{teacher_tag(args)}{budget_suffix(args)}"
 
 
+def ed_source(args) -> str:
+    """The ED source exported (``--export-item-text``): ``--ed-source``, else the teacher kind's own."""
+    return args.ed_source or TEACHERS[args.teacher_kind][2]
+
+
 def ed_suffix(args) -> str:
-    """``-ed<source>`` when ``--ed-source`` is not the teacher kind's own ED source, else empty."""
-    source = args.ed_source or TEACHERS[args.teacher_kind][2]
+    """``-ed<source>`` when the ED source is not the teacher kind's own, else empty."""
+    source = ed_source(args)
     return "" if source == TEACHERS[args.teacher_kind][2] else f"-ed{ED_SOURCES[source]}"
 
 
@@ -277,8 +282,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     out_dir = os.path.abspath(args.out_dir)
     common = common_config(args)
-    teacher_model, teacher_extra, item_text = TEACHERS[args.teacher_kind]
-    item_text = args.ed_source or item_text
+    teacher_model, teacher_extra, _ = TEACHERS[args.teacher_kind]
+    item_text = ed_source(args)
     name = teacher_name(args.teacher_kind, args.teacher_layers, args.teacher_hidden, args.teacher_history)
 
     # 1. the teacher: a large SASRec trained to convergence, exported like any teacher
