@@ -226,12 +226,18 @@ def budget_suffix(args) -> str:
     return f"-e{budget['max_epochs']}p{budget['patience']}" if budget else ""
 
 
-def row(result: dict, args, student: str, kd_method: str, teacher: str, hidden: int) -> dict:
+def measured(result: dict) -> dict:
+    """The measured part of a kd_quality.json row, from a run's ``results.json``: its seed, the test metrics, the best
+    validation NDCG@10 and the training time (``train_time_s``, as the run records it)."""
     test = result["test_result"]
-    return {"dataset": args.dataset, "users": args.slice, "student": student, "kd_method": kd_method, "teacher": teacher,
-            "hidden_size": hidden, "seed": int(result["seed"]), **{m: float(test[m]) for m in METRICS},
+    return {"seed": int(result["seed"]), **{m: float(test[m]) for m in METRICS},
             "best_valid_ndcg@10": float(result["best_valid_result"]["ndcg@10"]),
-            "epochs_trained_s": float(result["train_time_s"])}
+            "train_time_s": float(result["train_time_s"])}
+
+
+def row(result: dict, args, student: str, kd_method: str, teacher: str, hidden: int) -> dict:
+    return {"dataset": args.dataset, "users": args.slice, "student": student, "kd_method": kd_method, "teacher": teacher,
+            "hidden_size": hidden, **measured(result)}
 
 
 def merge_results(rows: list, results_json: str = RESULTS_JSON) -> None:

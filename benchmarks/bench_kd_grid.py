@@ -137,13 +137,10 @@ def run_job(job: dict) -> None:
 def result_row(job: dict, device: str) -> dict:
     with open(os.path.join(job["run_dir"], "results.json"), encoding="utf-8") as f:
         result = json.load(f)
-    test = result["test_result"]
-    student = job.get("student", "SASRec")
-    row = {"dataset": job["dataset"], "users": job["config"]["user_inter_num_interval"], "student": student,
-           "kd_method": job.get("method", "teacher"), "teacher": job.get("teacher", job.get("name")),
-           "hidden_size": job["hidden"], "seed": int(result["seed"]), **{m: float(test[m]) for m in control.METRICS},
-           "best_valid_ndcg@10": float(result["best_valid_result"]["ndcg@10"]),
-           "train_time_s": float(result["train_time_s"]), "device": device}
+    row = {"dataset": job["dataset"], "users": job["config"]["user_inter_num_interval"],
+           "student": job.get("student", "SASRec"), "kd_method": job.get("method", "teacher"),
+           "teacher": job.get("teacher", job.get("name")), "hidden_size": job["hidden"], **control.measured(result),
+           "device": device}
     if job["role"] == "teacher":
         row["teacher"] = job["name"]
         diagnostics = control.diagnostics_path(os.path.join(job["run_dir"], control.TEACHER_RUN_ARTIFACT))

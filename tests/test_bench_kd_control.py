@@ -51,6 +51,7 @@ def test_control_with_cross_fitted_lists_end_to_end(tmp_path, capsys):
     assert {row["kd_method"] for row in rows} == {"teacher", "none", "dllm2rec-noed"}
     for row in rows:
         assert ISSUE_14_FIELDS <= set(row) and row["dataset"] == SLICE_NAME and 0.0 <= row["ndcg@10"] <= 1.0
+        assert row["train_time_s"] > 0.0  # the run's training time, under the name bench_kd_grid's rows use too
     assert {row["hidden_size"] for row in rows if row["kd_method"] != "teacher"} == {8}
     # the budget (not the default 50 epochs / patience 5) is in every row: the teacher is trained with it too
     assert [(row.get("max_epochs"), row.get("patience")) for row in rows] == [(1, 5), (1, 5), (1, 5)]
