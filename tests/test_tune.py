@@ -492,6 +492,28 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
+def test_sweep_refuses_a_dead_ray_address_at_once_and_writes_nothing(tmp_path, tiny_data, monkeypatch, capsys):
+    from recbole_llmkd.jobs.export_ray import RayAddressError
+
+    def ray_must_not_start(*args, **kwargs):
+        raise AssertionError("Ray was started for a dead --ray-address")
+
+    monkeypatch.setattr(sweep_module, "_start_ray", ray_must_not_start)
+    space = _write_space(tmp_path / "space.yaml", {"learning_rate": {"type": "grid", "values": [1e-7, 0.01]}})
+    sweep_dir = tmp_path / "sw"
+    with pytest.raises(RayAddressError, match=r"no Ray cluster at --ray-address=127\.0\.0\.1:1: cannot connect"):
+        run_sweep("SASRec", "tinyml", space, [tiny_data["config_file"]], ray_address="127.0.0.1:1",
+                  cmd_args={"data_path": tiny_data["data_path"], "run_dir": str(sweep_dir)})
+    assert not sweep_dir.exists()
+    # the CLI: one line, exit status 2, nothing written
+    rc = cli.main(["--model=SASRec", "--dataset=tinyml", f"--config_files={tiny_data['config_file']}",
+                   f"--data_path={tiny_data['data_path']}", f"--tune={space}", "--ray-address=127.0.0.1:1",
+                   f"--run_dir={sweep_dir}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and "no Ray cluster at --ray-address=127.0.0.1:1" in err[-1]
+    assert not any("Traceback" in line for line in err) and not sweep_dir.exists()
+
+
 def test_sweep_joins_a_separate_ray_head_on_loopback(tmp_path, tiny_data):
     port = _free_port()
     # Ray >= 2.5x: `ray start` clusters use token authentication; the driver must use it too (token in ~/.ray).

@@ -4,7 +4,8 @@
 
 1. validates the space file and the swept keys against the model's config, before Ray starts;
 2. starts Ray embedded in the process (``ray.init`` on this machine), or joins a cluster with
-   ``ray_address`` (``HOST:PORT`` or ``auto``); a Ray already initialised in the process is reused;
+   ``ray_address`` (``HOST:PORT`` or ``auto``; a dead address is refused before anything is written); a Ray
+   already initialised in the process is reused;
 3. runs one trial per sampled configuration: ``sweep_trainable`` builds ``recbole_llmkd.config.Config``
    with the driver's command-line keys plus the trial's values (never ``sys.argv``), trains with the
    plugin's trainer and reports the validation metrics after **every** evaluation (``Trainer.fit``'s
@@ -608,8 +609,11 @@ def run_sweep(
     from ray import tune
     from ray.tune import FailureConfig, RunConfig, TuneConfig, Tuner
 
+    from recbole_llmkd.jobs.export_ray import check_ray_address
     from recbole_llmkd.run import init_run_logger, new_run_dir
 
+    if ray_address:  # ray.init on a dead address retries for minutes; refuse it before the sweep writes anything
+        check_ray_address(ray_address)
     cmd_args = dict(cmd_args or {})
     config_dict = dict(config_dict or {})
     overrides = {
