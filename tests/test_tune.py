@@ -491,7 +491,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
 def test_sweep_refuses_a_dead_ray_address_at_once_and_writes_nothing(tmp_path, tiny_data, monkeypatch, capsys):
     from recbole_llmkd.jobs.export_ray import RayAddressError
 
@@ -514,6 +513,7 @@ def test_sweep_refuses_a_dead_ray_address_at_once_and_writes_nothing(tmp_path, t
     assert not any("Traceback" in line for line in err) and not sweep_dir.exists()
 
 
+@pytest.mark.slow
 def test_sweep_joins_a_separate_ray_head_on_loopback(tmp_path, tiny_data):
     port = _free_port()
     # Ray >= 2.5x: `ray start` clusters use token authentication; the driver must use it too (token in ~/.ray).
