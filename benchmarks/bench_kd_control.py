@@ -8,7 +8,8 @@ it does, a teacher that fails to transfer knows nothing the student does not.
 
     .venv/bin/python benchmarks/bench_kd_control.py [--out-dir runs/bench_kd_control] [--seeds 2020 2021 2022]
         [--slice "[0,60]"] [--teacher-hidden 128] [--teacher-layers 2] [--student SASRec|GRU4Rec|BERT4Rec]
-        [--student-hidden 32] [--epochs 50] [--stopping-step 5] [--methods none rd dllm2rec dllm2rec-noed ...]
+        [--student-hidden 32] [--epochs 50] [--stopping-step 5] [--valid-smoothing 1]
+        [--methods none rd dllm2rec dllm2rec-noed ...]
 
 Every run has its own directory under ``--out-dir``; a run whose ``results.json`` exists is reused, so an
 interrupted benchmark continues where it stopped. ``--teacher-kind sasrec`` (ID only) or ``semantic`` (the same
@@ -91,6 +92,10 @@ def parse_args(argv=None):
     parser.add_argument("--student-hidden", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--stopping-step", type=int, default=5)
+    parser.add_argument("--valid-smoothing", type=int, default=1, metavar="N",
+                        help="the students' valid_smoothing: early stopping and their checkpoint go by the mean of "
+                             "the last N validation scores (the teacher keeps RecBole's rule); N > 1 is another run "
+                             "(<run>-vs<N>) and its rows carry valid_smoothing")
     parser.add_argument("--topk", type=int, default=50, help="teacher items exported per example")
     parser.add_argument("--config-files", nargs="*", default=[], metavar="YAML",
                         help="RecBole property files applied to every run (e.g. load_col of your own dataset)")
@@ -221,6 +226,15 @@ def training_budget(args) -> dict:
     return {"max_epochs": args.epochs, "patience": args.stopping_step}
 
 
+def selection(args) -> dict:
+    """The students' ``valid_smoothing`` when it is not RecBole's rule (1), else empty: in their run names and rows."""
+    return {"valid_smoothing": args.valid_smoothing} if args.valid_smoothing != 1 else {}
+
+
+def selection_suffix(args) -> str:
+    return f"-vs{args.valid_smoothing}" if selection(args) else ""
+
+
 def budget_suffix(args) -> str:
     budget = training_budget(args)
     return f"-e{budget['max_epochs']}p{budget['patience']}" if budget else ""
@@ -242,9 +256,10 @@ def row(result: dict, args, student: str, kd_method: str, teacher: str, hidden: 
 
 def merge_results(rows: list, results_json: str = RESULTS_JSON) -> None:
     """Replace rows of the same (dataset, users, student, kd_method, teacher, hidden_size, seed, device, max_epochs,
-    patience) in kd_quality.json (rows without ``device`` are the CPU VM's, without a budget 50 epochs / patience 5;
-    a GPU run, or another budget, of the same setting is another row)."""
-    key = lambda r: (r["dataset"], r.get("users", "[0,60]"), r["student"], r["kd_method"], r["teacher"], r["hidden_size"], r["seed"], r.get("device", ""), r.get("max_epochs", 50), r.get("patience", 5))  # noqa: E731
+    patience, valid_smoothing) in kd_quality.json (rows without ``device`` are the CPU VM's, without a budget 50
+    epochs / patience 5, without ``valid_smoothing`` RecBole's rule; a GPU run, or another budget or selection rule,
+    of the same setting is another row)."""
+    key = lambda r: (r["dataset"], r.get("users", "[0,60]"), r["student"], r["kd_method"], r["teacher"], r["hidden_size"], r["seed"], r.get("device", ""), r.get("max_epochs", 50), r.get("patience", 5), r.get("valid_smoothing", 1))  # noqa: E731
     existing = []
     if os.path.isfile(results_json):
         with open(results_json, encoding="utf-8") as f:
@@ -311,20 +326,21 @@ def main(argv=None) -> int:
     student = student_size(args.student, args.student_hidden)
     for seed in args.seeds:
         for method in args.methods:
-            config = {**common, **student, "seed": seed, "teacher": artifact, **METHODS[method]}
+            config = {**common, **student, "seed": seed, "teacher": artifact, **METHODS[method], **selection(args)}
             where = "no-teacher" if method in NO_TEACHER else teacher_dir_name(args) + lists_suffix(args)
             result = run_once(f"KD{args.student}", args.dataset, config,
                               os.path.join(out_dir, where, f"{args.student}{args.student_hidden}-{method}-seed{seed}"
-                                                           f"{budget_suffix(args)}"))
+                                                           f"{budget_suffix(args)}{selection_suffix(args)}"))
             rows.append({**row(result, args, args.student, method, "none" if method in NO_TEACHER else name,
-                                args.student_hidden), **training_budget(args)})
+                                args.student_hidden), **training_budget(args), **selection(args)})
             print(f"{method} seed {seed}: test ndcg@10 {rows[-1]['ndcg@10']:.4f}", flush=True)
 
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": git_commit(),
             "device": device_description(torch_threads=True), "args": vars(args), "teacher": teacher_row}
     suffix = lists_suffix(args) + (
         f"-{args.student.lower()}" if args.student != "SASRec" else "") + (
-        f"-student{args.student_hidden}" if args.student_hidden != 32 else "") + budget_suffix(args)  # one per setting
+        f"-student{args.student_hidden}" if args.student_hidden != 32 else "") + budget_suffix(args) + selection_suffix(
+        args)  # one file per setting
     control_json = f"control-{teacher_tag(args)}{suffix}.json"
     with open(os.path.join(out_dir, control_json), "w", encoding="utf-8") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=2)

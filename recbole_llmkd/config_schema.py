@@ -168,6 +168,7 @@ SCHEMA: Dict[str, Key] = {
     "tw_mu": _WEIGHT,
     "tw_weighting": _choice(TANG_WANG_WEIGHTINGS),
     "select_on": _choice(SELECT_ON),
+    "valid_smoothing": _COUNT,
     # LLMRec (properties/model/LLMRec.yaml)
     "llm_n_layers": Key("int", minimum=1, nullable=True),
     "llm_bf16": _FLAG,

@@ -75,6 +75,21 @@ def test_control_with_cross_fitted_lists_end_to_end(tmp_path, capsys):
     new_runs = set(str(path) for path in out.rglob("results.json")) - set(runs)
     assert len(new_runs) == 2  # the teacher and its fold teachers were reused
 
+    # the students' selection rule (--valid-smoothing): new student runs (-vs2) and rows, the teacher and its fold
+    # teachers reused, the earlier rows kept
+    before = set(str(path) for path in out.rglob("results.json"))
+    n_rows = len(json.loads(results_json.read_text()))
+    assert bench.main(argv + ["--valid-smoothing", "2"]) == 0
+    smoothed_runs = {os.path.relpath(path, out) for path in set(str(p) for p in out.rglob("results.json")) - before}
+    assert smoothed_runs == {os.path.join("no-teacher", "SASRec8-none-seed2020-e1p5-vs2", "results.json"),
+                             os.path.join("teacher-sasrec-1x16-e1p5-xfit2", "SASRec8-dllm2rec-noed-seed2020-e1p5-vs2",
+                                          "results.json")}
+    for run in smoothed_runs:  # the students were trained with it (RecBole logs the run's config)
+        assert "valid_smoothing = 2" in (out / os.path.dirname(run) / "run.log").read_text(encoding="utf-8")
+    smoothed = json.loads((out / "control-sasrec-1x16-xfit2-student8-e1p5-vs2.json").read_text())["rows"]
+    assert [row.get("valid_smoothing") for row in smoothed] == [2, 2]
+    assert len(json.loads(results_json.read_text())) == n_rows + 2
+
     # a teacher that reads a longer history than the students: its own directory and name, its lists keyed on the
     # students' examples all the same (the keys use the last 10 items), the plain student shared
     long_argv = argv[:argv.index("--methods")] + ["--teacher-history", "20", "--methods", "none", "dllm2rec-noed"] \

@@ -185,6 +185,52 @@ def test_select_on_test_needs_the_test_loader_and_is_labelled(student_data):
     assert trainer.best_valid_result == trainer.evaluate(test_data, load_best_model=False)
 
 
+
+# One epoch's validation score per fit epoch: a spike at epoch 1, then a plateau at epochs 4-5 that beats it on average.
+SCRIPTED_VALID_SCORES = [0.10, 0.30, 0.12, 0.14, 0.26, 0.27, 0.05, 0.05, 0.05, 0.05]
+
+
+@pytest.mark.parametrize("smoothing, best_epoch, best_score, epochs_run", [
+    # RecBole's rule (stopping_step 2: the third evaluation without a higher score ends the run): the spike wins
+    (1, 1, 0.30, 5),
+    (2, 5, (0.26 + 0.27) / 2, 9),  # means 0.10 0.20 0.21 0.13 0.20 0.265 0.16 0.05 0.05: the plateau wins
+])
+def test_valid_smoothing_selects_on_the_mean_of_the_last_scores(student_data, monkeypatch, smoothing, best_epoch,
+                                                                 best_score, epochs_run):
+    from recbole.trainer import Trainer
+
+    scores = iter(SCRIPTED_VALID_SCORES)
+
+    def scripted_valid_epoch(self, valid_data, show_progress=False):
+        score = next(scores)
+        return score, {"ndcg@10": score}
+
+    monkeypatch.setattr(Trainer, "_valid_epoch", scripted_valid_epoch)
+    saved_epochs = []
+    monkeypatch.setattr(Trainer, "_save_checkpoint", lambda self, epoch, verbose=True, **kw: saved_epochs.append(epoch))
+    config, train_data, valid_data, _, _ = student_data["KDSASRec"]
+    settings = {"valid_smoothing": smoothing, "epochs": len(SCRIPTED_VALID_SCORES), "stopping_step": 2}
+    monkeypatch.setattr(config, "final_config_dict", {**config.final_config_dict, **settings})
+    trainer = _trainer(config, make_model(config, train_data))
+    trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+    assert trainer.epoch_valid_scores == SCRIPTED_VALID_SCORES[:epochs_run]
+    assert saved_epochs[-1] == best_epoch  # the checkpoint kept is the one at the end of the best window
+    assert trainer.best_valid_score == pytest.approx(best_score)
+    assert trainer.best_valid_result == {"ndcg@10": SCRIPTED_VALID_SCORES[best_epoch]}  # that epoch's own result
+
+
+def test_valid_smoothing_must_be_a_count(student_data):
+    from recbole_llmkd.errors import ConfigValueError
+
+    config, train_data, _, _, _ = student_data["KDSASRec"]
+    model = make_model(config, train_data)
+    config["valid_smoothing"] = 0
+    try:
+        with pytest.raises(ConfigValueError, match="valid_smoothing=0 is not supported"):
+            _trainer(config, model)
+    finally:
+        config["valid_smoothing"] = 1
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Fold of trained students into plain RecBole models
 # ----------------------------------------------------------------------------------------------------------------------

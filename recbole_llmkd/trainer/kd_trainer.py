@@ -11,14 +11,17 @@ What it adds to RecBole's ``Trainer``:
 - every epoch (``KDMonitoring.log_kd_epoch``), each loss component and diagnostic (base, rd / logit_kd / rd_tw, rd_pos, rd_neg, wc_entropy,
   overlap = |O_T ∩ O_S|/K, ed_ratio = ‖ed·g(z)‖/‖b‖) is logged by name and written to TensorBoard under ``KD/``;
 - the best epoch is picked on validation (RecBole's early stopping); ``select_on: test`` (reproduction of the official
-  code only) selects on the test loader given to ``fit(..., test_data=...)`` and labels the run "test-selected".
+  code only) selects on the test loader given to ``fit(..., test_data=...)`` and labels the run "test-selected";
+  ``valid_smoothing: N`` makes early stopping and the checkpoint go by the mean of the last N validation scores
+  instead of one epoch's score (on small validation sets one epoch's spike can freeze the checkpoint early).
 """
-from typing import Dict
+from typing import Dict, List
 
 from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
+from recbole_llmkd.config_schema import read_config
 from recbole_llmkd.trainer.kd_monitor import KDMonitoring
 
 
@@ -29,6 +32,8 @@ class KDTrainer(KDMonitoring, Trainer):
         super().__init__(config, model)
         self.init_kd_monitor(model)
         self.selection_label = "valid"
+        self.valid_smoothing = read_config(config, "valid_smoothing") or 1
+        self.epoch_valid_scores: List[float] = []  # each evaluation's own score, before smoothing
 
     # ----------------------------------------------------------------------------------------------------------
     def attach_teacher_fields(self, train_data) -> Dict[str, tuple]:
@@ -69,6 +74,18 @@ class KDTrainer(KDMonitoring, Trainer):
             train_data, selection_data, verbose=verbose, saved=saved, show_progress=show_progress,
             callback_fn=callback_fn,
         )
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        """RecBole's validation; with ``valid_smoothing`` N > 1 the score returned (what early stopping compares and
+        the checkpoint is saved on) is the mean of the last N evaluations' scores, fewer in the first N - 1. The
+        result returned (logged, and kept as ``best_valid_result``) is still this evaluation's own.
+
+            smoothed_e = mean(score_{e-N+1}, ..., score_e)
+        """
+        valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        self.epoch_valid_scores.append(valid_score)
+        window = self.epoch_valid_scores[-self.valid_smoothing:]
+        return sum(window) / len(window), valid_result
 
     # ----------------------------------------------------------------------------------------------------------
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
