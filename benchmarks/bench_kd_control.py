@@ -110,6 +110,8 @@ def parse_args(argv=None):
                              "default the kind's (sasrec: item_table, semantic: text_encoder). Another source is "
                              "another artifact, and the students' rows are labelled <teacher>-ed<source>")
     args = parser.parse_args(argv)
+    if args.valid_smoothing < 1:  # before any training
+        parser.error(f"--valid-smoothing {args.valid_smoothing}: the number of evaluations averaged, at least 1")
     if args.teacher_history < DEFAULT_KEY_HISTORY:  # the export could not key its lists; fail before any training
         parser.error(f"--teacher-history {args.teacher_history}: the teacher's lists are keyed on the last "
                      f"{DEFAULT_KEY_HISTORY} history items, so it must read at least {DEFAULT_KEY_HISTORY}")

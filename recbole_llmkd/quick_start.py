@@ -79,10 +79,11 @@ def run_recbole_llmkd(
         "checkpoint": trainer.saved_model_file if saved else None,
         "valid_metric": config["valid_metric"],
         "selected_on": "test (reproduction only)" if selection else "valid",
-        "best_valid_score": float(best_valid_score),
+        "best_valid_score": float(best_valid_score),  # the mean of the last valid_smoothing evaluations when > 1
         "best_valid_result": _to_float_dict(best_valid_result),
         "test_result": _to_float_dict(test_result),
         **params,
+        **({"valid_smoothing": config["valid_smoothing"]} if (config["valid_smoothing"] or 1) > 1 else {}),
         "train_time_s": train_time,
         **throughput,
         "seed": config["seed"],

@@ -112,7 +112,7 @@ def test_quick_start_run_logs_every_kd_term_and_saves_no_teacher(student_data, t
     from recbole_llmkd.quick_start import run_recbole_llmkd
 
     artifact = student_data["KDSASRec"][4]
-    config_dict = {**KD_TEST_CONFIG, "kd_method": "dllm2rec", "run_dir": str(tmp_path / "run")}
+    config_dict = {**KD_TEST_CONFIG, "kd_method": "dllm2rec", "run_dir": str(tmp_path / "run"), "valid_smoothing": 2}
     result = run_recbole_llmkd("KDSASRec", "ml-100k", config_dict=config_dict, cmd_args={"teacher": str(artifact)})
     with open(os.path.join(result["run_dir"], "run.log"), encoding="utf-8") as f:
         log = f.read()
@@ -126,7 +126,9 @@ def test_quick_start_run_logs_every_kd_term_and_saves_no_teacher(student_data, t
     assert not any("teacher" in key or "text_emb" in key for key in state_dict)
     assert set(result["test_result"]) == {"hit@10", "ndcg@10", "mrr@10"}
     with open(os.path.join(result["run_dir"], "results.json"), encoding="utf-8") as f:
-        assert json.load(f)["model"] == "KDSASRec"
+        written = json.load(f)
+    assert written["model"] == "KDSASRec"
+    assert written["valid_smoothing"] == 2  # best_valid_score is then a mean: the result says so
 
 
 def test_quick_start_without_teacher_fails_before_training(tmp_path):

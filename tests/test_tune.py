@@ -125,6 +125,15 @@ def test_bad_space_is_rejected_before_ray_starts(tmp_path, tiny_data, monkeypatc
     with pytest.raises(SpaceError, match=r"search.metric 'recall@20' is not computed by this run"):
         run_sweep("SASRec", "tinyml", bad_metric, [tiny_data["config_file"]],
                   cmd_args={"data_path": tiny_data["data_path"]})
+    # a KD student with valid_smoothing > 1 (fixed or swept): trials are compared on one evaluation's metric
+    lr_space = _write_space(tmp_path / "lr.yaml", {"learning_rate": {"type": "choice", "values": [0.1]}})
+    with pytest.raises(SpaceError, match=r"valid_smoothing > 1 is not supported in sweeps"):
+        run_sweep("KDSASRec", "tinyml", lr_space, [tiny_data["config_file"]],
+                  cmd_args={"data_path": tiny_data["data_path"], "valid_smoothing": "3"})
+    smoothing_space = _write_space(tmp_path / "vs.yaml", {"valid_smoothing": {"type": "choice", "values": [1, 3]}})
+    with pytest.raises(SpaceError, match=r"valid_smoothing > 1 is not supported in sweeps"):
+        run_sweep("KDSASRec", "tinyml", smoothing_space, [tiny_data["config_file"]],
+                  cmd_args={"data_path": tiny_data["data_path"]})
     # the CLI turns it into a one-line error and exit status 2
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"space": {"learning_rate": {"type": "loguniform", "low": -1, "high": 1}}}))

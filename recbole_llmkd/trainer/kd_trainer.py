@@ -12,8 +12,8 @@ What it adds to RecBole's ``Trainer``:
   overlap = |O_T ∩ O_S|/K, ed_ratio = ‖ed·g(z)‖/‖b‖) is logged by name and written to TensorBoard under ``KD/``;
 - the best epoch is picked on validation (RecBole's early stopping); ``select_on: test`` (reproduction of the official
   code only) selects on the test loader given to ``fit(..., test_data=...)`` and labels the run "test-selected";
-  ``valid_smoothing: N`` makes early stopping and the checkpoint go by the mean of the last N validation scores
-  instead of one epoch's score (on small validation sets one epoch's spike can freeze the checkpoint early).
+  ``valid_smoothing: N`` makes early stopping and the checkpoint go by the mean of the last N evaluations' scores
+  instead of one evaluation's (on small validation sets one epoch's spike can freeze the checkpoint early).
 """
 from typing import Dict, List
 
@@ -32,7 +32,7 @@ class KDTrainer(KDMonitoring, Trainer):
         super().__init__(config, model)
         self.init_kd_monitor(model)
         self.selection_label = "valid"
-        self.valid_smoothing = read_config(config, "valid_smoothing") or 1
+        self.valid_smoothing = read_config(config, "valid_smoothing")
         self.epoch_valid_scores: List[float] = []  # each evaluation's own score, before smoothing
 
     # ----------------------------------------------------------------------------------------------------------
@@ -76,11 +76,13 @@ class KDTrainer(KDMonitoring, Trainer):
         )
 
     def _valid_epoch(self, valid_data, show_progress=False):
-        """RecBole's validation; with ``valid_smoothing`` N > 1 the score returned (what early stopping compares and
-        the checkpoint is saved on) is the mean of the last N evaluations' scores, fewer in the first N - 1. The
-        result returned (logged, and kept as ``best_valid_result``) is still this evaluation's own.
+        """RecBole's evaluation of the selection split (validation; test under ``select_on: test``); with
+        ``valid_smoothing`` N > 1 the score returned (what early stopping compares, the checkpoint is saved on, RecBole
+        logs as ``valid_score`` and ``fit`` returns as the best score) is the mean of the last N evaluations' scores,
+        fewer in the first N - 1. The result returned (the ``valid result`` lines, ``best_valid_result``) is still
+        this evaluation's own.
 
-            smoothed_e = mean(score_{e-N+1}, ..., score_e)
+            smoothed_j = mean(score_{j-N+1}, ..., score_j)    # j: the j-th evaluation (every eval_step epochs)
         """
         valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
         self.epoch_valid_scores.append(valid_score)

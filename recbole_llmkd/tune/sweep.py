@@ -319,6 +319,11 @@ def prepare_setup(
             f"search.metric '{metric}' is not computed by this run (metrics {config['metrics']}, topk {topks}); "
             f"choose one of {', '.join(sorted(known_metrics))}"
         )
+    if "valid_smoothing" in spec.params or (config["valid_smoothing"] or 1) > 1:
+        raise SpaceError(
+            "valid_smoothing > 1 is not supported in sweeps: trials are compared (and stopped by the scheduler) on "
+            f"each evaluation's own {metric}, not on the mean early stopping would use; leave it at 1"
+        )
     swept = set(spec.params)
     for key in sorted(swept & set(cmd_args)):
         getLogger().warning(f"--{key}={cmd_args[key]} is swept by the space file; the trials' values win")
