@@ -187,7 +187,6 @@ def test_select_on_test_needs_the_test_loader_and_is_labelled(student_data):
     assert trainer.best_valid_result == trainer.evaluate(test_data, load_best_model=False)
 
 
-
 # One epoch's validation score per fit epoch: a spike at epoch 1, then a plateau at epochs 4-5 that beats it on average.
 SCRIPTED_VALID_SCORES = [0.10, 0.30, 0.12, 0.14, 0.26, 0.27, 0.05, 0.05, 0.05, 0.05]
 
@@ -215,7 +214,7 @@ def test_valid_smoothing_selects_on_the_mean_of_the_last_scores(student_data, mo
     monkeypatch.setattr(config, "final_config_dict", {**config.final_config_dict, **settings})
     trainer = _trainer(config, make_model(config, train_data))
     trainer.fit(train_data, valid_data, saved=True, show_progress=False)
-    assert trainer.epoch_valid_scores == SCRIPTED_VALID_SCORES[:epochs_run]
+    assert trainer.evaluation_scores == SCRIPTED_VALID_SCORES[:epochs_run]
     assert saved_epochs[-1] == best_epoch  # the checkpoint kept is the one at the end of the best window
     assert trainer.best_valid_score == pytest.approx(best_score)
     assert trainer.best_valid_result == {"ndcg@10": SCRIPTED_VALID_SCORES[best_epoch]}  # that epoch's own result
@@ -232,6 +231,7 @@ def test_valid_smoothing_must_be_a_count(student_data):
             _trainer(config, model)
     finally:
         config["valid_smoothing"] = 1
+
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Fold of trained students into plain RecBole models

@@ -33,7 +33,7 @@ class KDTrainer(KDMonitoring, Trainer):
         self.init_kd_monitor(model)
         self.selection_label = "valid"
         self.valid_smoothing = read_config(config, "valid_smoothing")
-        self.epoch_valid_scores: List[float] = []  # each evaluation's own score, before smoothing
+        self.evaluation_scores: List[float] = []  # each evaluation's own score, before smoothing
 
     # ----------------------------------------------------------------------------------------------------------
     def attach_teacher_fields(self, train_data) -> Dict[str, tuple]:
@@ -85,8 +85,8 @@ class KDTrainer(KDMonitoring, Trainer):
             smoothed_j = mean(score_{j-N+1}, ..., score_j)    # j: the j-th evaluation (every eval_step epochs)
         """
         valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
-        self.epoch_valid_scores.append(valid_score)
-        window = self.epoch_valid_scores[-self.valid_smoothing:]
+        self.evaluation_scores.append(valid_score)
+        window = self.evaluation_scores[-self.valid_smoothing:]
         return sum(window) / len(window), valid_result
 
     # ----------------------------------------------------------------------------------------------------------
