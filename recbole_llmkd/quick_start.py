@@ -24,6 +24,7 @@ from recbole_llmkd.run import (  # noqa: F401  (the run-directory helpers, impor
     start_run_dir,
     write_results,
 )
+from recbole_llmkd.trainer.selection import valid_smoothing
 
 
 def _to_float_dict(result) -> Dict[str, float]:
@@ -83,7 +84,7 @@ def run_recbole_llmkd(
         "best_valid_result": _to_float_dict(best_valid_result),
         "test_result": _to_float_dict(test_result),
         **params,
-        **({"valid_smoothing": config["valid_smoothing"]} if (config["valid_smoothing"] or 1) > 1 else {}),
+        **({"valid_smoothing": valid_smoothing(config)} if valid_smoothing(config) > 1 else {}),
         "train_time_s": train_time,
         **throughput,
         "seed": config["seed"],

@@ -41,6 +41,7 @@ from recbole_llmkd import compat
 from recbole_llmkd.data.folds import hold_out_fold
 from recbole_llmkd.errors import CheckpointMismatchError, RecboleLLMKDError
 from recbole_llmkd.registry import get_trainer
+from recbole_llmkd.trainer.selection import check_valid_smoothing
 
 # File names inside a run directory.
 RESULTS_FILE = "results.json"  # what run_recbole_llmkd returns: metrics, the checkpoint's path, counts, timings
@@ -355,6 +356,7 @@ def prepare(config, trainer_class: Optional[type] = None, data: Optional[Run] = 
     if with_trainer:
         trainer_class = trainer_class or get_trainer(config["MODEL_TYPE"], config["model"])
         trainer = trainer_class(config, model)
+        check_valid_smoothing(config, trainer)
     return Run(config, dataset, train_data, valid_data, test_data, model, trainer)
 
 

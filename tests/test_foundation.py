@@ -79,6 +79,23 @@ def test_prepare_in_parts_builds_the_same_model(tiny_seq_config, tmp_path):
     assert {name: torch.equal(value, expected[name]) for name, value in parts.model.state_dict().items()} == {
         name: True for name in expected}
 
+
+def test_valid_smoothing_is_refused_for_recbole_trainers(tiny_seq_config):
+    """valid_smoothing > 1 asked of a plain RecBole model (whose Trainer would ignore it) is an error naming the fix;
+    1, the default from the plugin's overall.yaml, builds RecBole's own Trainer."""
+    from recbole_llmkd.errors import ConfigValueError
+    from recbole_llmkd.run import prepare, prepare_data
+    from recbole_llmkd.trainer.selection import SmoothedValidation
+
+    data = prepare_data(Config("SASRec", "ml-100k", config_dict=tiny_seq_config))
+    assert data.config["valid_smoothing"] == 1
+    trainer = prepare(data.config, data=data).trainer
+    assert type(trainer).__name__ == "Trainer" and not isinstance(trainer, SmoothedValidation)
+    smoothed = Config("SASRec", "ml-100k", config_dict={**tiny_seq_config, "valid_smoothing": 3})
+    with pytest.raises(ConfigValueError, match=r"valid_smoothing=3 needs one of the plugin's trainers .*SASRec trains "
+                                               r"with RecBole's Trainer.*KDSASRec .* with kd_method: none"):
+        prepare(smoothed, data=data)
+
 # ----- config ---------------------------------------------------------------------------------
 def test_config_precedence_every_layer(tmp_path, monkeypatch):
     """RecBole < RecBole parent yaml < overall < model < dataset < files < dict < command line."""

@@ -424,6 +424,35 @@ def test_teacher_reports_the_slmrec_sampled_protocol(slice_data, tmp_path):
     assert trainer.sampled_test_result["n_rows"] == len(test_data._dataset.inter_feat)
 
 
+def test_valid_smoothing_selects_the_teachers_epoch_on_the_mean_of_the_last_scores(slice_data, monkeypatch):
+    """LLMTrainer (so LLMRec, BIGRec and SLMRec) honours valid_smoothing as the KD students do: with N = 2 and
+    stopping_step 2 the scripted validation curve's plateau (epochs 4-5) wins over its epoch-1 spike."""
+    from recbole.trainer import Trainer
+
+    from recbole_llmkd.registry import get_trainer
+
+    scores = [0.10, 0.30, 0.12, 0.14, 0.26, 0.27, 0.05, 0.05, 0.05, 0.05]
+    script = iter(scores)
+
+    def scripted_valid_epoch(self, valid_data, show_progress=False):
+        score = next(script)
+        return score, {"ndcg@10": score}
+
+    monkeypatch.setattr(Trainer, "_valid_epoch", scripted_valid_epoch)
+    config, train_data, valid_data, _ = slice_data
+    settings = {"valid_smoothing": 2, "epochs": len(scores), "stopping_step": 2, "llm_train_examples": "last_per_user"}
+    monkeypatch.setattr(config, "final_config_dict", {**config.final_config_dict, **settings})
+    trainer_class = get_trainer(config["MODEL_TYPE"], "LLMRec")
+    saved_epochs = []
+    monkeypatch.setattr(trainer_class, "_save_checkpoint", lambda self, epoch, verbose=True, **kw: saved_epochs.append(epoch))
+    trainer = trainer_class(config, new_model(config, train_data))
+    trainer.fit(train_data, valid_data, saved=True)
+    assert trainer.evaluation_scores == scores[:9]  # means 0.10 0.20 0.21 0.13 0.20 0.265 0.16 0.05 0.05
+    assert saved_epochs[-1] == 5
+    assert trainer.best_valid_score == pytest.approx((0.26 + 0.27) / 2)
+    assert trainer.best_valid_result == {"ndcg@10": 0.27}  # that epoch's own result
+
+
 def test_checkpoint_holds_only_trained_tensors(trained_teacher):
     from recbole_llmkd import compat
 

@@ -13,27 +13,26 @@ What it adds to RecBole's ``Trainer``:
 - the best epoch is picked on validation (RecBole's early stopping); ``select_on: test`` (reproduction of the official
   code only) selects on the test loader given to ``fit(..., test_data=...)`` and labels the run "test-selected";
   ``valid_smoothing: N`` makes early stopping and the checkpoint go by the mean of the last N evaluations' scores
-  instead of one evaluation's (on small validation sets one epoch's spike can freeze the checkpoint early).
+  (``trainer/selection.py``).
 """
-from typing import Dict, List
+from typing import Dict
 
 from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
-from recbole_llmkd.config_schema import read_config
 from recbole_llmkd.trainer.kd_monitor import KDMonitoring
+from recbole_llmkd.trainer.selection import SmoothedValidation
 
 
-class KDTrainer(KDMonitoring, Trainer):
+class KDTrainer(KDMonitoring, SmoothedValidation, Trainer):
     """Trainer for models built on ``recbole_llmkd.model.distiller.Distiller``."""
 
     def __init__(self, config, model):
         super().__init__(config, model)
         self.init_kd_monitor(model)
         self.selection_label = "valid"
-        self.valid_smoothing = read_config(config, "valid_smoothing")
-        self.evaluation_scores: List[float] = []  # each evaluation's own score, before smoothing
+        self.init_valid_smoothing(config)
 
     # ----------------------------------------------------------------------------------------------------------
     def attach_teacher_fields(self, train_data) -> Dict[str, tuple]:
@@ -74,20 +73,6 @@ class KDTrainer(KDMonitoring, Trainer):
             train_data, selection_data, verbose=verbose, saved=saved, show_progress=show_progress,
             callback_fn=callback_fn,
         )
-
-    def _valid_epoch(self, valid_data, show_progress=False):
-        """RecBole's evaluation of the selection split (validation; test under ``select_on: test``); with
-        ``valid_smoothing`` N > 1 the score returned (what early stopping compares, the checkpoint is saved on, RecBole
-        logs as ``valid_score`` and ``fit`` returns as the best score) is the mean of the last N evaluations' scores,
-        fewer in the first N - 1. The result returned (the ``valid result`` lines, ``best_valid_result``) is still
-        this evaluation's own.
-
-            smoothed_j = mean(score_{j-N+1}, ..., score_j)    # j: the j-th evaluation (every eval_step epochs)
-        """
-        valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
-        self.evaluation_scores.append(valid_score)
-        window = self.evaluation_scores[-self.valid_smoothing:]
-        return sum(window) / len(window), valid_result
 
     # ----------------------------------------------------------------------------------------------------------
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from recbole_llmkd.config_schema import read_config
 from recbole_llmkd.trainer.kd_monitor import KDMonitoring
+from recbole_llmkd.trainer.selection import SmoothedValidation
 
 
 def last_row_per_user(dataset) -> np.ndarray:
@@ -53,7 +54,7 @@ def cosine_with_warmup(step: int, warmup_steps: int, total_steps: int) -> float:
 SAMPLED_EVAL_MODES = {None: None, False: None, True: "test", "test": "test", "valid_and_test": "valid_and_test"}
 
 
-class LLMTrainer(Trainer):
+class LLMTrainer(SmoothedValidation, Trainer):
     """RecBole Trainer for LLMRec: AdamW, clipped gradients, warmup + cosine schedule, trained-only checkpoints.
 
     - ``slm_eval_sampled: test`` (or True) adds the SLMRec protocol (1 positive + ``slm_eval_negatives`` negatives
@@ -62,6 +63,8 @@ class LLMTrainer(Trainer):
       ``valid_and_test`` also adds them at every validation (negatives re-drawn: seed + 1, + 2, …), so that
       ``valid_metric: sampled_mrr`` selects on the SLMRec protocol. The users' sequences come from the train and
       valid data given to ``fit`` plus the evaluated split (LLMRec, its no-KD twin and SLMRec alike).
+    - ``valid_smoothing: N`` selects the epoch on the mean of the last N evaluations' scores, as for the KD students
+      (``trainer/selection.py``).
     """
 
     train_examples_key = "llm_train_examples"
@@ -71,6 +74,7 @@ class LLMTrainer(Trainer):
         self.adam_betas = read_config(config, "adam_betas")  # before RecBole's __init__ builds the optimizer
         self.adam_eps = read_config(config, "adam_eps")
         super().__init__(config, model)
+        self.init_valid_smoothing(config)
         self.warmup_steps = read_config(config, "warmup_steps")
         self.scheduler = None
         self.global_step = 0

@@ -52,6 +52,7 @@ from logging import getLogger
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from recbole_llmkd.errors import RecboleLLMKDError
+from recbole_llmkd.trainer.selection import valid_smoothing
 from recbole_llmkd.tune.space import SpaceError, SweepSpec, check_keys, load_space
 
 EXPERIMENT_NAME = "trials"
@@ -319,7 +320,7 @@ def prepare_setup(
             f"search.metric '{metric}' is not computed by this run (metrics {config['metrics']}, topk {topks}); "
             f"choose one of {', '.join(sorted(known_metrics))}"
         )
-    if "valid_smoothing" in spec.params or (config["valid_smoothing"] or 1) > 1:
+    if "valid_smoothing" in spec.params or valid_smoothing(config) > 1:
         raise SpaceError(
             "valid_smoothing > 1 is not supported in sweeps: trials are compared (and stopped by the scheduler) on "
             f"each evaluation's own {metric}, not on the mean early stopping would use; leave it at 1"
