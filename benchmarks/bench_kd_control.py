@@ -28,6 +28,7 @@ import os
 import statistics
 import sys
 from datetime import datetime, timezone
+from typing import Optional
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
@@ -112,6 +113,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.valid_smoothing < 1:  # before any training
         parser.error(f"--valid-smoothing {args.valid_smoothing}: the number of evaluations averaged, at least 1")
+    if args.cross_fit is not None and args.cross_fit < 2:  # cross_fit_folds' own rule, before any training
+        parser.error(f"--cross-fit {args.cross_fit}: at least 2 folds")
     if args.teacher_history < DEFAULT_KEY_HISTORY:  # the export could not key its lists; fail before any training
         parser.error(f"--teacher-history {args.teacher_history}: the teacher's lists are keyed on the last "
                      f"{DEFAULT_KEY_HISTORY} history items, so it must read at least {DEFAULT_KEY_HISTORY}")
@@ -194,10 +197,11 @@ def cross_fit_artifact_path(teacher_dir: str, folds: int, ed: str = "") -> str:
 
 
 def cross_fitted_artifact(model: str, dataset: str, config: dict, teacher_dir: str, folds: int, topk: int,
-                          item_text: str, ed: str = "") -> str:
+                          item_text: str, ed: str = "", compare_with: Optional[str] = None) -> str:
     """The cross-fitted artifact of the teacher in ``teacher_dir`` (trained with ``config``): its recipe trained
-    once per fold without that fold's users (``<teacher_dir>-fold<k>of<K>``), then exported with ``cross_fit``.
-    Fold runs and the artifact are reused when they exist."""
+    once per fold without that fold's users (``<teacher_dir>-fold<k>of<K>``), then exported with ``cross_fit``
+    (``compare_with``: a plain student's run for the lists' overlap diagnostic). Fold runs and the artifact are
+    reused when they exist."""
     from recbole_llmkd.jobs.export import export_teacher
 
     artifact = cross_fit_artifact_path(teacher_dir, folds, ed)
@@ -206,7 +210,7 @@ def cross_fitted_artifact(model: str, dataset: str, config: dict, teacher_dir: s
         run_once(model, dataset, {**config, "cross_fit_folds": folds, "cross_fit_fold": fold}, fold_dir)
     if not os.path.isfile(artifact):
         export_teacher(teacher_dir, output=artifact, topk=topk, item_text=item_text, show_progress=False,
-                       cross_fit=fold_dirs)
+                       cross_fit=fold_dirs, compare_with=compare_with)
     return artifact
 
 

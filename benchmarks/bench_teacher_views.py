@@ -14,9 +14,15 @@ prefixes (the ``cpu`` profile's setting) with the first ``--layers`` SmolLM2 dec
 Each trained teacher is exported (top-50, ``--export-teacher``'s path) and distilled into a hidden-32 SASRec
 (``KDSASRec``, ``kd_method: dllm2rec`` with and without ED) over ``--seeds``; the plain rows are ``bench_kd_control``'s
 (same config, same run directories under ``--plain-dir``). Rows go to ``benchmarks/results/kd_quality.json``.
+``--cross-fit K``: the students learn from cross-fitted lists instead (``bench_kd_control.py --cross-fit``): each
+view's recipe is trained once more per fold of users without that fold (``teacher-<view>-fold<k>of<K>``), and each
+training row's list comes from the fold teacher that never saw its user; students under ``teacher-<view>-xfit<K>``.
+A view that reads the plain SASRec's item table reads a fold SASRec's (``SASRec-64-fold<k>of<K>``, trained without
+the same users): the table trained on every user would carry the held-out users' sequences into their lists.
 
     .venv/bin/python benchmarks/bench_teacher_views.py [--out-dir runs/bench_teacher_views] [--layers 4]
         [--views id titles-cached text-table] [--seeds 2020 2021 2022] [--plain-dir runs/bench_kd_control]
+        [--cross-fit 2]
 
 Resumable: a run whose ``results.json`` exists is reused. Not part of ``make test``.
 """
@@ -32,10 +38,13 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
 
-from bench_kd_control import METHODS, METRICS, common_config, merge_results, row, run_once, sasrec_size  # noqa: E402
+from bench_kd_control import (  # noqa: E402
+    METHODS, METRICS, RESULTS_JSON, common_config, cross_fitted_artifact, merge_results, row, run_once, sasrec_size,
+)
 
 from recbole_llmkd.data.paths import TEACHER_RUN_ARTIFACT, diagnostics_path  # noqa: E402
 from recbole_llmkd.measure import device_description, git_commit  # noqa: E402
+from recbole_llmkd.run import read_results  # noqa: E402
 
 VIEWS = {
     "id": {},
@@ -56,7 +65,14 @@ def parse_args(argv=None):
     parser.add_argument("--methods", nargs="+", default=["dllm2rec-noed", "dllm2rec"], choices=list(METHODS),
                         help="kd rows of the students (bench_kd_control's labels)")
     parser.add_argument("--cost-batches", type=int, default=3, help="timed training batches per view (after 1 warm-up)")
+    parser.add_argument("--cross-fit", type=int, default=None, metavar="K",
+                        help="students learn from cross-fitted lists: K fold teachers per view, each without one fold "
+                             "of users (K >= 2), reading a fold SASRec's item table")
+    parser.add_argument("--results-json", default=RESULTS_JSON,
+                        help="the kd_quality.json the rows are merged into (default the repository's)")
     args = parser.parse_args(argv)
+    if args.cross_fit is not None and args.cross_fit < 2:
+        parser.error(f"--cross-fit {args.cross_fit}: at least 2 folds")
     # bench_kd_control's data and student protocol: the cpu slice, history 10, <= 50 epochs, patience 5
     args.dataset, args.data_path, args.slice, args.epochs, args.stopping_step = "ml-100k", None, "[0,60]", 50, 5
     return args
@@ -104,8 +120,8 @@ def main(argv=None) -> int:
             "device": device_description(torch_threads=True), "args": vars(args)}
 
     # the plain SASRec of the cpu profile (its item table is the E4SRec table of every teacher here)
-    sasrec = run_once("SASRec", "ml-100k", {**common, **sasrec_size(64, 2), "inner_size": 256, "seed": 2020,
-                                            "epochs": 10, "stopping_step": 2}, os.path.join(out_dir, "SASRec-64"))
+    sasrec_config = {**common, **sasrec_size(64, 2), "inner_size": 256, "seed": 2020, "epochs": 10, "stopping_step": 2}
+    sasrec = run_once("SASRec", "ml-100k", sasrec_config, os.path.join(out_dir, "SASRec-64"))
 
     # cost per training step of each view, the token view included (not trained)
     cost = {}
@@ -115,10 +131,11 @@ def main(argv=None) -> int:
         print(f"cost: {view}: {cost[view]:.2f} s per training batch of 32", flush=True)
 
     teachers, students = {}, []
+    lists_suffix = f"-xfit{args.cross_fit}" if args.cross_fit else ""  # which lists the students learn from
     for view in args.views:
         teacher_dir = os.path.join(out_dir, f"teacher-{view}")
-        result = run_once("LLMRec", "ml-100k", teacher_config(args, common, sasrec["checkpoint"], VIEWS[view]),
-                          teacher_dir)
+        config = teacher_config(args, common, sasrec["checkpoint"], VIEWS[view])
+        result = run_once("LLMRec", "ml-100k", config, teacher_dir)
         artifact = os.path.join(teacher_dir, TEACHER_RUN_ARTIFACT)
         export_s = None
         if not os.path.isfile(artifact):
@@ -129,6 +146,20 @@ def main(argv=None) -> int:
         name = f"LLMRec-{args.layers}L-{view}"
         teachers[view] = {**row(result, args, "LLMRec", "teacher", name, 0), "train_time_s": result["train_time_s"],
                           "export_time_s": export_s, "cost_s_per_batch": cost[view]}
+        if args.cross_fit:  # every training row's list from the fold teacher that never saw its user
+            for fold in range(args.cross_fit):  # a fold teacher reads a table that did not see its fold either
+                held_out = {"cross_fit_folds": args.cross_fit, "cross_fit_fold": fold}
+                fold_config = {**config, **held_out}
+                if fold_config["item_table"] == sasrec["checkpoint"]:
+                    fold_sasrec = run_once("SASRec", "ml-100k", {**sasrec_config, **held_out},
+                                           os.path.join(out_dir, f"SASRec-64-fold{fold}of{args.cross_fit}"))
+                    fold_config["item_table"] = fold_sasrec["checkpoint"]
+                run_once("LLMRec", "ml-100k", fold_config, f"{teacher_dir}-fold{fold}of{args.cross_fit}")
+            artifact = cross_fitted_artifact("LLMRec", "ml-100k", config, teacher_dir, args.cross_fit, 50, "auto",
+                                             compare_with=os.path.join(out_dir, "SASRec-64"))
+            teachers[view]["fold_teachers_ndcg@10"] = [
+                read_results(f"{teacher_dir}-fold{fold}of{args.cross_fit}")["test_result"]["ndcg@10"]
+                for fold in range(args.cross_fit)]
         with open(diagnostics_path(artifact), encoding="utf-8") as f:
             teachers[view]["lists"] = json.load(f)
         print(f"teacher {view}: test ndcg@10 {teachers[view]['ndcg@10']:.4f}", flush=True)
@@ -136,8 +167,8 @@ def main(argv=None) -> int:
             for method in args.methods:
                 config = {**common, **sasrec_size(32, 1), "seed": seed, "teacher": artifact, **METHODS[method]}
                 result = run_once("KDSASRec", "ml-100k", config,
-                                  os.path.join(out_dir, f"teacher-{view}", f"SASRec32-{method}-seed{seed}"))
-                students.append(row(result, args, "SASRec", method, name, 32))
+                                  os.path.join(out_dir, f"teacher-{view}{lists_suffix}", f"SASRec32-{method}-seed{seed}"))
+                students.append(row(result, args, "SASRec", method, name + lists_suffix, 32))
                 print(f"{view} {method} seed {seed}: test ndcg@10 {students[-1]['ndcg@10']:.4f}", flush=True)
     plain = []
     for seed in args.seeds:
@@ -145,8 +176,9 @@ def main(argv=None) -> int:
         result = run_once("KDSASRec", "ml-100k", config, os.path.join(plain_dir, "no-teacher", f"SASRec32-none-seed{seed}"))
         plain.append(row(result, args, "SASRec", "none", "none", 32))
 
-    merge_results([{k: v for k, v in t.items() if k in plain[0]} for t in teachers.values()] + students + plain)
-    with open(os.path.join(out_dir, "teacher_views.json"), "w", encoding="utf-8") as f:
+    merge_results([{k: v for k, v in t.items() if k in plain[0]} for t in teachers.values()] + students + plain,
+                  args.results_json)
+    with open(os.path.join(out_dir, f"teacher_views{lists_suffix}.json"), "w", encoding="utf-8") as f:
         json.dump({"meta": meta, "cost_s_per_batch": cost, "teachers": teachers, "students": students,
                    "plain": plain}, f, indent=2)
 
@@ -161,17 +193,21 @@ def main(argv=None) -> int:
               + " | ".join(f"{t[m]:.4f}" for m in METRICS)
               + f" | {lists['target_in_list']:.1%} / {lists['history_in_list']:.1%} / {lists.get('student_overlap', float('nan')):.1%} |")
     print(f"| titles-tokens | {cost['titles-tokens']:.2f} | not trained | – | – | – | – | – | – |")
+    for view, t in teachers.items():
+        if "fold_teachers_ndcg@10" in t:
+            print(f"{view}: fold teachers' test NDCG@10 " + ", ".join(f"{v:.4f}" for v in t["fold_teachers_ndcg@10"])
+                  + " (the lists column above is the cross-fitted lists')")
     base = {r["seed"]: r["ndcg@10"] for r in plain}
     print("\n| teacher view | student | kd_method | NDCG@10 (mean ± std) | Δ vs plain per seed | mean Δ |")
     print("|---|---|---|---|---|---|")
     print(f"| – | SASRec-32 | none | {statistics.mean(base.values()):.4f} ± {statistics.stdev(base.values()):.4f} | – | – |")
     for view in teachers:
         for method in args.methods:
-            runs = [r for r in students if r["teacher"].endswith(view) and r["kd_method"] == method]
+            runs = [r for r in students if r["teacher"].endswith(view + lists_suffix) and r["kd_method"] == method]
             deltas = [r["ndcg@10"] - base[r["seed"]] for r in runs]
             values = [r["ndcg@10"] for r in runs]
             spread = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
-            print(f"| {view} | SASRec-32 | {method} | {statistics.mean(values):.4f}{spread} | "
+            print(f"| {view}{lists_suffix} | SASRec-32 | {method} | {statistics.mean(values):.4f}{spread} | "
                   + ", ".join(f"{d:+.4f}" for d in deltas)
                   + f" | {statistics.mean(deltas) / statistics.mean(base.values()):+.1%} |")
     return 0

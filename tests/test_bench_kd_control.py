@@ -115,6 +115,18 @@ def test_control_rejects_a_teacher_history_shorter_than_the_example_keys(capsys)
     assert bench.parse_args(["--teacher-history", "10"]).teacher_history == 10
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--valid-smoothing", "0"], "--valid-smoothing 0: the number of evaluations averaged, at least 1"),
+    (["--cross-fit", "1"], "--cross-fit 1"),
+])
+def test_control_rejects_impossible_selection_and_fold_counts(capsys, argv, message):
+    bench = _load_bench()
+    with pytest.raises(SystemExit) as stop:
+        bench.parse_args(argv)
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 @pytest.mark.text_encoder
 def test_control_with_another_ed_source_is_another_artifact_and_row(tmp_path, capsys):
     """``--ed-source text_encoder`` on an ID teacher: the MiniLM title vectors go into an artifact of its own, and the
