@@ -118,6 +118,23 @@ def test_cross_fitted_export_takes_train_rows_from_the_fold_teacher(teachers, da
     assert "held out of training" not in logs["all"]
 
 
+def test_a_fold_teachers_frozen_item_table_must_be_cross_fitted_too(teachers):
+    """item_table_leak (the export's warning): an E4SRec-style fold teacher whose pretrained table saw its fold."""
+    from recbole_llmkd.data.folds import item_table_leak
+    from recbole_llmkd.run import resolve_checkpoint
+
+    table = {name: str(resolve_checkpoint(run)) for name, run in teachers.items()}
+    fold0 = {"cross_fit_folds": 2, "cross_fit_fold": 0}
+    assert item_table_leak({**fold0, "item_table": table["fold0"]}) is None  # the table held out the same fold
+    shared = item_table_leak({**fold0, "item_table": table["all"]})
+    assert shared.startswith(f"fold teacher 0 of 2 reads the frozen item table {table['all']}, which was trained on "
+                             "every user")
+    assert "cross_fit_folds: 2, cross_fit_fold: 0" in shared
+    assert "trained with fold 1 of 2 held out" in item_table_leak({**fold0, "item_table": table["fold1"]})
+    assert item_table_leak({**fold0, "item_table": "trainable"}) is None  # learned by the fold teacher itself
+    assert item_table_leak({"item_table": table["all"]}) is None  # not a fold teacher
+
+
 def test_cross_fit_rejects_teachers_that_are_not_one_per_fold(teachers, tmp_path):
     from recbole_llmkd.jobs.export import export_teacher
 

@@ -11,10 +11,15 @@ a teacher that never trained on that user:
 3. the export takes each training row from the teacher of its user's fold and every other row (validation, test)
    and the item embeddings from the teacher trained on everything
    (``export_teacher(..., cross_fit=[the K fold teachers])``, ``run_recbole_llmkd.py export --cross-fit``).
+
+A teacher that reads a frozen pretrained item table (LLMRec's ``item_table: <SASRec checkpoint>``, E4SRec) is only
+cross-fitted when its table is: the export warns (``item_table_leak``) when a fold teacher's table was trained on the
+held-out users.
 """
 from __future__ import annotations
 
 import logging
+import os
 from typing import Optional
 
 import numpy as np
@@ -71,3 +76,27 @@ def hold_out_fold(config, train_data):
     logger.info(f"cross-fitting: the users of fold {fold} of {folds} are held out of training: "
                 f"{int((~keep).sum()):,} of {len(keep):,} training rows removed")
     return type(train_data)(config, kept, train_data._sampler, shuffle=train_data.shuffle)
+
+
+def item_table_leak(config) -> Optional[str]:
+    """Why a fold teacher's frozen pretrained item table defeats its cross-fitting, or None.
+
+    An E4SRec-style teacher (``item_table: <a RecBole checkpoint>``) scores items with a table another model learned;
+    a table trained on every user (or without another fold) carries the held-out users' own training sequences into
+    their lists. Measured on the ml-100k ``cpu`` slice (``benchmarks/RESULTS.md``): 58 % of the cross-fitted lists
+    still held the target with the shared table, 49 % with tables trained without the same fold.
+    """
+    setting = cross_fit_setting(config)
+    source = config["item_table"] if "item_table" in config else None
+    if setting is None or source is None or not os.path.isfile(str(source)):  # not a fold teacher, or no pretrained table
+        return None
+    from recbole_llmkd.run import read_checkpoint
+
+    table_setting = cross_fit_setting(read_checkpoint(source)["config"])
+    if table_setting == setting:
+        return None
+    fold, folds = setting
+    trained = "on every user" if table_setting is None else f"with fold {table_setting[0]} of {table_setting[1]} held out"
+    return (f"fold teacher {fold} of {folds} reads the frozen item table {source}, which was trained {trained}: "
+            f"the users of fold {fold} reach their own lists through it. Train the table with cross_fit_folds: "
+            f"{folds}, cross_fit_fold: {fold} as well")

@@ -42,7 +42,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from recbole_llmkd.data.folds import cross_fit_setting, row_folds
+from recbole_llmkd.data.folds import cross_fit_setting, item_table_leak, row_folds
 from recbole_llmkd.data.item_text import fallback_item_text, item_titles_for_dataset
 from recbole_llmkd.data.keys import dataset_example_keys
 from recbole_llmkd.data.paths import TEACHER_RUN_ARTIFACT, diagnostics_path
@@ -266,6 +266,9 @@ def _load_fold_teachers(paths: Sequence[str | os.PathLike], model, config, datas
         if fold_model.n_items != model.n_items:
             raise ConfigValueError(f"{where} scores {fold_model.n_items} items, the teacher {model.n_items}: not the "
                                    "same dataset filtering")
+        leak = item_table_leak(fold_config)
+        if leak:
+            logger.warning(f"{where}: {leak}")
         by_fold[fold] = (fold_model, fold_checkpoint)
     return [by_fold[fold] for fold in range(len(checkpoints))]
 
