@@ -44,7 +44,8 @@ from bench_kd_control import (  # noqa: E402
 
 from recbole_llmkd.data.paths import TEACHER_RUN_ARTIFACT, diagnostics_path  # noqa: E402
 from recbole_llmkd.measure import device_description, git_commit  # noqa: E402
-from recbole_llmkd.run import read_results  # noqa: E402
+from recbole_llmkd.data.folds import item_table_leak  # noqa: E402
+from recbole_llmkd.run import read_checkpoint, read_results, resolve_checkpoint  # noqa: E402
 
 VIEWS = {
     "id": {},
@@ -154,7 +155,11 @@ def main(argv=None) -> int:
                     fold_sasrec = run_once("SASRec", "ml-100k", {**sasrec_config, **held_out},
                                            os.path.join(out_dir, f"SASRec-64-fold{fold}of{args.cross_fit}"))
                     fold_config["item_table"] = fold_sasrec["checkpoint"]
-                run_once("LLMRec", "ml-100k", fold_config, f"{teacher_dir}-fold{fold}of{args.cross_fit}")
+                fold_dir = f"{teacher_dir}-fold{fold}of{args.cross_fit}"
+                run_once("LLMRec", "ml-100k", fold_config, fold_dir)
+                leak = item_table_leak(read_checkpoint(resolve_checkpoint(fold_dir))["config"])
+                if leak:  # a run reused from an --out-dir of another recipe
+                    raise SystemExit(f"{fold_dir}: {leak}; move it away to train it again")
             artifact = cross_fitted_artifact("LLMRec", "ml-100k", config, teacher_dir, args.cross_fit, 50, "auto",
                                              compare_with=os.path.join(out_dir, "SASRec-64"))
             teachers[view]["fold_teachers_ndcg@10"] = [

@@ -379,6 +379,8 @@ class Pipeline:
           ``eval_args``, differ between steps), or ``MAX_ITEM_LIST_LENGTH`` < the export's ``key_history``;
         - the teacher's ``item_table`` is neither ``trainable``, a student of the profile, nor an existing file;
         - the export options are not export_teacher's;
+        - ``valid_smoothing`` > 1 for a step that trains with RecBole's own trainer (a plain student), or a KD
+          student / SLMRec selected by another ``valid_smoothing`` than its plain twin;
         - a model's own ``check_options(config)`` rejects the step's config (e.g. SLMRec's ``slm_blocks: 1`` with
           multi-supervision on, KD weights that are all 0);
         - SLMRec: ``slm_blocks`` B does not divide the student's ``llm_n_layers`` N and the teacher's depth M (its
@@ -391,6 +393,7 @@ class Pipeline:
         from recbole_llmkd.jobs.export import export_teacher
         from recbole_llmkd.distill.hidden import block_layer_pairs
         from recbole_llmkd.run import DatasetNotFoundError, check_dataset_files
+        from recbole_llmkd.trainer.selection import check_valid_smoothing, valid_smoothing
 
         steps = self.plan()
         check_inputs(steps)
@@ -437,7 +440,19 @@ class Pipeline:
                         config.model_class.check_options(config)
                     except RecboleLLMKDError as err:
                         raise PipelineError(f"step '{step}' ({model}): {err}") from None
+                try:  # as run.prepare will, before anything trains
+                    check_valid_smoothing(config, registry.get_trainer(config["MODEL_TYPE"], model))
+                except RecboleLLMKDError as err:
+                    raise PipelineError(f"step '{step}' ({model}): {err}") from None
                 configs[step] = config
+        for declared in steps:  # a gain compares two runs selected by the same rule
+            twin = declared.row.plain_twin if declared.row else None
+            if twin in configs and valid_smoothing(configs[declared.name]) != valid_smoothing(configs[twin]):
+                raise PipelineError(
+                    f"step '{declared.name}': valid_smoothing={valid_smoothing(configs[declared.name])} but its plain "
+                    f"twin '{twin}' selects with {valid_smoothing(configs[twin])}: the report's gain would compare two "
+                    "selection rules; set it alike for both (the 'common' section)"
+                )
         unknown_overrides = sorted(key for key in self.overrides if key not in known_anywhere)
         if unknown_overrides:
             raise PipelineError(f"command line: --{', --'.join(unknown_overrides)} is a key of no step's model")

@@ -345,6 +345,9 @@ def prepare(config, trainer_class: Optional[type] = None, data: Optional[Run] = 
             The model is seeded as in a fresh run either way (``init_seed(seed + local_rank, reproducibility)``).
         with_trainer: False: no trainer (``Run.trainer`` is None), e.g. for a model that is only measured.
     """
+    if with_trainer:  # before any data or model is built
+        trainer_class = trainer_class or get_trainer(config["MODEL_TYPE"], config["model"])
+        check_valid_smoothing(config, trainer_class)
     if data is None:
         data = prepare_data(config)
     dataset, train_data, valid_data, test_data = data.dataset, data.train_data, data.valid_data, data.test_data
@@ -352,11 +355,7 @@ def prepare(config, trainer_class: Optional[type] = None, data: Optional[Run] = 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = build_model(config, train_data._dataset).to(config["device"])
     logging.getLogger().info(model)
-    trainer = None
-    if with_trainer:
-        trainer_class = trainer_class or get_trainer(config["MODEL_TYPE"], config["model"])
-        trainer = trainer_class(config, model)
-        check_valid_smoothing(config, trainer)
+    trainer = trainer_class(config, model) if with_trainer else None
     return Run(config, dataset, train_data, valid_data, test_data, model, trainer)
 
 

@@ -135,6 +135,28 @@ def test_a_fold_teachers_frozen_item_table_must_be_cross_fitted_too(teachers):
     assert item_table_leak({"item_table": table["all"]}) is None  # not a fold teacher
 
 
+def test_cross_fitted_export_warns_of_a_leaking_item_table(teachers, tmp_path, monkeypatch, caplog):
+    """The export asks item_table_leak of every fold teacher's config and logs what it says as a warning."""
+    import logging
+
+    from recbole_llmkd.jobs import export as export_module
+
+    asked = []
+
+    def leak(config):
+        asked.append(config["cross_fit_fold"])
+        return f"table of fold {config['cross_fit_fold']} saw its users"
+
+    monkeypatch.setattr(export_module, "item_table_leak", leak)
+    with caplog.at_level(logging.WARNING, logger="recbole_llmkd"):
+        export_module.export_teacher(teachers["all"], output=tmp_path / "x.safetensors", topk=5, show_progress=False,
+                                     cross_fit=[teachers["fold0"], teachers["fold1"]])
+    assert sorted(asked) == [0, 1]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("table of fold 0 saw its users" in w for w in warnings)
+    assert any("table of fold 1 saw its users" in w for w in warnings)
+
+
 def test_cross_fit_rejects_teachers_that_are_not_one_per_fold(teachers, tmp_path):
     from recbole_llmkd.jobs.export import export_teacher
 

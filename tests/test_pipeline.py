@@ -164,6 +164,10 @@ def _write_profile(tmp_path, **changes) -> str:
      r"step 'SLMRec' \(SLMRec\): slm_blocks=1 leaves no intermediate tap for multi-supervision"),
     ({"kd": {"kd_method": "dllm2rec", "gamma_p": 0, "gamma_c": 0, "gamma_o": 0}},
      r"step 'KDSASRec' \(KDSASRec\): gamma_p, gamma_c and gamma_o are all 0"),
+    # valid_smoothing: a plain student's RecBole Trainer would ignore it; a KD student must select as its twin does
+    ({"common": {"valid_smoothing": 3}},
+     r"step 'SASRec' \(SASRec\): valid_smoothing=3 needs one of the plugin's trainers"),
+    ({"kd": {"valid_smoothing": 3}}, r"step 'KDSASRec': valid_smoothing=3 but its plain twin 'SASRec' selects with 1"),
 ])
 def test_impossible_profile_fails_before_anything_runs(tmp_path, changes, message):
     pipeline = Pipeline(_write_profile(tmp_path, **changes), run_dir=str(tmp_path / "pipe"))

@@ -19,11 +19,19 @@ def valid_smoothing(config) -> int:
 
 
 class SmoothedValidation:
-    """Trainer mixin (before RecBole's ``Trainer`` in the bases): ``_valid_epoch`` returns the smoothed score."""
+    """Trainer mixin (before RecBole's ``Trainer`` in the bases): ``_valid_epoch`` returns the smoothed score.
+    A trainer that never calls ``init_valid_smoothing`` selects by RecBole's rule (N = 1)."""
+
+    valid_smoothing: int = 1
 
     def init_valid_smoothing(self, config) -> None:
         self.valid_smoothing = valid_smoothing(config)
         self.evaluation_scores: List[float] = []  # each evaluation's own score, before smoothing
+
+    def fit(self, *args, **kwargs):
+        """RecBole's ``fit``, its smoothing window started empty (a second ``fit`` does not average the first's)."""
+        self.evaluation_scores = []
+        return super().fit(*args, **kwargs)
 
     def _valid_epoch(self, valid_data, show_progress=False):
         """RecBole's evaluation of the selection split; with ``valid_smoothing`` N > 1 the score returned (what early
@@ -34,18 +42,22 @@ class SmoothedValidation:
             smoothed_j = mean(score_{j-N+1}, ..., score_j)    # j: the j-th evaluation (every eval_step epochs)
         """
         valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        if not hasattr(self, "evaluation_scores"):
+            self.evaluation_scores = []
         self.evaluation_scores.append(valid_score)
         window = self.evaluation_scores[-self.valid_smoothing:]
         return sum(window) / len(window), valid_result
 
 
 def check_valid_smoothing(config, trainer) -> None:
-    """A ``ConfigValueError`` when ``valid_smoothing`` > 1 is asked of a trainer that would ignore it."""
+    """A ``ConfigValueError`` when ``valid_smoothing`` > 1 is asked of a trainer (an instance or a class) that would
+    ignore it."""
     smoothing = valid_smoothing(config)
-    if smoothing > 1 and not isinstance(trainer, SmoothedValidation):
+    trainer_class = trainer if isinstance(trainer, type) else type(trainer)
+    if smoothing > 1 and not issubclass(trainer_class, SmoothedValidation):
         raise ConfigValueError(
             f"valid_smoothing={smoothing} needs one of the plugin's trainers (KD students, LLMRec, BIGRec, SLMRec); "
-            f"{config['model']} trains with RecBole's {type(trainer).__name__}, which selects on each evaluation's "
+            f"{config['model']} trains with RecBole's {trainer_class.__name__}, which selects on each evaluation's "
             f"own score. For a plain SASRec / GRU4Rec / BERT4Rec with smoothing use KDSASRec / KDGRU4Rec / KDBERT4Rec "
             f"with kd_method: none, or valid_smoothing: 1"
         )
