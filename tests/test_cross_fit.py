@@ -107,6 +107,7 @@ def test_cross_fitted_export_takes_train_rows_from_the_fold_teacher(teachers, da
     torch.testing.assert_close(crossed.item_text_emb, plain.item_text_emb)
     cross_fit = crossed.teacher["cross_fit"]
     assert cross_fit["folds"] == 2 and len(cross_fit["checkpoints_sha256"]) == 2
+    assert cross_fit["item_table_leaks"] == [None, None]  # SASRec fold teachers learn their own item tables
     assert cross_fit["checkpoints"][0].startswith(str(teachers["fold0"]))  # ordered by fold
     assert plain.teacher["cross_fit"] is None
     # the fold teachers trained without their fold (quick_start applies hold_out_fold), the full teacher on every user
@@ -139,6 +140,7 @@ def test_cross_fitted_export_warns_of_a_leaking_item_table(teachers, tmp_path, m
     """The export asks item_table_leak of every fold teacher's config and logs what it says as a warning."""
     import logging
 
+    from recbole_llmkd.data.artifacts import load_artifacts
     from recbole_llmkd.jobs import export as export_module
 
     asked = []
@@ -149,9 +151,11 @@ def test_cross_fitted_export_warns_of_a_leaking_item_table(teachers, tmp_path, m
 
     monkeypatch.setattr(export_module, "item_table_leak", leak)
     with caplog.at_level(logging.WARNING, logger="recbole_llmkd"):
-        export_module.export_teacher(teachers["all"], output=tmp_path / "x.safetensors", topk=5, show_progress=False,
-                                     cross_fit=[teachers["fold0"], teachers["fold1"]])
+        artifact = export_module.export_teacher(teachers["all"], output=tmp_path / "x.safetensors", topk=5,
+                                                show_progress=False, cross_fit=[teachers["fold0"], teachers["fold1"]])
     assert sorted(asked) == [0, 1]
+    recorded = load_artifacts(artifact).teacher["cross_fit"]["item_table_leaks"]  # and in the artifact, by fold
+    assert recorded == ["table of fold 0 saw its users", "table of fold 1 saw its users"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("table of fold 0 saw its users" in w for w in warnings)
     assert any("table of fold 1 saw its users" in w for w in warnings)

@@ -37,7 +37,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -98,8 +98,9 @@ def _teacher_metadata(model, config, checkpoint: Path, item_text_source: str, n_
 
     cross_fit = None if not fold_teachers else {
         "folds": len(fold_teachers),
-        "checkpoints": [str(fold_checkpoint.resolve()) for _, fold_checkpoint in fold_teachers],
-        "checkpoints_sha256": [sha256_file(fold_checkpoint) for _, fold_checkpoint in fold_teachers],
+        "checkpoints": [str(fold_teacher.checkpoint.resolve()) for fold_teacher in fold_teachers],
+        "checkpoints_sha256": [sha256_file(fold_teacher.checkpoint) for fold_teacher in fold_teachers],
+        "item_table_leaks": [fold_teacher.item_table_leak for fold_teacher in fold_teachers],  # None: no leak
     }
 
     is_llm = _is_llm_teacher(model)
@@ -240,9 +241,17 @@ def _teacher_rows(model, interaction, topk: int, with_user_state: bool) -> dict[
     return rows
 
 
-def _load_fold_teachers(paths: Sequence[str | os.PathLike], model, config, dataset, device) -> list:
-    """``[(fold teacher in eval mode, its checkpoint)]`` ordered by fold: K teachers of ``model``'s class on the
-    same dataset, trained with ``cross_fit_folds: K`` and folds 0 .. K-1 once each."""
+class FoldTeacher(NamedTuple):
+    """A cross-fitted fold teacher, loaded for the export."""
+
+    model: Any  # in eval mode
+    checkpoint: Path
+    item_table_leak: Optional[str]  # data/folds.py item_table_leak: why its frozen item table saw its fold, or None
+
+
+def _load_fold_teachers(paths: Sequence[str | os.PathLike], model, config, dataset, device) -> List[FoldTeacher]:
+    """The fold teachers ordered by fold: K teachers of ``model``'s class on the same dataset, trained with
+    ``cross_fit_folds: K`` and folds 0 .. K-1 once each; a frozen item table that saw a teacher's fold is a warning."""
     checkpoints = [resolve_checkpoint(path) for path in paths]
     by_fold = {}
     for fold_checkpoint in checkpoints:
@@ -258,7 +267,7 @@ def _load_fold_teachers(paths: Sequence[str | os.PathLike], model, config, datas
             raise ConfigValueError(f"{where} is fold {fold} of {folds}, but {len(checkpoints)} fold teachers were "
                                    "given: give exactly one teacher per fold")
         if fold in by_fold:
-            raise ConfigValueError(f"{where}: fold {fold} is given twice ({by_fold[fold][1]} too)")
+            raise ConfigValueError(f"{where}: fold {fold} is given twice ({by_fold[fold].checkpoint} too)")
         if fold_config["model"] != config["model"] or fold_config["dataset"] != config["dataset"]:
             raise ConfigValueError(f"{where} is a {fold_config['model']} on {fold_config['dataset']}; the teacher "
                                    f"exported is a {config['model']} on {config['dataset']}")
@@ -269,18 +278,19 @@ def _load_fold_teachers(paths: Sequence[str | os.PathLike], model, config, datas
         leak = item_table_leak(fold_config)
         if leak:
             logger.warning(f"{where}: {leak}")
-        by_fold[fold] = (fold_model, fold_checkpoint)
+        by_fold[fold] = FoldTeacher(fold_model, fold_checkpoint, leak)
     return [by_fold[fold] for fold in range(len(checkpoints))]
 
 
-def _cross_fitted_rows(fold_teachers: list, folds: np.ndarray, interaction, topk: int,
+def _cross_fitted_rows(fold_teachers: List[FoldTeacher], folds: np.ndarray, interaction, topk: int,
                        with_user_state: bool) -> dict[str, torch.Tensor]:
     """``_teacher_rows`` of a batch (on the teachers' device), each row computed by the fold teacher of its user
     (``folds`` [B], the fold of each row)."""
-    device = interaction[fold_teachers[0][0].POS_ITEM_ID].device
+    device = interaction[fold_teachers[0].model.POS_ITEM_ID].device
     folds = torch.as_tensor(folds)  # [B]
     rows: dict[str, torch.Tensor] = {}
-    for fold, (fold_model, _) in enumerate(fold_teachers):
+    for fold, fold_teacher in enumerate(fold_teachers):
+        fold_model = fold_teacher.model
         index = torch.nonzero(folds == fold).squeeze(1)  # [b_fold]
         if index.numel() == 0:
             continue
