@@ -42,10 +42,10 @@ from bench_kd_control import (  # noqa: E402
     METHODS, METRICS, RESULTS_JSON, common_config, cross_fitted_artifact, merge_results, row, run_once, sasrec_size,
 )
 
+from recbole_llmkd.data.folds import item_table_leak  # noqa: E402
 from recbole_llmkd.data.paths import TEACHER_RUN_ARTIFACT, diagnostics_path  # noqa: E402
 from recbole_llmkd.measure import device_description, git_commit  # noqa: E402
-from recbole_llmkd.data.folds import item_table_leak  # noqa: E402
-from recbole_llmkd.run import read_checkpoint, read_results, resolve_checkpoint  # noqa: E402
+from recbole_llmkd.run import read_checkpoint, resolve_checkpoint  # noqa: E402
 
 VIEWS = {
     "id": {},
@@ -148,6 +148,7 @@ def main(argv=None) -> int:
         teachers[view] = {**row(result, args, "LLMRec", "teacher", name, 0), "train_time_s": result["train_time_s"],
                           "export_time_s": export_s, "cost_s_per_batch": cost[view]}
         if args.cross_fit:  # every training row's list from the fold teacher that never saw its user
+            fold_results = []
             for fold in range(args.cross_fit):  # a fold teacher reads a table that did not see its fold either
                 held_out = {"cross_fit_folds": args.cross_fit, "cross_fit_fold": fold}
                 fold_config = {**config, **held_out}
@@ -156,15 +157,13 @@ def main(argv=None) -> int:
                                            os.path.join(out_dir, f"SASRec-64-fold{fold}of{args.cross_fit}"))
                     fold_config["item_table"] = fold_sasrec["checkpoint"]
                 fold_dir = f"{teacher_dir}-fold{fold}of{args.cross_fit}"
-                run_once("LLMRec", "ml-100k", fold_config, fold_dir)
+                fold_results.append(run_once("LLMRec", "ml-100k", fold_config, fold_dir))
                 leak = item_table_leak(read_checkpoint(resolve_checkpoint(fold_dir))["config"])
                 if leak:  # a run reused from an --out-dir of another recipe
                     raise SystemExit(f"{fold_dir}: {leak}; move it away to train it again")
             artifact = cross_fitted_artifact("LLMRec", "ml-100k", config, teacher_dir, args.cross_fit, 50, "auto",
                                              compare_with=os.path.join(out_dir, "SASRec-64"))
-            teachers[view]["fold_teachers_ndcg@10"] = [
-                read_results(f"{teacher_dir}-fold{fold}of{args.cross_fit}")["test_result"]["ndcg@10"]
-                for fold in range(args.cross_fit)]
+            teachers[view]["fold_teachers_ndcg@10"] = [r["test_result"]["ndcg@10"] for r in fold_results]
         with open(diagnostics_path(artifact), encoding="utf-8") as f:
             teachers[view]["lists"] = json.load(f)
         print(f"teacher {view}: test ndcg@10 {teachers[view]['ndcg@10']:.4f}", flush=True)

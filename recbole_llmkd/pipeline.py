@@ -447,11 +447,13 @@ class Pipeline:
                 configs[step] = config
         for declared in steps:  # a gain compares two runs selected by the same rule
             twin = declared.row.plain_twin if declared.row else None
-            if twin in configs and valid_smoothing(configs[declared.name]) != valid_smoothing(configs[twin]):
+            if twin not in configs:
+                continue
+            own, twins = valid_smoothing(configs[declared.name]), valid_smoothing(configs[twin])
+            if own != twins:
                 raise PipelineError(
-                    f"step '{declared.name}': valid_smoothing={valid_smoothing(configs[declared.name])} but its plain "
-                    f"twin '{twin}' selects with {valid_smoothing(configs[twin])}: the report's gain would compare two "
-                    "selection rules; set it alike for both (the 'common' section)"
+                    f"step '{declared.name}': valid_smoothing={own} but its plain twin '{twin}' selects with {twins}: "
+                    "the report's gain would compare two selection rules; set it alike for both (the 'common' section)"
                 )
         unknown_overrides = sorted(key for key in self.overrides if key not in known_anywhere)
         if unknown_overrides:

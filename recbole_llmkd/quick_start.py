@@ -73,6 +73,7 @@ def run_recbole_llmkd(
             warmup_batches=config["throughput_warmup_batches"], max_batches=config["throughput_max_batches"],
         )
 
+    smoothing = valid_smoothing(config)
     result = {
         "model": config["model"],
         "dataset": config["dataset"],
@@ -84,7 +85,7 @@ def run_recbole_llmkd(
         "best_valid_result": _to_float_dict(best_valid_result),
         "test_result": _to_float_dict(test_result),
         **params,
-        **({"valid_smoothing": valid_smoothing(config)} if valid_smoothing(config) > 1 else {}),
+        **({"valid_smoothing": smoothing} if smoothing > 1 else {}),
         "train_time_s": train_time,
         **throughput,
         "seed": config["seed"],

@@ -290,11 +290,10 @@ def _cross_fitted_rows(fold_teachers: List[FoldTeacher], folds: np.ndarray, inte
     folds = torch.as_tensor(folds)  # [B]
     rows: dict[str, torch.Tensor] = {}
     for fold, fold_teacher in enumerate(fold_teachers):
-        fold_model = fold_teacher.model
         index = torch.nonzero(folds == fold).squeeze(1)  # [b_fold]
         if index.numel() == 0:
             continue
-        for name, tensor in _teacher_rows(fold_model, interaction[index.to(device)], topk, with_user_state).items():
+        for name, tensor in _teacher_rows(fold_teacher.model, interaction[index.to(device)], topk, with_user_state).items():
             if name not in rows:
                 rows[name] = tensor.new_zeros((len(folds), *tensor.shape[1:]))  # [B, ...] on the CPU
             rows[name][index] = tensor

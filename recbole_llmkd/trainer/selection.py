@@ -25,12 +25,12 @@ class SmoothedValidation:
     valid_smoothing: int = 1
 
     def init_valid_smoothing(self, config) -> None:
+        """Read (and check) ``valid_smoothing`` when the trainer is built, before anything trains."""
         self.valid_smoothing = valid_smoothing(config)
-        self.evaluation_scores: List[float] = []  # each evaluation's own score, before smoothing
 
     def fit(self, *args, **kwargs):
         """RecBole's ``fit``, its smoothing window started empty (a second ``fit`` does not average the first's)."""
-        self.evaluation_scores = []
+        self.evaluation_scores: List[float] = []  # each evaluation's own score in this fit, before smoothing
         return super().fit(*args, **kwargs)
 
     def _valid_epoch(self, valid_data, show_progress=False):
@@ -42,18 +42,14 @@ class SmoothedValidation:
             smoothed_j = mean(score_{j-N+1}, ..., score_j)    # j: the j-th evaluation (every eval_step epochs)
         """
         valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
-        if not hasattr(self, "evaluation_scores"):
-            self.evaluation_scores = []
         self.evaluation_scores.append(valid_score)
         window = self.evaluation_scores[-self.valid_smoothing:]
         return sum(window) / len(window), valid_result
 
 
-def check_valid_smoothing(config, trainer) -> None:
-    """A ``ConfigValueError`` when ``valid_smoothing`` > 1 is asked of a trainer (an instance or a class) that would
-    ignore it."""
+def check_valid_smoothing(config, trainer_class: type) -> None:
+    """A ``ConfigValueError`` when ``valid_smoothing`` > 1 is asked of a trainer class that would ignore it."""
     smoothing = valid_smoothing(config)
-    trainer_class = trainer if isinstance(trainer, type) else type(trainer)
     if smoothing > 1 and not issubclass(trainer_class, SmoothedValidation):
         raise ConfigValueError(
             f"valid_smoothing={smoothing} needs one of the plugin's trainers (KD students, LLMRec, BIGRec, SLMRec); "
