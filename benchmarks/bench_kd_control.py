@@ -3,7 +3,7 @@
 A large SASRec (the teacher, trained to convergence) is exported like any teacher (``--export-teacher`` reads any
 RecBole sequential checkpoint) and distilled into a small SASRec (hidden 32; ``--student GRU4Rec`` or ``BERT4Rec``
 for the other students) with ``kd_method`` none / rd /
-dllm2rec (and dllm2rec without ED, and with ``ed_scale: id_norm``) over several seeds. If KD does not beat the plain small student here, the machinery is the suspect; if
+logit / dllm2rec (and dllm2rec without ED, and with ``ed_scale: id_norm``) over several seeds. If KD does not beat the plain small student here, the machinery is the suspect; if
 it does, a teacher that fails to transfer knows nothing the student does not.
 
     .venv/bin/python benchmarks/bench_kd_control.py [--out-dir runs/bench_kd_control] [--seeds 2020 2021 2022]
@@ -60,6 +60,7 @@ METHODS = {
     # the plain small SASRec whose item table starts from the MiniLM title embeddings (no teacher)
     "none-textinit": {"kd_method": "none", "teacher": None, "ed_weight": 0.0, "item_init": "text_encoder"},
     "rd": {"kd_method": "rd"},  # Tang & Wang ranking distillation
+    "logit": {"kd_method": "logit", "ed_weight": 0.0},  # Hinton KD on the teacher's top-K scores, no ED
     "dllm2rec": {"kd_method": "dllm2rec"},  # importance-aware RD + ED at the defaults (ed_scale: fixed)
     "dllm2rec-noed": {"kd_method": "dllm2rec", "ed_weight": 0.0},  # ranking distillation only
     "dllm2rec-idnorm": {"kd_method": "dllm2rec", "ed_scale": "id_norm"},  # ED offset sized by the ID table
@@ -70,6 +71,23 @@ METHODS = {
     "dllm2rec-noed-textinit": {"kd_method": "dllm2rec", "ed_weight": 0.0, "item_init": "text_encoder"},
     "dllm2rec-textinit": {"kd_method": "dllm2rec", "item_init": "text_encoder"},
 }
+
+
+def _count(text: str, minimum: int, what: str) -> int:
+    value = int(text)
+    if value < minimum:  # refused by the parser, before any training
+        raise argparse.ArgumentTypeError(f"{value}: {what}, at least {minimum}")
+    return value
+
+
+def evaluation_count(text: str) -> int:
+    """``--valid-smoothing``'s argparse type: the number of validation scores averaged, at least 1."""
+    return _count(text, 1, "the number of evaluations averaged")
+
+
+def fold_count(text: str) -> int:
+    """``--cross-fit``'s argparse type (every bench): the number of fold teachers, at least 2 (``cross_fit_folds``)."""
+    return _count(text, 2, "the number of folds")
 
 
 def parse_args(argv=None):
@@ -93,7 +111,7 @@ def parse_args(argv=None):
     parser.add_argument("--student-hidden", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--stopping-step", type=int, default=5)
-    parser.add_argument("--valid-smoothing", type=int, default=1, metavar="N",
+    parser.add_argument("--valid-smoothing", type=evaluation_count, default=1, metavar="N",
                         help="the students' valid_smoothing: early stopping and their checkpoint go by the mean of "
                              "the last N validation scores (the teacher keeps RecBole's rule); N > 1 is another run "
                              "(<run>-vs<N>) and its rows carry valid_smoothing")
@@ -102,7 +120,7 @@ def parse_args(argv=None):
                         help="RecBole property files applied to every run (e.g. load_col of your own dataset)")
     parser.add_argument("--results-json", default=RESULTS_JSON,
                         help="the kd_quality.json the rows are merged into (default the repository's)")
-    parser.add_argument("--cross-fit", type=int, default=None, metavar="K",
+    parser.add_argument("--cross-fit", type=fold_count, default=None, metavar="K",
                         help="cross-fitted teacher lists: K fold teachers (each without one fold of users) give the "
                              "training rows (data/folds.py); the students' rows are labelled <teacher>-xfit<K>")
     parser.add_argument("--ed-source", default=None, choices=list(ED_SOURCES),
@@ -111,10 +129,6 @@ def parse_args(argv=None):
                              "default the kind's (sasrec: item_table, semantic: text_encoder). Another source is "
                              "another artifact, and the students' rows are labelled <teacher>-ed<source>")
     args = parser.parse_args(argv)
-    if args.valid_smoothing < 1:  # before any training
-        parser.error(f"--valid-smoothing {args.valid_smoothing}: the number of evaluations averaged, at least 1")
-    if args.cross_fit is not None and args.cross_fit < 2:  # cross_fit_folds' own rule, before any training
-        parser.error(f"--cross-fit {args.cross_fit}: at least 2 folds")
     if args.teacher_history < DEFAULT_KEY_HISTORY:  # the export could not key its lists; fail before any training
         parser.error(f"--teacher-history {args.teacher_history}: the teacher's lists are keyed on the last "
                      f"{DEFAULT_KEY_HISTORY} history items, so it must read at least {DEFAULT_KEY_HISTORY}")

@@ -15,8 +15,9 @@ listed in the summary, not guessed):
    embeddings; ED source the 384-d embeddings), each at 2 x 128 and 4 x 256, trained to convergence and exported
    with top-50. Per kind the candidate with the best validation NDCG@10 becomes that kind's teacher; test is read
    once per run, never used to choose.
-2. the plain students (``kd_method: none``) and the KD students, hidden 32 (SASRec 1 layer, GRU4Rec, BERT4Rec 1 layer),
-   every student up to ``--epochs`` epochs with patience ``--stopping-step``, best epoch on validation NDCG@10.
+2. the plain students (``kd_method: none``) and the KD students, hidden ``--student-hidden`` (default 32; SASRec 1
+   layer, GRU4Rec, BERT4Rec 1 layer), every student up to ``--epochs`` epochs with patience ``--stopping-step``, best
+   epoch on validation NDCG@10 (``--valid-smoothing N``: on the mean of the last N evaluations).
 
 Every run has its own directory; a run whose ``results.json`` exists is reused, so an interrupted grid continues
 where it stopped. ``rows.jsonl`` in out-dir gets one line per finished run as it finishes (issue 14's row format
@@ -40,8 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench_kd_control as control  # noqa: E402
 
-STUDENTS = {student: (f"KD{student}", control.student_size(student, 32))  # student -> (KD model, size at hidden 32)
-            for student in control.STUDENTS}
+STUDENTS = control.STUDENTS  # each trained as its KD twin KD<student>, the plain one with kd_method: none
 TEACHER_SIZES = ("2x128", "4x256")  # "<layers>x<hidden>" candidates per teacher kind
 # (priority, student, methods): lower runs first. The plain SASRec and its KD twins are the target of issue 14.
 PLAN = (
@@ -56,7 +56,7 @@ PLAN = (
     (6, "GRU4Rec", ("rd", "logit")),
     (6, "BERT4Rec", ("rd", "logit")),
 )
-METHODS = {**control.METHODS, "logit": {"kd_method": "logit", "ed_weight": 0.0}}
+METHODS = control.METHODS
 TEACHER_KINDS = ("sasrec", "semantic")
 
 
@@ -69,6 +69,12 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--stopping-step", type=int, default=5)
+    parser.add_argument("--student-hidden", type=int, default=32,
+                        help="the students' width (SASRec / BERT4Rec hidden size, GRU4Rec embedding size)")
+    parser.add_argument("--valid-smoothing", type=control.evaluation_count, default=1, metavar="N",
+                        help="the students' valid_smoothing (the mean of the last N validation scores picks their "
+                             "epoch; the teachers keep RecBole's rule); N > 1: runs <run>-vs<N>, rows with "
+                             "valid_smoothing")
     parser.add_argument("--teacher-epochs", type=int, default=100)
     parser.add_argument("--teacher-sizes", nargs="+", default=list(TEACHER_SIZES),
                         help="teacher candidates per kind, <layers>x<hidden>; the best on validation is used")
@@ -80,7 +86,7 @@ def parse_args(argv=None):
                         help="a run starts only while at least this much of the budget is left")
     parser.add_argument("--gpu-id", default="", help="RecBole gpu_id ('' = CPU)")
     parser.add_argument("--max-priority", type=int, default=6, help="skip the plan's rows above this priority")
-    parser.add_argument("--cross-fit", type=int, default=None, metavar="K",
+    parser.add_argument("--cross-fit", type=control.fold_count, default=None, metavar="K",
                         help="also K fold teachers per teacher (data/folds.py) and a cross-fitted artifact; every KD "
                              "row then runs from both lists, the cross-fitted ones labelled <teacher>-xfit<K>")
     parser.add_argument("--report", action="store_true", help="print the tables of rows.jsonl and exit")
@@ -109,14 +115,16 @@ def teacher_job(args, dataset: str, kind: str, layers: int, hidden: int) -> dict
 
 
 def student_job(args, dataset: str, student: str, method: str, seed: int, teacher: dict = None) -> dict:
-    model, size = STUDENTS[student]
-    config = {**common_config(args, dataset), **size, "seed": seed, **METHODS[method]}
+    hidden, selection = args.student_hidden, control.selection(args)
+    config = {**common_config(args, dataset), **control.student_size(student, hidden), "seed": seed,
+              **METHODS[method], **selection}
     if teacher is not None:
         config["teacher"] = teacher["artifact"]
     where = teacher["name"] if teacher is not None else "no-teacher"
+    run = f"{student}{hidden}-{method}-seed{seed}{control.selection_suffix(args)}"
     return {"role": "student", "dataset": dataset, "student": student, "method": method, "seed": seed,
-            "teacher": teacher["name"] if teacher is not None else "none", "hidden": 32, "model": model,
-            "config": config, "run_dir": os.path.join(args.out_dir, dataset, where, f"{student}32-{method}-seed{seed}")}
+            "teacher": teacher["name"] if teacher is not None else "none", "hidden": hidden, "model": f"KD{student}",
+            "selection": selection, "config": config, "run_dir": os.path.join(args.out_dir, dataset, where, run)}
 
 
 def run_job(job: dict) -> None:
@@ -140,7 +148,7 @@ def result_row(job: dict, device: str) -> dict:
     row = {"dataset": job["dataset"], "users": job["config"]["user_inter_num_interval"],
            "student": job.get("student", "SASRec"), "kd_method": job.get("method", "teacher"),
            "teacher": job.get("teacher", job.get("name")), "hidden_size": job["hidden"], **control.measured(result),
-           "device": device}
+           **job.get("selection", {}), "device": device}
     if job["role"] == "teacher":
         row["teacher"] = job["name"]
         diagnostics = control.diagnostics_path(os.path.join(job["run_dir"], control.TEACHER_RUN_ARTIFACT))
@@ -281,8 +289,14 @@ def read_rows(out_dir: str) -> list:
         rows = [json.loads(line) for line in f if line.strip()]
     latest = {}
     for row in rows:  # a rerun replaces the row of the same run
-        latest[(row["dataset"], row["student"], row["kd_method"], row["teacher"], row["seed"])] = row
+        latest[run_key(row)] = row
     return list(latest.values())
+
+
+def run_key(row: dict) -> tuple:
+    """What makes a row another run: dataset, student, its width, kd_method, teacher, seed and selection rule."""
+    return (row["dataset"], row["student"], row["hidden_size"], row["kd_method"], row["teacher"], row["seed"],
+            row.get("valid_smoothing", 1))
 
 
 def report(out_dir: str) -> str:
@@ -308,13 +322,15 @@ def report(out_dir: str) -> str:
             lines.append(f"| {r['teacher']} | {r['best_valid_ndcg@10']:.4f} | "
                          + " | ".join(f"{r[m]:.4f}" for m in control.METRICS)
                          + f" | {share} | {'yes' if r['teacher'] in chosen_here else ''} |")
-        for student in STUDENTS:
-            plain = {r["seed"]: r for r in rows if r["dataset"] == dataset and r["student"] == student
-                     and r["kd_method"] == "none"}
-            group = [r for r in rows if r["dataset"] == dataset and r["student"] == student and r["kd_method"] != "teacher"]
-            if not group:
-                continue
-            lines += [f"\n{dataset}, {student}-32 students (test; Δ against the plain student of the same seed)\n",
+        students = dict.fromkeys((r["student"], r["hidden_size"], r.get("valid_smoothing", 1)) for r in rows
+                                 if r["dataset"] == dataset and r["kd_method"] != "teacher")
+        for student, hidden, smoothing in students:  # one table per student, width and selection rule
+            group = [r for r in rows if r["dataset"] == dataset and r["kd_method"] != "teacher"
+                     and (r["student"], r["hidden_size"], r.get("valid_smoothing", 1)) == (student, hidden, smoothing)]
+            plain = {r["seed"]: r for r in group if r["kd_method"] == "none"}
+            rule = f", valid_smoothing {smoothing}" if smoothing != 1 else ""
+            lines += [f"\n{dataset}, {student}-{hidden} students{rule} (test; Δ against the plain student of the same "
+                      f"seed)\n",
                       "| kd_method | teacher | seeds | valid NDCG@10 | NDCG@10 | HR@10 | NDCG@20 | HR@20 | Δ NDCG@10 per seed | mean Δ |",
                       "|---|---|---|---|---|---|---|---|---|---|"]
             for (method, teacher) in dict.fromkeys((r["kd_method"], r["teacher"]) for r in group):
@@ -333,7 +349,7 @@ def report(out_dir: str) -> str:
 
 def merge(out_dir: str, results_json: str = control.RESULTS_JSON) -> None:
     keep = ("dataset", "users", "student", "kd_method", "teacher", "hidden_size", "seed", *control.METRICS,
-            "best_valid_ndcg@10", "train_time_s", "device")
+            "best_valid_ndcg@10", "train_time_s", "valid_smoothing", "device")
     control.merge_results([{k: r[k] for k in keep if k in r} for r in read_rows(out_dir)], results_json)
 
 

@@ -39,7 +39,8 @@ sys.path.insert(0, REPO_ROOT)
 sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
 
 from bench_kd_control import (  # noqa: E402
-    METHODS, METRICS, RESULTS_JSON, common_config, cross_fitted_artifact, merge_results, row, run_once, sasrec_size,
+    METHODS, METRICS, RESULTS_JSON, common_config, cross_fitted_artifact, fold_count, merge_results, row, run_once,
+    sasrec_size,
 )
 
 from recbole_llmkd.data.folds import item_table_leak  # noqa: E402
@@ -66,14 +67,12 @@ def parse_args(argv=None):
     parser.add_argument("--methods", nargs="+", default=["dllm2rec-noed", "dllm2rec"], choices=list(METHODS),
                         help="kd rows of the students (bench_kd_control's labels)")
     parser.add_argument("--cost-batches", type=int, default=3, help="timed training batches per view (after 1 warm-up)")
-    parser.add_argument("--cross-fit", type=int, default=None, metavar="K",
+    parser.add_argument("--cross-fit", type=fold_count, default=None, metavar="K",
                         help="students learn from cross-fitted lists: K fold teachers per view, each without one fold "
                              "of users (K >= 2), reading a fold SASRec's item table")
     parser.add_argument("--results-json", default=RESULTS_JSON,
                         help="the kd_quality.json the rows are merged into (default the repository's)")
     args = parser.parse_args(argv)
-    if args.cross_fit is not None and args.cross_fit < 2:
-        parser.error(f"--cross-fit {args.cross_fit}: at least 2 folds")
     # bench_kd_control's data and student protocol: the cpu slice, history 10, <= 50 epochs, patience 5
     args.dataset, args.data_path, args.slice, args.epochs, args.stopping_step = "ml-100k", None, "[0,60]", 50, 5
     return args

@@ -1,6 +1,5 @@
 """benchmarks/bench_kd_quality.py on the tiny profile: teacher + two method rows, CSV per run, reuse on rerun."""
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -9,18 +8,14 @@ import re
 import pytest
 
 from recbole_llmkd.pipeline import Pipeline, resolve_profile
+from tests.benches import load_bench
 
 pytestmark = pytest.mark.slow
 
-BENCH_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
-                          "bench_kd_quality.py")
 
 
 def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_kd_quality", BENCH_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("bench_kd_quality")
 
 
 def _tiny_teacher_only(run_dir: str) -> Pipeline:
