@@ -41,7 +41,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench_kd_control as control  # noqa: E402
 
-STUDENTS = control.STUDENTS  # each trained as its KD twin KD<student>, the plain one with kd_method: none
 TEACHER_SIZES = ("2x128", "4x256")  # "<layers>x<hidden>" candidates per teacher kind
 # (priority, student, methods): lower runs first. The plain SASRec and its KD twins are the target of issue 14.
 PLAN = (
@@ -293,10 +292,14 @@ def read_rows(out_dir: str) -> list:
     return list(latest.values())
 
 
+def table_key(row: dict) -> tuple:
+    """The report's table of a student row: the student, its width and its selection rule."""
+    return row["student"], row["hidden_size"], row.get("valid_smoothing", 1)
+
+
 def run_key(row: dict) -> tuple:
-    """What makes a row another run: dataset, student, its width, kd_method, teacher, seed and selection rule."""
-    return (row["dataset"], row["student"], row["hidden_size"], row["kd_method"], row["teacher"], row["seed"],
-            row.get("valid_smoothing", 1))
+    """What makes a row another run: dataset, its table (student, width, selection rule), kd_method, teacher, seed."""
+    return row["dataset"], *table_key(row), row["kd_method"], row["teacher"], row["seed"]
 
 
 def report(out_dir: str) -> str:
@@ -322,11 +325,11 @@ def report(out_dir: str) -> str:
             lines.append(f"| {r['teacher']} | {r['best_valid_ndcg@10']:.4f} | "
                          + " | ".join(f"{r[m]:.4f}" for m in control.METRICS)
                          + f" | {share} | {'yes' if r['teacher'] in chosen_here else ''} |")
-        students = dict.fromkeys((r["student"], r["hidden_size"], r.get("valid_smoothing", 1)) for r in rows
-                                 if r["dataset"] == dataset and r["kd_method"] != "teacher")
-        for student, hidden, smoothing in students:  # one table per student, width and selection rule
-            group = [r for r in rows if r["dataset"] == dataset and r["kd_method"] != "teacher"
-                     and (r["student"], r["hidden_size"], r.get("valid_smoothing", 1)) == (student, hidden, smoothing)]
+        tables = {}  # one table per student, width and selection rule, in the order the rows came
+        for r in rows:
+            if r["dataset"] == dataset and r["kd_method"] != "teacher":
+                tables.setdefault(table_key(r), []).append(r)
+        for (student, hidden, smoothing), group in tables.items():
             plain = {r["seed"]: r for r in group if r["kd_method"] == "none"}
             rule = f", valid_smoothing {smoothing}" if smoothing != 1 else ""
             lines += [f"\n{dataset}, {student}-{hidden} students{rule} (test; Δ against the plain student of the same "
