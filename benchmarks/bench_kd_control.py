@@ -28,7 +28,7 @@ import os
 import statistics
 import sys
 from datetime import datetime, timezone
-from typing import Optional
+from typing import List, Optional
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
@@ -213,15 +213,22 @@ def cross_fit_artifact_path(teacher_dir: str, folds: int, ed: str = "") -> str:
 def cross_fitted_artifact(model: str, dataset: str, config: dict, teacher_dir: str, folds: int, topk: int,
                           item_text: str, ed: str = "", compare_with: Optional[str] = None) -> str:
     """The cross-fitted artifact of the teacher in ``teacher_dir`` (trained with ``config``): its recipe trained
-    once per fold without that fold's users (``<teacher_dir>-fold<k>of<K>``), then exported with ``cross_fit``
-    (``compare_with``: a plain student's run for the lists' overlap diagnostic). Fold runs and the artifact are
-    reused when they exist."""
-    from recbole_llmkd.jobs.export import export_teacher
-
-    artifact = cross_fit_artifact_path(teacher_dir, folds, ed)
+    once per fold without that fold's users (``<teacher_dir>-fold<k>of<K>``), then exported by
+    ``export_cross_fitted``. Fold runs and the artifact are reused when they exist."""
     fold_dirs = [f"{teacher_dir}-fold{fold}of{folds}" for fold in range(folds)]
     for fold, fold_dir in enumerate(fold_dirs):
         run_once(model, dataset, {**config, "cross_fit_folds": folds, "cross_fit_fold": fold}, fold_dir)
+    return export_cross_fitted(teacher_dir, fold_dirs, topk, item_text, ed=ed, compare_with=compare_with)
+
+
+def export_cross_fitted(teacher_dir: str, fold_dirs: List[str], topk: int, item_text: str, ed: str = "",
+                        compare_with: Optional[str] = None) -> str:
+    """The teacher in ``teacher_dir`` exported with ``cross_fit``: each training row's list from the fold teacher
+    (``fold_dirs``, trained already, fold k without fold k's users) that never saw its user (``compare_with``: a
+    plain student's run for the lists' overlap diagnostic). The artifact is reused when it exists."""
+    from recbole_llmkd.jobs.export import export_teacher
+
+    artifact = cross_fit_artifact_path(teacher_dir, len(fold_dirs), ed)
     if not os.path.isfile(artifact):
         export_teacher(teacher_dir, output=artifact, topk=topk, item_text=item_text, show_progress=False,
                        cross_fit=fold_dirs, compare_with=compare_with)

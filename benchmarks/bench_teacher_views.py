@@ -39,7 +39,7 @@ sys.path.insert(0, REPO_ROOT)
 sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
 
 from bench_kd_control import (  # noqa: E402
-    METHODS, METRICS, RESULTS_JSON, common_config, cross_fitted_artifact, fold_count, merge_results, row, run_once,
+    METHODS, METRICS, RESULTS_JSON, common_config, export_cross_fitted, fold_count, merge_results, row, run_once,
     sasrec_size,
 )
 
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
         teachers[view] = {**row(result, args, "LLMRec", "teacher", name, 0), "train_time_s": result["train_time_s"],
                           "export_time_s": export_s, "cost_s_per_batch": cost[view]}
         if args.cross_fit:  # every training row's list from the fold teacher that never saw its user
-            fold_results = []
+            fold_results, fold_dirs = [], []
             for fold in range(args.cross_fit):  # a fold teacher reads a table that did not see its fold either
                 held_out = {"cross_fit_folds": args.cross_fit, "cross_fit_fold": fold}
                 fold_config = {**config, **held_out}
@@ -157,11 +157,12 @@ def main(argv=None) -> int:
                     fold_config["item_table"] = fold_sasrec["checkpoint"]
                 fold_dir = f"{teacher_dir}-fold{fold}of{args.cross_fit}"
                 fold_results.append(run_once("LLMRec", "ml-100k", fold_config, fold_dir))
+                fold_dirs.append(fold_dir)
                 leak = item_table_leak(read_checkpoint(resolve_checkpoint(fold_dir))["config"])
                 if leak:  # a run reused from an --out-dir of another recipe
                     raise SystemExit(f"{fold_dir}: {leak}; move it away to train it again")
-            artifact = cross_fitted_artifact("LLMRec", "ml-100k", config, teacher_dir, args.cross_fit, 50, "auto",
-                                             compare_with=os.path.join(out_dir, "SASRec-64"))
+            artifact = export_cross_fitted(teacher_dir, fold_dirs, 50, "auto",
+                                           compare_with=os.path.join(out_dir, "SASRec-64"))
             teachers[view]["fold_teachers_ndcg@10"] = [r["test_result"]["ndcg@10"] for r in fold_results]
         with open(diagnostics_path(artifact), encoding="utf-8") as f:
             teachers[view]["lists"] = json.load(f)
