@@ -39,8 +39,8 @@ sys.path.insert(0, REPO_ROOT)
 sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
 
 from bench_kd_control import (  # noqa: E402
-    METHODS, METRICS, RESULTS_JSON, common_config, export_cross_fitted, fold_count, merge_results, row, run_once,
-    sasrec_size,
+    METHODS, METRICS, RESULTS_JSON, common_config, export_cross_fitted, fold_count, merge_results, relative, row,
+    run_once, sasrec_size,
 )
 
 from recbole_llmkd.data.folds import item_table_leak  # noqa: E402
@@ -72,9 +72,16 @@ def parse_args(argv=None):
                              "of users (K >= 2), reading a fold SASRec's item table")
     parser.add_argument("--results-json", default=RESULTS_JSON,
                         help="the kd_quality.json the rows are merged into (default the repository's)")
+    # bench_kd_control's data and student protocol: by default the cpu slice of ml-100k, history 10, <= 50 epochs,
+    # patience 5 (another dataset or budget: a smoke run, e.g. the test suite's)
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--data-path", default=None, help="folder holding <dataset>/; RecBole's own for ml-100k")
+    parser.add_argument("--slice", default="[0,60]", help="user_inter_num_interval ('[0,inf)': every user)")
+    parser.add_argument("--epochs", type=int, default=50, help="the students' max_epochs")
+    parser.add_argument("--config-files", nargs="*", default=[], metavar="YAML",
+                        help="RecBole property files applied to every run (e.g. load_col of your own dataset)")
     args = parser.parse_args(argv)
-    # bench_kd_control's data and student protocol: the cpu slice, history 10, <= 50 epochs, patience 5
-    args.dataset, args.data_path, args.slice, args.epochs, args.stopping_step = "ml-100k", None, "[0,60]", 50, 5
+    args.stopping_step = 5
     return args
 
 
@@ -85,7 +92,7 @@ def teacher_config(args, common: dict, sasrec_checkpoint: str, view: dict) -> di
             "learning_rate": 0.001, "warmup_steps": 20, "seed": 2020, **view}
 
 
-def training_seconds_per_batch(config: dict, n_batches: int) -> float:
+def training_seconds_per_batch(dataset: str, config: dict, n_batches: int) -> float:
     """Mean wall time of one training step (forward, backward, AdamW) over ``n_batches`` after one warm-up."""
     import torch
 
@@ -93,7 +100,7 @@ def training_seconds_per_batch(config: dict, n_batches: int) -> float:
     from recbole_llmkd.run import prepare
 
     # no trainer: this measures a bare AdamW step (and writes no TensorBoard events or checkpoint directory)
-    run = prepare(Config("LLMRec", "ml-100k", config_dict=dict(config)), with_trainer=False)
+    run = prepare(Config("LLMRec", dataset, config_dict=dict(config)), with_trainer=False)
     model, train_data = run.model.train(), run.train_data
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     times = []
@@ -109,6 +116,11 @@ def training_seconds_per_batch(config: dict, n_batches: int) -> float:
     return statistics.mean(times)
 
 
+def spread_of(values: list) -> str:
+    """`` ± std`` of ``values`` (one run: nothing; one seed has no std)."""
+    return f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
+
+
 def main(argv=None) -> int:
     from recbole_llmkd.jobs.export import export_teacher
 
@@ -121,12 +133,12 @@ def main(argv=None) -> int:
 
     # the plain SASRec of the cpu profile (its item table is the E4SRec table of every teacher here)
     sasrec_config = {**common, **sasrec_size(64, 2), "inner_size": 256, "seed": 2020, "epochs": 10, "stopping_step": 2}
-    sasrec = run_once("SASRec", "ml-100k", sasrec_config, os.path.join(out_dir, "SASRec-64"))
+    sasrec = run_once("SASRec", args.dataset, sasrec_config, os.path.join(out_dir, "SASRec-64"))
 
     # cost per training step of each view, the token view included (not trained)
     cost = {}
     for view, extra in {**{v: VIEWS[v] for v in args.views}, "titles-tokens": TOKENS_VIEW}.items():
-        cost[view] = training_seconds_per_batch(teacher_config(args, common, sasrec["checkpoint"], extra),
+        cost[view] = training_seconds_per_batch(args.dataset, teacher_config(args, common, sasrec["checkpoint"], extra),
                                                 args.cost_batches)
         print(f"cost: {view}: {cost[view]:.2f} s per training batch of 32", flush=True)
 
@@ -135,7 +147,7 @@ def main(argv=None) -> int:
     for view in args.views:
         teacher_dir = os.path.join(out_dir, f"teacher-{view}")
         config = teacher_config(args, common, sasrec["checkpoint"], VIEWS[view])
-        result = run_once("LLMRec", "ml-100k", config, teacher_dir)
+        result = run_once("LLMRec", args.dataset, config, teacher_dir)
         artifact = os.path.join(teacher_dir, TEACHER_RUN_ARTIFACT)
         export_s = None
         if not os.path.isfile(artifact):
@@ -152,11 +164,11 @@ def main(argv=None) -> int:
                 held_out = {"cross_fit_folds": args.cross_fit, "cross_fit_fold": fold}
                 fold_config = {**config, **held_out}
                 if fold_config["item_table"] == sasrec["checkpoint"]:
-                    fold_sasrec = run_once("SASRec", "ml-100k", {**sasrec_config, **held_out},
+                    fold_sasrec = run_once("SASRec", args.dataset, {**sasrec_config, **held_out},
                                            os.path.join(out_dir, f"SASRec-64-fold{fold}of{args.cross_fit}"))
                     fold_config["item_table"] = fold_sasrec["checkpoint"]
                 fold_dir = f"{teacher_dir}-fold{fold}of{args.cross_fit}"
-                fold_results.append(run_once("LLMRec", "ml-100k", fold_config, fold_dir))
+                fold_results.append(run_once("LLMRec", args.dataset, fold_config, fold_dir))
                 fold_dirs.append(fold_dir)
                 leak = item_table_leak(read_checkpoint(resolve_checkpoint(fold_dir))["config"])
                 if leak:  # a run reused from an --out-dir of another recipe
@@ -170,14 +182,14 @@ def main(argv=None) -> int:
         for seed in args.seeds:
             for method in args.methods:
                 config = {**common, **sasrec_size(32, 1), "seed": seed, "teacher": artifact, **METHODS[method]}
-                result = run_once("KDSASRec", "ml-100k", config,
+                result = run_once("KDSASRec", args.dataset, config,
                                   os.path.join(out_dir, f"teacher-{view}{lists_suffix}", f"SASRec32-{method}-seed{seed}"))
                 students.append(row(result, args, "SASRec", method, name + lists_suffix, 32))
                 print(f"{view} {method} seed {seed}: test ndcg@10 {students[-1]['ndcg@10']:.4f}", flush=True)
     plain = []
     for seed in args.seeds:
         config = {**common, **sasrec_size(32, 1), "seed": seed, **METHODS["none"]}
-        result = run_once("KDSASRec", "ml-100k", config, os.path.join(plain_dir, "no-teacher", f"SASRec32-none-seed{seed}"))
+        result = run_once("KDSASRec", args.dataset, config, os.path.join(plain_dir, "no-teacher", f"SASRec32-none-seed{seed}"))
         plain.append(row(result, args, "SASRec", "none", "none", 32))
 
     merge_results([{k: v for k, v in t.items() if k in plain[0]} for t in teachers.values()] + students + plain,
@@ -204,16 +216,15 @@ def main(argv=None) -> int:
     base = {r["seed"]: r["ndcg@10"] for r in plain}
     print("\n| teacher view | student | kd_method | NDCG@10 (mean ± std) | Δ vs plain per seed | mean Δ |")
     print("|---|---|---|---|---|---|")
-    print(f"| – | SASRec-32 | none | {statistics.mean(base.values()):.4f} ± {statistics.stdev(base.values()):.4f} | – | – |")
+    print(f"| – | SASRec-32 | none | {statistics.mean(base.values()):.4f}{spread_of(list(base.values()))} | – | – |")
     for view in teachers:
         for method in args.methods:
             runs = [r for r in students if r["teacher"].endswith(view + lists_suffix) and r["kd_method"] == method]
             deltas = [r["ndcg@10"] - base[r["seed"]] for r in runs]
             values = [r["ndcg@10"] for r in runs]
-            spread = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
-            print(f"| {view}{lists_suffix} | SASRec-32 | {method} | {statistics.mean(values):.4f}{spread} | "
+            print(f"| {view}{lists_suffix} | SASRec-32 | {method} | {statistics.mean(values):.4f}{spread_of(values)} | "
                   + ", ".join(f"{d:+.4f}" for d in deltas)
-                  + f" | {statistics.mean(deltas) / statistics.mean(base.values()):+.1%} |")
+                  + f" | {relative(statistics.mean(deltas), list(base.values()))} |")
     return 0
 
 
