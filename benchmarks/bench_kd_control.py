@@ -70,6 +70,8 @@ METHODS = {
     # the student's item table from MiniLM (as none-textinit) plus the teacher's ranking (and ED)
     "dllm2rec-noed-textinit": {"kd_method": "dllm2rec", "ed_weight": 0.0, "item_init": "text_encoder"},
     "dllm2rec-textinit": {"kd_method": "dllm2rec", "item_init": "text_encoder"},
+    # dllm2rec at its defaults plus Hinton KD over the same top-K at the weight it has alone (logit_weight)
+    "dllm2rec-logit": {"kd_method": "dllm2rec", "logit_weight": 0.8},
 }
 
 

@@ -164,6 +164,7 @@ SCHEMA: Dict[str, Key] = {
     "ed_folded": _FLAG,
     "base_loss": _choice(BASE_LOSSES),
     "kd_temperature": _POSITIVE,
+    "logit_weight": _WEIGHT,
     "tw_lambda": _POSITIVE,
     "tw_mu": _WEIGHT,
     "tw_weighting": _choice(TANG_WANG_WEIGHTINGS),

@@ -294,6 +294,39 @@ def test_kd_weight_changes_gradients_and_ed_trains_the_projector(sasrec_data):
     assert set(with_kd.kd_terms) >= {"base", "rd", "rd_pos", "rd_neg", "wc_entropy", "overlap", "ed_ratio"}
 
 
+@pytest.mark.parametrize("kd_method, kd_loss_name", [("dllm2rec", "rd"), ("rd", "rd_tw")])
+def test_logit_weight_adds_logit_kd_beside_the_ranking_loss(sasrec_data, kd_method, kd_loss_name):
+    from recbole_llmkd.distill import ranking
+    from recbole_llmkd.model.distiller import TEACHER_SCORE_FIELD, TEACHER_TOPK_FIELD
+
+    config, train_data, artifact = sasrec_data[0], sasrec_data[1], sasrec_data[4]
+    both = make_model(config, train_data, kd_method=kd_method, teacher=str(artifact), logit_weight=0.3)
+    ranking_only = make_model(config, train_data, kd_method=kd_method, teacher=str(artifact))
+    assert both.loss_names() == ("base", kd_loss_name, "logit_aux")
+    assert ranking_only.loss_names() == ("base", kd_loss_name)
+    assert both.kd_term_weights()["logit_aux"] == 0.3  # guarded like any KD term (NaN / stuck at 0 stop the run)
+    both.eval(), ranking_only.eval()  # no dropout: full_sort_predict below gives calculate_loss's logits
+    batch = first_batch(both, train_data)
+    torch.manual_seed(1)  # the same negatives in both models (dllm2rec samples one per example)
+    losses = both.calculate_loss(batch)
+    torch.manual_seed(1)
+    reference = ranking_only.calculate_loss(batch)
+    assert len(losses) == 3
+    for part, expected in zip(losses[:2], reference):  # the same initial weights: base and ranking terms unchanged
+        torch.testing.assert_close(part, expected, rtol=1e-5, atol=1e-6)
+    logits = both.full_sort_predict(batch)  # [B, n_items]
+    expected_logit = ranking.logit_kd_loss(logits, batch[TEACHER_TOPK_FIELD], batch[TEACHER_SCORE_FIELD])
+    torch.testing.assert_close(losses[2], 0.3 * expected_logit, rtol=1e-5, atol=1e-6)
+    assert float(losses[2]) > 0 and both.kd_terms["logit_aux"] == pytest.approx(float(expected_logit), rel=1e-5)
+
+
+@pytest.mark.parametrize("kd_method, reason", [("logit", "is that loss already"), ("none", "has no teacher")])
+def test_logit_weight_needs_a_ranking_kd_method(sasrec_data, kd_method, reason):
+    config, train_data, artifact = sasrec_data[0], sasrec_data[1], sasrec_data[4]
+    with pytest.raises(TeacherConfigError, match=f"logit_weight=0.5 adds logit KD .*{reason}"):
+        make_model(config, train_data, kd_method=kd_method, teacher=str(artifact), logit_weight=0.5)
+
+
 def test_negatives_avoid_history_and_target(sasrec_data):
     config, train_data = sasrec_data[0], sasrec_data[1]
     model = make_model(config, train_data, kd_method="none")

@@ -176,6 +176,17 @@ def test_kd_term_stuck_at_zero_for_an_epoch_fails_loudly(student_data, monkeypat
     assert trainer.kd_epoch_terms[0]["logit_kd"] == 0.0
 
 
+def test_logit_weight_term_is_trained_logged_and_guarded(student_data, monkeypatch):
+    import recbole_llmkd.model.distiller as distiller
+
+    _, trainer, _ = _fit(student_data["KDSASRec"], kd_method="dllm2rec", logit_weight=0.5)
+    assert set(trainer.kd_epoch_terms[0]) >= {"rd", "logit_aux"} and trainer.kd_epoch_terms[0]["logit_aux"] > 0
+    # a dead logit term stops the run and names its weight (the ranking term, computed elsewhere, still lives)
+    monkeypatch.setattr(distiller.ranking, "logit_kd_loss", lambda student_logits, *a, **k: student_logits.sum() * 0.0)
+    with pytest.raises(KDTermError, match="'logit_aux' was exactly 0 for all .* batches of epoch 0 .*logit_weight=0.5"):
+        _fit(student_data["KDSASRec"], kd_method="dllm2rec", logit_weight=0.5)
+
+
 def test_select_on_test_needs_the_test_loader_and_is_labelled(student_data):
     config, train_data, valid_data, test_data, artifact = student_data["KDSASRec"]
     model = make_model(config, train_data, kd_method="rd", teacher=str(artifact), select_on="test")

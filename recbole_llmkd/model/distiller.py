@@ -11,7 +11,7 @@
   place of the host's ``self.item_embedding`` (its ``.weight`` is the scoring table), so the host's own ``forward``
   and ``full_sort_predict`` run unchanged;
 - the training loss (§1.2, §1.4, baselines of issue 4): ``calculate_loss`` hands the host's next-item logits to
-  ``distill(...)``, which returns ``(L_base, λ_d·L_kd)``;
+  ``distill(...)``, which returns ``(L_base, λ_d·L_kd[, λ_l·L_logit])``;
 - the fold step: ``fold_teacher()`` bakes ``ed_weight·g(z)`` into the item tables (``recbole_llmkd.jobs.fold``
   writes the checkpoint that needs no teacher file: a plain RecBole checkpoint whenever the folded model is one).
 
@@ -33,7 +33,9 @@ that returns ``[B, H]``) fit most RecBole sequential models. Build it with ``rec
 top-K scores, ``kd_temperature``), ``rd`` (Tang & Wang ranking distillation, ``tw_lambda``, ``tw_mu``,
 ``tw_weighting``), ``dllm2rec`` (importance-aware RD + ED). ED belongs to DLLM2Rec: it is active only with
 ``kd_method: dllm2rec`` and ``ed_weight > 0`` (the baselines are the plain student plus their own loss).
-``rd_weight`` (λ_d) weighs whichever KD loss is selected.
+``rd_weight`` (λ_d) weighs whichever KD loss is selected. ``logit_weight`` (λ_l > 0) adds the ``logit`` loss beside
+the ranking loss of ``rd`` or ``dllm2rec`` (``logit_aux``): ranking KD and logit KD carry different parts of what the
+teacher knows (benchmarks/RESULTS.md, "Where the teacher's lead is").
 
 Every distillation key has its default, with a comment, in ``properties/model/Distiller.yaml``, which
 ``recbole_llmkd.config.Config`` reads for any model with ``Distiller`` in its MRO (below the model's own yaml); the
@@ -95,7 +97,8 @@ KD_OPTIONS = {
     "rd_neg_term": "rd_neg_term", "confidence_mode": "confidence_mode", "confidence_temp": "confidence_temp",
     "rd_filter_candidates": "rd_filter_candidates", "ed_weight": "ed_weight", "ed_projector_kind": "ed_projector",
     "ed_apply_to": "ed_apply_to", "ed_mode": "ed_mode", "ed_scale": "ed_scale", "ed_folded": "ed_folded",
-    "base_loss": "base_loss", "kd_temperature": "kd_temperature", "tw_lambda": "tw_lambda", "tw_mu": "tw_mu",
+    "base_loss": "base_loss", "kd_temperature": "kd_temperature", "logit_weight": "logit_weight",
+    "tw_lambda": "tw_lambda", "tw_mu": "tw_mu",
     "tw_weighting": "tw_weighting", "select_on": "select_on", "item_init": "item_init",
 }
 
@@ -108,7 +111,8 @@ class Distiller(KDTermReporter):
     ``self.item_embedding(item_seq)`` and its ``full_sort_predict`` scores with ``self.item_embedding.weight``.
     """
 
-    KD_TERM_WEIGHT_KEYS = {"logit_kd": "rd_weight", "rd_tw": "rd_weight", "rd": "rd_weight", "ed_ratio": "ed_weight"}
+    KD_TERM_WEIGHT_KEYS = {"logit_kd": "rd_weight", "rd_tw": "rd_weight", "rd": "rd_weight", "ed_ratio": "ed_weight",
+                           "logit_aux": "logit_weight"}
 
     # ----------------------------------------------------------------------------------------------------------
     # Set-up
@@ -127,6 +131,14 @@ class Distiller(KDTermReporter):
         options = {attribute: read_config(config, key, TeacherConfigError) for attribute, key in KD_OPTIONS.items()}
         if options["kd_method"] == "dllm2rec" and options["gamma_p"] == options["gamma_c"] == options["gamma_o"] == 0:
             raise TeacherConfigError("gamma_p, gamma_c and gamma_o are all 0: every ranking-distillation weight is 0")
+        if options["logit_weight"] > 0 and options["kd_method"] not in ("rd", "dllm2rec"):
+            raise TeacherConfigError(
+                f"logit_weight={options['logit_weight']} adds logit KD beside the ranking loss of kd_method rd or "
+                f"dllm2rec; kd_method={options['kd_method']!r}"
+                + (" is that loss already (its weight is rd_weight)" if options["kd_method"] == "logit"
+                   else " has no teacher")
+                + ": use logit_weight: 0"
+            )
         loss_type = config["loss_type"] if "loss_type" in config else "CE"
         if loss_type not in (None, "CE") and options["base_loss"] == "native":
             raise TeacherConfigError(
@@ -339,7 +351,8 @@ class Distiller(KDTermReporter):
     def distill(
         self, interaction, logits: Tensor, item_seq: Tensor, pos_items: Tensor, native_loss: Callable[[], Tensor]
     ) -> Tuple[Tensor, ...]:
-        """``(L_base, λ_d·L_kd)`` for one training batch (``(L_base,)`` with ``kd_method: none``).
+        """``(L_base, λ_d·L_kd)`` for one training batch (``(L_base,)`` with ``kd_method: none``; with
+        ``logit_weight`` λ_l > 0 a third part ``λ_l·L_logit``, Hinton KD over the same candidates).
 
         Args:
             logits: ``[B, n_items]`` the student's next-item logits (column 0 = [PAD]), from this forward pass.
@@ -389,17 +402,27 @@ class Distiller(KDTermReporter):
             terms["overlap"] = membership.sum(dim=-1).mean() / self.rd_topk
         check_kd_term(self.kd_loss_name, kd_loss, self.rd_weight)
         terms[self.kd_loss_name] = kd_loss.detach()
-        return (base, self.rd_weight * kd_loss)
+        if not self.logit_weight > 0:
+            return (base, self.rd_weight * kd_loss)
+        logit_loss = ranking.logit_kd_loss(logits, teacher_topk, teacher_scores, self.kd_temperature)
+        check_kd_term("logit_aux", logit_loss, self.logit_weight)
+        terms["logit_aux"] = logit_loss.detach()
+        return (base, self.rd_weight * kd_loss, self.logit_weight * logit_loss)
 
     def loss_names(self) -> Tuple[str, ...]:
-        """Names of the parts of ``distill``'s tuple: ``("base",)`` or ``("base", kd loss name)``."""
-        return ("base",) if self.kd_loss_name is None else ("base", self.kd_loss_name)
+        """Names of the parts of ``distill``'s tuple: ``("base",)``, ``("base", kd loss name)``, and
+        ``"logit_aux"`` after it with ``logit_weight`` > 0."""
+        if self.kd_loss_name is None:
+            return ("base",)
+        return ("base", self.kd_loss_name) + (("logit_aux",) if self.logit_weight > 0 else ())
 
     def kd_term_weights(self) -> Dict[str, float]:
         """``{term: weight}`` for ``KDTermMonitor``: terms that must be finite and not stuck at 0 while weighted."""
         weights = {}
         if self.kd_loss_name is not None:
             weights[self.kd_loss_name] = self.rd_weight
+            if self.logit_weight > 0:
+                weights["logit_aux"] = self.logit_weight
         if self._ed_uses_projector():
             weights["ed_ratio"] = self.ed_weight
         return weights
