@@ -91,6 +91,33 @@ def plugin_model_chain(model_class: type) -> List[str]:
     return names
 
 
+def plugin_model_defaults(model_class: type) -> dict:
+    """What the plugin's property files set for ``model_class``: ``properties/model/<Class>.yaml`` along
+    ``plugin_model_chain`` (a class's file over its bases'), read with RecBole's yaml loader."""
+    loader = RecBoleConfig._build_yaml_loader(None)  # RecBole's loader (it reads 1e-4 as a float); self is unused
+    defaults = {}
+    for name in plugin_model_chain(model_class):
+        path = os.path.join(properties_dir(), "model", f"{name}.yaml")
+        if os.path.isfile(path):
+            defaults.update(load_yaml_file(path, loader))
+    return defaults
+
+
+def add_missing_defaults(config) -> List[str]:
+    """Give a config read back from a checkpoint the property-file defaults of the keys it lacks, in place: keys
+    added to the plugin after the checkpoint was saved (e.g. ``logit_weight``), whose defaults keep the behaviour the
+    model was trained with. Returns the keys added, sorted (none for a model this process cannot resolve)."""
+    try:
+        model_class = registry.get_model(config["model"])
+    except ValueError:  # e.g. a user's own model class, not registered in this process
+        return []
+    defaults = plugin_model_defaults(model_class)
+    added = sorted(key for key in defaults if key not in config)
+    for key in added:
+        config[key] = defaults[key]
+    return added
+
+
 class Config(RecBoleConfig):
     """RecBole's Config, resolving plugin models and loading the plugin's property files (see module doc)."""
 

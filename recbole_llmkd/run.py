@@ -368,6 +368,11 @@ def read_checkpoint(checkpoint) -> dict:
         raise CheckpointMismatchError(f"{checkpoint} is not a readable RecBole checkpoint ({error})") from error
     if not isinstance(saved, dict) or "config" not in saved or "state_dict" not in saved:
         raise CheckpointMismatchError(f"{checkpoint} is not a RecBole checkpoint (no 'config' / 'state_dict')")
+    from recbole_llmkd.config import add_missing_defaults
+
+    added = add_missing_defaults(saved["config"])
+    if added:
+        logging.getLogger().info(f"{checkpoint}: its config predates the key(s) {added}; their defaults apply")
     return saved
 
 

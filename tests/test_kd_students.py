@@ -1,5 +1,6 @@
 """DLLM2Rec students: teacher loading and errors, state_dict hygiene, w^o from the student's current top-K, gradients,
 and the fold step (issue 4 points 1-3). End-to-end training runs are in test_kd_trainer.py."""
+import copy
 import os
 
 import pytest
@@ -571,6 +572,27 @@ def test_kd_checkpoint_with_pre_module_ed_names_still_loads(sasrec_data):
     batch = _eval_batch(test_data)
     with torch.no_grad():
         assert torch.equal(fresh.full_sort_predict(batch), model.full_sort_predict(batch))
+
+
+def test_checkpoint_saved_before_a_kd_key_existed_still_loads(sasrec_data, tmp_path):
+    """A checkpoint whose config lacks a key the property files define today (``logit_weight``, added later) loads
+    with that key's default, which keeps the behaviour it was trained with, and scores as saved."""
+    from recbole_llmkd.run import load
+
+    config, train_data, test_data, artifact = sasrec_data[0], sasrec_data[1], sasrec_data[3], sasrec_data[4]
+    model = make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact)).eval()
+    old_config = copy.deepcopy(config)
+    old_config["kd_method"], old_config["teacher"] = "dllm2rec", str(artifact)  # make_model's overrides
+    del old_config.final_config_dict["logit_weight"]  # as a config saved before the key existed
+    assert "logit_weight" not in old_config
+    path = tmp_path / "old.pth"
+    torch.save({"config": old_config, "state_dict": model.state_dict(), "other_parameter": None}, path)
+
+    loaded = load(path, dataset=train_data._dataset)
+    assert loaded.config["logit_weight"] == 0.0 and loaded.model.loss_names() == ("base", "rd")
+    batch = _eval_batch(test_data)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.full_sort_predict(batch), model.full_sort_predict(batch))
 
 
 def test_folded_plain_student_reloads_its_own_state_dict(sasrec_data):
