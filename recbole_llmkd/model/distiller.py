@@ -35,7 +35,7 @@ top-K scores, ``kd_temperature``), ``rd`` (Tang & Wang ranking distillation, ``t
 ``kd_method: dllm2rec`` and ``ed_weight > 0`` (the baselines are the plain student plus their own loss).
 ``rd_weight`` (λ_d) weighs whichever KD loss is selected. ``logit_weight`` (λ_l > 0) adds the ``logit`` loss beside
 the ranking loss of ``rd`` or ``dllm2rec`` (``logit_aux``): ranking KD and logit KD carry different parts of what the
-teacher knows (benchmarks/RESULTS.md, "Where the teacher's lead is").
+teacher knows (benchmarks/RESULTS.md, "The last grid rows, and where the teacher's lead is").
 
 Every distillation key has its default, with a comment, in ``properties/model/Distiller.yaml``, which
 ``recbole_llmkd.config.Config`` reads for any model with ``Distiller`` in its MRO (below the model's own yaml); the
