@@ -49,22 +49,21 @@ def parse_args(argv=None):
 
 
 def head_tail_ndcg(target_rank: torch.Tensor, target_is_head: torch.Tensor, k: int = 10) -> Dict[str, float]:
-    """NDCG@k of single-target rows (leave-one-out) over all rows, head-target rows and tail-target rows.
-
-        ndcg_u = 1 / log2(rank_u + 2) if rank_u < k else 0    # rank_u: items scored above the target (0 = first)
+    """NDCG@k of single-target rows (leave-one-out) over all rows, head-target rows and tail-target rows, by the
+    project's ``evaluation.metrics_from_ranks`` (``1[r < k] / log2(r + 2)``, r = items scored above the target).
 
     Args:
         target_rank: ``[U]`` each row's target rank (int).
         target_is_head: ``[U]`` bool, the row's target is a head item.
     Returns ``{"all", "head", "tail"}`` means (NaN for an empty group) and ``{"n_head", "n_tail"}``.
     """
-    rank = target_rank.double()
-    ndcg = torch.where(rank < k, 1.0 / torch.log2(rank + 2.0), torch.zeros_like(rank))  # [U]
+    from recbole_llmkd.evaluation import metrics_from_ranks
 
-    def mean(values: torch.Tensor) -> float:
-        return float(values.mean()) if len(values) else float("nan")
+    def ndcg(ranks: torch.Tensor) -> float:
+        return metrics_from_ranks(ranks, ks=(k,))[f"ndcg@{k}"] if len(ranks) else float("nan")
 
-    return {"all": mean(ndcg), "head": mean(ndcg[target_is_head]), "tail": mean(ndcg[~target_is_head]),
+    return {"all": ndcg(target_rank), "head": ndcg(target_rank[target_is_head]),
+            "tail": ndcg(target_rank[~target_is_head]),
             "n_head": int(target_is_head.sum()), "n_tail": int((~target_is_head).sum())}
 
 

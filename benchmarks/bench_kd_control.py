@@ -306,10 +306,12 @@ def relative(delta: float, base: list) -> str:
     return f"{delta / mean:+.1%}" if mean > 0 else "n/a"
 
 
-def markdown(rows: list, teacher_row: dict, seeds: list) -> str:
-    def cell(values):
-        return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}" if len(values) > 1 else f"{values[0]:.4f}"
+def mean_std(values: list) -> str:
+    """A table cell: ``mean ± std`` of ``values`` (one value: the value alone, one run has no std)."""
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}" if len(values) > 1 else f"{values[0]:.4f}"
 
+
+def markdown(rows: list, teacher_row: dict, seeds: list) -> str:
     plain = {r["seed"]: r for r in rows if r["kd_method"] == "none"}
     lines = ["| student | kd_method | NDCG@10 | HR@10 | NDCG@20 | HR@20 | Δ NDCG@10 vs plain, per seed | mean Δ |",
              "|---|---|---|---|---|---|---|---|"]
@@ -319,7 +321,7 @@ def markdown(rows: list, teacher_row: dict, seeds: list) -> str:
         per_seed = ", ".join(f"{d:+.4f}" for d in deltas) if method != "none" else "–"
         mean_delta = (f"{statistics.mean(deltas):+.4f} ({relative(statistics.mean(deltas), [p['ndcg@10'] for p in plain.values()])})"
                       if method != "none" and deltas else "–")
-        lines.append(f"| {runs[0]['student']}-{runs[0]['hidden_size']} | {method} | " + " | ".join(cell([r[m] for r in runs]) for m in METRICS)
+        lines.append(f"| {runs[0]['student']}-{runs[0]['hidden_size']} | {method} | " + " | ".join(mean_std([r[m] for r in runs]) for m in METRICS)
                      + f" | {per_seed} | {mean_delta} |")
     lines.append(f"| teacher {teacher_row['teacher']} | – | " + " | ".join(f"{teacher_row[m]:.4f}" for m in METRICS)
                  + " | one run, seed 2020 | – |")

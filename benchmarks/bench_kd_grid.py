@@ -309,8 +309,6 @@ def report(out_dir: str) -> str:
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             chosen = {(entry["dataset"], entry["name"]) for entry in map(json.loads, f)}
-    cell = lambda values: (f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}" if len(values) > 1  # noqa: E731
-                           else f"{values[0]:.4f}")
     lines = []
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         teachers = [r for r in rows if r["dataset"] == dataset and r["kd_method"] == "teacher"]
@@ -344,8 +342,8 @@ def report(out_dir: str) -> str:
                 per_seed = ", ".join(f"{d:+.4f}" for d in deltas) if method != "none" else "–"
                 mean_delta = (f"{statistics.mean(deltas):+.4f} ({control.relative(statistics.mean(deltas), base)})"
                               if method != "none" and deltas else "–")
-                lines.append(f"| {method} | {teacher} | {len(runs)} | {cell([r['best_valid_ndcg@10'] for r in runs])} | "
-                             + " | ".join(cell([r[m] for r in runs]) for m in control.METRICS)
+                lines.append(f"| {method} | {teacher} | {len(runs)} | {control.mean_std([r['best_valid_ndcg@10'] for r in runs])} | "
+                             + " | ".join(control.mean_std([r[m] for r in runs]) for m in control.METRICS)
                              + f" | {per_seed} | {mean_delta} |")
     return "\n".join(lines)
 

@@ -39,8 +39,8 @@ sys.path.insert(0, REPO_ROOT)
 sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
 
 from bench_kd_control import (  # noqa: E402
-    METHODS, METRICS, RESULTS_JSON, common_config, export_cross_fitted, fold_count, merge_results, relative, row,
-    run_once, sasrec_size,
+    METHODS, METRICS, RESULTS_JSON, common_config, export_cross_fitted, fold_count, mean_std, merge_results, relative,
+    row, run_once, sasrec_size,
 )
 
 from recbole_llmkd.data.folds import item_table_leak  # noqa: E402
@@ -114,11 +114,6 @@ def training_seconds_per_batch(dataset: str, config: dict, n_batches: int) -> fl
         if len(times) == n_batches:
             break
     return statistics.mean(times)
-
-
-def spread_of(values: list) -> str:
-    """`` ± std`` of ``values`` (one run: nothing; one seed has no std)."""
-    return f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
 
 
 def main(argv=None) -> int:
@@ -216,13 +211,13 @@ def main(argv=None) -> int:
     base = {r["seed"]: r["ndcg@10"] for r in plain}
     print("\n| teacher view | student | kd_method | NDCG@10 (mean ± std) | Δ vs plain per seed | mean Δ |")
     print("|---|---|---|---|---|---|")
-    print(f"| – | SASRec-32 | none | {statistics.mean(base.values()):.4f}{spread_of(list(base.values()))} | – | – |")
+    print(f"| – | SASRec-32 | none | {mean_std(list(base.values()))} | – | – |")
     for view in teachers:
         for method in args.methods:
             runs = [r for r in students if r["teacher"].endswith(view + lists_suffix) and r["kd_method"] == method]
             deltas = [r["ndcg@10"] - base[r["seed"]] for r in runs]
             values = [r["ndcg@10"] for r in runs]
-            print(f"| {view}{lists_suffix} | SASRec-32 | {method} | {statistics.mean(values):.4f}{spread_of(values)} | "
+            print(f"| {view}{lists_suffix} | SASRec-32 | {method} | {mean_std(values)} | "
                   + ", ".join(f"{d:+.4f}" for d in deltas)
                   + f" | {relative(statistics.mean(deltas), list(base.values()))} |")
     return 0

@@ -27,6 +27,15 @@ from typing import Callable, Dict, Iterator, List, Optional
 import numpy as np
 
 
+# ----- yaml ----------------------------------------------------------------------------------------
+def recbole_yaml_loader():
+    """RecBole's yaml loader (it reads ``1e-4`` as a float) outside a Config: RecBole only builds it in an instance
+    method, ``Config._build_yaml_loader``, which uses no instance state."""
+    from recbole.config import Config as RecBoleConfig
+
+    return RecBoleConfig._build_yaml_loader(None)
+
+
 # ----- checkpoints (torch >= 2.6) -----------------------------------------------------------------
 def load_checkpoint(path: str, map_location=None) -> dict:
     """Load one of our own RecBole checkpoints (they pickle the Config; torch >= 2.6 defaults to weights_only)."""

@@ -94,7 +94,7 @@ def plugin_model_chain(model_class: type) -> List[str]:
 def plugin_model_defaults(model_class: type) -> dict:
     """What the plugin's property files set for ``model_class``: ``properties/model/<Class>.yaml`` along
     ``plugin_model_chain`` (a class's file over its bases'), read with RecBole's yaml loader."""
-    loader = RecBoleConfig._build_yaml_loader(None)  # RecBole's loader (it reads 1e-4 as a float); self is unused
+    loader = compat.recbole_yaml_loader()
     defaults = {}
     for name in plugin_model_chain(model_class):
         path = os.path.join(properties_dir(), "model", f"{name}.yaml")
