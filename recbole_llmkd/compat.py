@@ -73,7 +73,44 @@ class _CheckpointSafeTrainer:
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if isinstance(self, TrainerStateCheckpoint):  # the plugin trainers' own state (not in RecBole's checkpoints)
+            self.load_trainer_state(checkpoint.get("trainer_state") or {})
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+
+class TrainerStateCheckpoint:
+    """Trainer mixin, directly before RecBole's ``Trainer`` in the bases: its checkpoints also hold the trainer's own
+    state, ``trainer_state()`` under ``"trainer_state"``, which ``resume_checkpoint`` hands to
+    ``load_trainer_state``. Mixins above it add their parts and call ``super()`` in both methods."""
+
+    def trainer_state(self) -> dict:
+        return {}
+
+    def load_trainer_state(self, state: dict) -> None:
+        """``state``: what ``trainer_state()`` returned when the checkpoint was saved (empty for older checkpoints)."""
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        # RecBole's Trainer._save_checkpoint builds its dict inline with no room for a trainer's state: the same
+        # dict and file, plus "trainer_state".
+        import torch
+        from recbole.utils import set_color
+
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        state = {
+            "config": self.config,
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": self.best_valid_score,
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+            "trainer_state": self.trainer_state(),
+        }
+        torch.save(state, saved_model_file, pickle_protocol=4)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
 
 @functools.lru_cache(maxsize=None)

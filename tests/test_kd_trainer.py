@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import recbole_llmkd  # noqa: F401  (numpy shims before RecBole)
+from recbole_llmkd.compat import TrainerStateCheckpoint, load_checkpoint
 from recbole_llmkd.distill import KDTermError
 from recbole_llmkd.jobs.fold import save_folded
 from recbole_llmkd.model.distiller import TEACHER_TOPK_FIELD, TeacherConfigError
@@ -219,7 +220,8 @@ def test_valid_smoothing_selects_on_the_mean_of_the_last_scores(student_data, mo
 
     monkeypatch.setattr(Trainer, "_valid_epoch", scripted_valid_epoch)
     saved_epochs = []
-    monkeypatch.setattr(Trainer, "_save_checkpoint", lambda self, epoch, verbose=True, **kw: saved_epochs.append(epoch))
+    monkeypatch.setattr(TrainerStateCheckpoint, "_save_checkpoint",
+                        lambda self, epoch, verbose=True, **kw: saved_epochs.append(epoch))
     config, train_data, valid_data, _, _ = student_data["KDSASRec"]
     settings = {"valid_smoothing": smoothing, "epochs": len(SCRIPTED_VALID_SCORES), "stopping_step": 2}
     monkeypatch.setattr(config, "final_config_dict", {**config.final_config_dict, **settings})
@@ -229,6 +231,43 @@ def test_valid_smoothing_selects_on_the_mean_of_the_last_scores(student_data, mo
     assert saved_epochs[-1] == best_epoch  # the checkpoint kept is the one at the end of the best window
     assert trainer.best_valid_score == pytest.approx(best_score)
     assert trainer.best_valid_result == {"ndcg@10": SCRIPTED_VALID_SCORES[best_epoch]}  # that epoch's own result
+
+
+def test_resume_goes_on_with_the_smoothing_window_and_the_kd_terms(student_data, monkeypatch, tmp_path):
+    """A checkpoint holds the trainer's own state beside RecBole's (``trainer_state``), and ``resume_checkpoint`` gives
+    it back: the resumed run's first smoothed score averages the scores before the checkpoint, and its KD terms per
+    epoch go on from the checkpoint's epoch. Scripted validation, valid_smoothing 2: 0.10, 0.30 (mean 0.20, best,
+    saved at epoch 1), 0.05, 0.05; resumed from epoch 1: 0.14 (mean 0.22 with the 0.30 before it: a new best, saved;
+    alone it would be 0.14, below 0.20, and nothing would be saved), 0.05."""
+    from recbole.trainer import Trainer
+
+    script = iter([0.10, 0.30, 0.05, 0.05, 0.14, 0.05])
+
+    def scripted_valid_epoch(self, valid_data, show_progress=False):
+        score = next(script)
+        return score, {"ndcg@10": score}
+
+    monkeypatch.setattr(Trainer, "_valid_epoch", scripted_valid_epoch)
+    config, train_data, valid_data, _, artifact = student_data["KDSASRec"]
+    settings = {"valid_smoothing": 2, "epochs": 4, "stopping_step": 10, "checkpoint_dir": str(tmp_path),
+                "kd_method": "rd", "teacher": str(artifact)}
+    monkeypatch.setattr(config, "final_config_dict", {**config.final_config_dict, **settings})
+    first = _trainer(config, make_model(config, train_data, kd_method="rd", teacher=str(artifact)))
+    first.fit(train_data, valid_data, saved=True, show_progress=False)
+    checkpoint = load_checkpoint(first.saved_model_file)
+    assert checkpoint["epoch"] == 1
+    assert checkpoint["trainer_state"]["evaluation_scores"] == [0.10, 0.30]
+    assert checkpoint["trainer_state"]["kd_epoch_terms"] == first.kd_epoch_terms[:2]
+
+    resumed = _trainer(config, make_model(config, train_data, kd_method="rd", teacher=str(artifact)))
+    resumed.resume_checkpoint(first.saved_model_file)
+    assert resumed.start_epoch == 2 and resumed.best_checkpoint_epoch == 1
+    resumed.fit(train_data, valid_data, saved=True, show_progress=False)
+    assert resumed.evaluation_scores == [0.10, 0.30, 0.14, 0.05]
+    assert resumed.best_valid_score == pytest.approx((0.30 + 0.14) / 2)
+    assert load_checkpoint(resumed.saved_model_file)["epoch"] == 2
+    assert len(resumed.kd_epoch_terms) == 4 and resumed.kd_epoch_terms[:2] == first.kd_epoch_terms[:2]
+    assert all(terms["rd_tw"] > 0 for terms in resumed.kd_epoch_terms[2:])
 
 
 def test_valid_smoothing_must_be_a_count(student_data):

@@ -453,6 +453,43 @@ def test_valid_smoothing_selects_the_teachers_epoch_on_the_mean_of_the_last_scor
     assert trainer.best_valid_result == {"ndcg@10": 0.27}  # that epoch's own result
 
 
+def test_resumed_teacher_goes_on_with_its_learning_rate_schedule(slice_data, tmp_path, monkeypatch):
+    """After ``resume_checkpoint`` the warmup + cosine schedule goes on at the checkpoint's step (the whole run's
+    schedule, not a new warmup over the epochs left): a 2-epoch run whose checkpoint is its epoch 0 (scripted
+    validation 0.3, 0.1), resumed from it, trains its epoch 1 at the learning rates the uninterrupted run had."""
+    from recbole.trainer import Trainer
+
+    from recbole_llmkd import compat
+    from recbole_llmkd.registry import get_trainer
+
+    scores = iter([0.3, 0.1, 0.1])
+    monkeypatch.setattr(Trainer, "_valid_epoch", lambda self, data, show_progress=False: (next(scores), {}))
+    config, train_data, valid_data, _ = slice_data
+    settings = {"epochs": 2, "llm_train_examples": "last_per_user", "train_batch_size": 8, "warmup_steps": 1,
+                "checkpoint_dir": str(tmp_path)}
+    monkeypatch.setattr(config, "final_config_dict", {**config.final_config_dict, **settings})
+    trainer_class = get_trainer(config["MODEL_TYPE"], "LLMRec")
+
+    def fit_recording_lrs(trainer):
+        lrs = []  # the learning rate of each optimizer step (_check_nan runs once per batch, before the step)
+        trainer._check_nan = lambda loss: lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        trainer.fit(train_data, valid_data, saved=True)
+        return lrs
+
+    first = trainer_class(config, new_model(config, train_data))
+    first_lrs = fit_recording_lrs(first)
+    steps_per_epoch = first.global_step // 2
+    assert steps_per_epoch >= 2 and len(first_lrs) == 2 * steps_per_epoch
+    assert compat.load_checkpoint(first.saved_model_file)["epoch"] == 0
+
+    resumed = trainer_class(config, new_model(config, train_data))
+    resumed.resume_checkpoint(first.saved_model_file)
+    resumed_lrs = fit_recording_lrs(resumed)
+    assert resumed_lrs == pytest.approx(first_lrs[steps_per_epoch:], rel=1e-9)
+    assert resumed.global_step == 2 * steps_per_epoch
+    assert resumed_lrs[0] > 0.5 * max(first_lrs)  # not a new warmup from 0
+
+
 def test_checkpoint_holds_only_trained_tensors(trained_teacher):
     from recbole_llmkd import compat
 

@@ -79,3 +79,13 @@ class KDMonitoring:
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
         self.best_checkpoint_epoch = epoch
+
+    def trainer_state(self) -> dict:
+        """The checkpoint's part (``compat.TrainerStateCheckpoint``): the KD term means of the epochs so far."""
+        return {**super().trainer_state(), "kd_epoch_terms": [dict(terms) for terms in self.kd_epoch_terms]}
+
+    def load_trainer_state(self, state: dict) -> None:
+        """A resumed run goes on from the checkpoint's epoch: its terms so far, and that epoch's checkpoint kept."""
+        super().load_trainer_state(state)
+        self.kd_epoch_terms = [dict(terms) for terms in state.get("kd_epoch_terms", [])]
+        self.best_checkpoint_epoch = self.start_epoch - 1

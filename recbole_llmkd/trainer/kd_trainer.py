@@ -21,11 +21,12 @@ from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
+from recbole_llmkd.compat import TrainerStateCheckpoint
 from recbole_llmkd.trainer.kd_monitor import KDMonitoring
 from recbole_llmkd.trainer.selection import SmoothedValidation
 
 
-class KDTrainer(KDMonitoring, SmoothedValidation, Trainer):
+class KDTrainer(KDMonitoring, SmoothedValidation, TrainerStateCheckpoint, Trainer):
     """Trainer for models built on ``recbole_llmkd.model.distiller.Distiller``."""
 
     def __init__(self, config, model):

@@ -25,6 +25,7 @@ from recbole.utils import set_color
 from torch.nn.utils.clip_grad import clip_grad_norm_
 from tqdm import tqdm
 
+from recbole_llmkd.compat import TrainerStateCheckpoint
 from recbole_llmkd.config_schema import read_config
 from recbole_llmkd.trainer.kd_monitor import KDMonitoring
 from recbole_llmkd.trainer.selection import SmoothedValidation
@@ -54,7 +55,7 @@ def cosine_with_warmup(step: int, warmup_steps: int, total_steps: int) -> float:
 SAMPLED_EVAL_MODES = {None: None, False: None, True: "test", "test": "test", "valid_and_test": "valid_and_test"}
 
 
-class LLMTrainer(SmoothedValidation, Trainer):
+class LLMTrainer(SmoothedValidation, TrainerStateCheckpoint, Trainer):
     """RecBole Trainer for LLMRec: AdamW, clipped gradients, warmup + cosine schedule, trained-only checkpoints.
 
     - ``slm_eval_sampled: test`` (or True) adds the SLMRec protocol (1 positive + ``slm_eval_negatives`` negatives
@@ -102,10 +103,15 @@ class LLMTrainer(SmoothedValidation, Trainer):
         )
 
     def _build_scheduler(self, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-        total_steps = max(1, (self.epochs - self.start_epoch) * steps_per_epoch)
+        """Warmup and cosine decay over the whole run (``epochs`` x ``steps_per_epoch`` optimizer steps), at step
+        ``global_step``: 0 for a new run; after ``resume_checkpoint`` the schedule goes on where it was."""
+        total_steps = max(1, self.epochs * steps_per_epoch)
         warmup_steps = self.warmup_steps
+        for group in self.optimizer.param_groups:  # LambdaLR's base rate; a resumed optimizer's state holds it
+            group.setdefault("initial_lr", group["lr"])
         return torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: cosine_with_warmup(step, warmup_steps, total_steps)
+            self.optimizer, lambda step: cosine_with_warmup(step, warmup_steps, total_steps),
+            last_epoch=self.global_step - 1,
         )
 
     # ----- training examples ------------------------------------------------------------------------------
@@ -127,6 +133,7 @@ class LLMTrainer(SmoothedValidation, Trainer):
         self._user_item_sources = [data for data in (train_data, valid_data) if data]  # before last_per_user filtering
         self._valid_data = valid_data
         train_data = self.select_training_examples(train_data)
+        self.global_step = self.start_epoch * len(train_data)  # > 0 after resume_checkpoint: every epoch is whole
         self.scheduler = self._build_scheduler(len(train_data))
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 

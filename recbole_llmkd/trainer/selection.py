@@ -7,7 +7,7 @@ about as much as the differences a run is meant to find, so a single spike can f
 the last N evaluations' scores instead. RecBole's own trainers (plain ``SASRec`` etc.) do not; a config that asks
 them to is refused by ``check_valid_smoothing`` (a plain SASRec with smoothing: ``KDSASRec`` with ``kd_method: none``).
 """
-from typing import List
+from typing import List, Optional
 
 from recbole_llmkd.config_schema import read_config
 from recbole_llmkd.errors import ConfigValueError
@@ -28,10 +28,23 @@ class SmoothedValidation:
         """Read (and check) ``valid_smoothing`` when the trainer is built, before anything trains."""
         self.valid_smoothing = valid_smoothing(config)
 
+    resumed_evaluation_scores: Optional[List[float]] = None
+
     def fit(self, *args, **kwargs):
-        """RecBole's ``fit``, its smoothing window started empty (a second ``fit`` does not average the first's)."""
-        self.evaluation_scores: List[float] = []  # each evaluation's own score in this fit, before smoothing
+        """RecBole's ``fit``, its smoothing window started empty (a second ``fit`` does not average the first's), or,
+        after ``resume_checkpoint``, with the scores up to the checkpoint's epoch."""
+        # each evaluation's own score in this fit, before smoothing
+        self.evaluation_scores: List[float] = list(self.resumed_evaluation_scores or [])
+        self.resumed_evaluation_scores = None
         return super().fit(*args, **kwargs)
+
+    def trainer_state(self) -> dict:
+        """The checkpoint's part (``compat.TrainerStateCheckpoint``): the scores the smoothing window reads."""
+        return {**super().trainer_state(), "evaluation_scores": list(getattr(self, "evaluation_scores", []))}
+
+    def load_trainer_state(self, state: dict) -> None:
+        super().load_trainer_state(state)
+        self.resumed_evaluation_scores = list(state.get("evaluation_scores", []))
 
     def _valid_epoch(self, valid_data, show_progress=False):
         """RecBole's evaluation of the selection split; with ``valid_smoothing`` N > 1 the score returned (what early
