@@ -165,6 +165,28 @@ def test_shipped_space_files_name_the_distillation_keys():
         check_keys(spec, config.known_keys(), model)
 
 
+def test_benchmark_sweeps_are_valid_kd_student_sweeps():
+    """The sweeps RESULTS.md reports (benchmarks/sweeps/: spaces and the students' base configs) load, and every
+    swept key is one a KD student's config defines: a misspelt key would make every trial the same run."""
+    from recbole_llmkd.config import Config
+
+    bench_sweeps = os.path.join(REPO_ROOT, "benchmarks", "sweeps")
+    spaces, bases = [], []
+    for path in sorted(glob.glob(os.path.join(bench_sweeps, "*.yaml"))):
+        with open(path, encoding="utf-8") as f:
+            (spaces if "space" in yaml.safe_load(f) else bases).append(path)
+    assert {os.path.basename(p) for p in spaces} >= {"kd_weights_grid.yaml", "logit_weight_grid.yaml"}
+    logit = load_space(os.path.join(bench_sweeps, "logit_weight_grid.yaml"))
+    assert logit.params["logit_weight"].values == [0.0, 0.2, 0.4, 0.8] and logit.scheduler == "fifo"
+    config = Config("KDSASRec", "ml-100k", config_dict={"gpu_id": "", "kd_method": "dllm2rec"})
+    for path in spaces:
+        check_keys(load_space(path), config.known_keys(), "KDSASRec")
+    for path in bases:  # the base configs name only keys a KD student reads
+        with open(path, encoding="utf-8") as f:
+            unknown = set(yaml.safe_load(f)) - set(config.known_keys())
+        assert not unknown, f"{path}: {unknown}"
+
+
 def test_trials_get_absolute_paths_and_the_shared_teacher_file(tmp_path, tiny_data):
     """Relative paths (data, config files, a teacher artifact file) reach the trials absolute, not copied."""
     os.makedirs("cfg")
