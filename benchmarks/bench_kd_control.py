@@ -72,6 +72,9 @@ METHODS = {
     "dllm2rec-textinit": {"kd_method": "dllm2rec", "item_init": "text_encoder"},
     # dllm2rec at its defaults plus Hinton KD over the same top-K at the weight it has alone (logit_weight)
     "dllm2rec-logit": {"kd_method": "dllm2rec", "logit_weight": 0.8},
+    # the same at smaller logit weights: the popularity profile moves less towards the teacher's (RESULTS.md)
+    "dllm2rec-logit0.2": {"kd_method": "dllm2rec", "logit_weight": 0.2},
+    "dllm2rec-logit0.4": {"kd_method": "dllm2rec", "logit_weight": 0.4},
 }
 
 
