@@ -107,8 +107,7 @@ class LLMTrainer(SmoothedValidation, TrainerStateCheckpoint, Trainer):
         ``global_step``: 0 for a new run; after ``resume_checkpoint`` the schedule goes on where it was."""
         total_steps = max(1, self.epochs * steps_per_epoch)
         warmup_steps = self.warmup_steps
-        for group in self.optimizer.param_groups:  # LambdaLR's base rate; a resumed optimizer's state holds it
-            group.setdefault("initial_lr", group["lr"])
+        # at global_step > 0, LambdaLR reads each group's "initial_lr", which the resumed optimizer state holds
         return torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: cosine_with_warmup(step, warmup_steps, total_steps),
             last_epoch=self.global_step - 1,
