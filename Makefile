@@ -29,7 +29,7 @@ demo: $(STAMP)
 	$(PY) run_recbole_llmkd.py --pipeline=$(PROFILE) --run_dir=$(RUN_DIR)
 
 demo-sasrec: $(STAMP)
-	$(PY) run_recbole_llmkd.py --model=SASRec --dataset=ml-100k --config_files=properties/demo_cpu.yaml --run_dir=runs/demo-sasrec
+	$(PY) run_recbole_llmkd.py --model=SASRec --dataset=ml-100k --config_files=properties/demo_cpu.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q

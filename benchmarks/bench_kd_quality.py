@@ -185,6 +185,7 @@ def knowledge(student: str, config: dict) -> str:
 def run_all(pipeline: dict, args, out_dir: str):
     """Train/evaluate (or reuse) every run; returns (per-run rows, runs run now, runs reused)."""
     from recbole_llmkd.quick_start import run_recbole_llmkd
+    from recbole_llmkd.run import interrupted
 
     overrides = {k: v for k, v in pipeline["overrides"].items() if k not in OWN_KEYS}
     dropped = sorted(set(pipeline["overrides"]) - set(overrides))
@@ -203,7 +204,8 @@ def run_all(pipeline: dict, args, out_dir: str):
                 result = json.load(f)
             reused.append(name)
         else:
-            result = run_recbole_llmkd(f"KD{student}", pipeline["dataset"], config_dict=config, cmd_args=overrides)
+            result = run_recbole_llmkd(f"KD{student}", pipeline["dataset"], config_dict=config, cmd_args=overrides,
+                                       resume=interrupted(run_dir))  # an interrupted run goes on
             ran.append(name)
         test = result["test_result"]
         row = {

@@ -75,6 +75,7 @@ def main(argv=None) -> dict:
     from recbole_llmkd.pipeline import fill_checkpoints
     from recbole_llmkd.report import load_result
     from recbole_llmkd.quick_start import run_recbole_llmkd
+    from recbole_llmkd.run import interrupted
 
     args = parse_args(argv)
     run = load_pipeline_run(args.pipeline_dir)
@@ -99,7 +100,8 @@ def main(argv=None) -> dict:
                     config = fill_checkpoints(config, finished_checkpoints)  # e.g. the teacher's SASRec item table
                     if model == "SLMRec":
                         config["teacher"] = teacher_checkpoint_dir
-                    run_recbole_llmkd(model, run["dataset"], config_dict=config, cmd_args=dict(run["overrides"]))
+                    run_recbole_llmkd(model, run["dataset"], config_dict=config, cmd_args=dict(run["overrides"]),
+                                      resume=interrupted(run_dir))  # an interrupted run goes on
                 with open(path, encoding="utf-8") as f:
                     results[(row, seed)] = json.load(f)
                 print(f"{row} seed {seed}: ndcg@10 {results[(row, seed)]['test_result']['ndcg@10']:.4f}", flush=True)

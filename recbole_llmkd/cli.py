@@ -1,6 +1,7 @@
 """``run_recbole_llmkd.py``: RecBole's run script for RecBole's models and the plugin's, and the data jobs.
 
     run_recbole_llmkd.py --model=SASRec --dataset=ml-100k [--config_files=a.yaml,b.yaml] [--key=value ...]
+    run_recbole_llmkd.py --model=SASRec --dataset=ml-100k --run_dir=DIR --resume   # an interrupted run goes on
     run_recbole_llmkd.py export|import|convert ...      # the data jobs, each with its own --help
 
 ``--model NAME`` and ``--model=NAME`` both work, for every option. Any other ``--key=value`` (or
@@ -100,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
         "RecBole sequential model (SASRec, GRU4Rec, BERT4Rec, ...)",
     )
     add_export_options(parser, prefix="export-")
+    parser.add_argument(
+        "--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+        help="continue the interrupted run in --run_dir from its best epoch so far (or from CHECKPOINT); with "
+        "--tune, the interrupted sweep in --run_dir"
+    )
     parser.add_argument(
         "--pipeline", metavar="PROFILE",
         help="run the main job (teacher -> export -> students -> SLMRec -> report): auto|tiny|cpu|full|FILE.yaml",
@@ -282,7 +288,6 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
         "--gpus-per-trial", type=float, metavar="G", help="GPUs per trial, fractions allowed (default: 1 if CUDA)"
     )
     group.add_argument("--search-alg", choices=["random", "grid", "optuna", "hyperopt"], help="search algorithm")
-    group.add_argument("--resume", action="store_true", help="continue the interrupted sweep in --run_dir")
 
 
 def run_tune(args, overrides: Dict[str, str]) -> int:
@@ -291,6 +296,8 @@ def run_tune(args, overrides: Dict[str, str]) -> int:
 
     if args.resume and not overrides.get("run_dir"):
         raise CLIError("--resume needs --run_dir=<the sweep directory>")
+    if args.resume is not True and args.resume:
+        raise CLIError(f"--resume={args.resume}: a sweep resumes from its directory, give --resume alone")
     result = run_sweep(
         args.model,
         args.dataset,
@@ -368,10 +375,19 @@ def _main(argv: List[str]) -> int:
     if args.list_models:
         print(_models_epilog().split("\n\n")[0])
         return 0
+    if args.resume == "":
+        raise CLIError("--resume= names no checkpoint: give --resume alone (the run directory's checkpoint) or "
+                       "--resume=PATH")
     if args.export_teacher:
+        if args.resume:
+            raise CLIError("--export-teacher resumes by itself: run the same command again (the chunks written are "
+                           "kept)")
         print(f"teacher artifacts: {export_with_options(args.export_teacher, args, prefix='export-')}")
         return 0
     if args.pipeline:
+        if args.resume:
+            raise CLIError("--pipeline resumes by itself: run the same command again (finished steps are reused, "
+                           "an interrupted one goes on from its checkpoint)")
         return run_pipeline(args, overrides)
     if not args.model or not args.dataset:
         build_parser().print_usage(sys.stderr)
@@ -386,6 +402,7 @@ def _main(argv: List[str]) -> int:
         dataset=args.dataset,
         config_file_list=split_config_files(args.config_files),
         cmd_args=overrides,
+        resume=args.resume,
     )
     print(format_metrics(result))
     print(f"run directory: {result['run_dir']}")

@@ -57,6 +57,22 @@ class _CheckpointSafeTrainer:
             self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
         return super().evaluate(eval_data, load_best_model=False, model_file=None, show_progress=show_progress)
 
+    def fit(self, train_data, valid_data=None, *args, **kwargs):
+        resumed = self.start_epoch > 0  # after resume_checkpoint
+        if resumed and self.start_epoch >= self.epochs:
+            # RecBole's fit would train nothing and re-save the checkpoint as epoch -1 (a later resume: epoch 0).
+            best_valid_score, best_valid_result = self.best_valid_score, None
+        else:
+            best_valid_score, best_valid_result = super().fit(train_data, valid_data, *args, **kwargs)
+        test_data = kwargs.get("test_data")  # given only for the KD trainers' select_on: test
+        selection_data = valid_data if test_data is None else test_data
+        if resumed and best_valid_result is None and selection_data is not None:
+            # RecBole's resume_checkpoint restores best_valid_score, not best_valid_result: a resumed run that never
+            # improves on its checkpoint would return None; the checkpoint's result on the split, evaluated again.
+            best_valid_result = self.evaluate(selection_data, load_best_model=True)
+            self.best_valid_result = best_valid_result
+        return best_valid_score, best_valid_result
+
     def resume_checkpoint(self, resume_file):
         # Same torch.load(weights_only=True) failure as evaluate; otherwise RecBole's own logic.
         resume_file = str(resume_file)

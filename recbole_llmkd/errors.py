@@ -22,6 +22,13 @@ class RecboleLLMKDError(Exception):
     label = "error: "  # what stands between the program's name and the message
 
 
+class Interrupted(RecboleLLMKDError):
+    """Work stopped by Ctrl-C whose message says how to go on (a run, a sweep); not an error."""
+
+    exit_status = 130  # the shell's status for Ctrl-C
+    label = ""  # the CLI prints the message (how to resume) without "error:"
+
+
 class ConfigValueError(RecboleLLMKDError, ValueError):
     """A config key holds a value the plugin cannot use; the message names the key, the value and what is allowed."""
 

@@ -48,7 +48,7 @@ from recbole_llmkd.data.paths import TEACHER_RUN_ARTIFACT, diagnostics_path
 from recbole_llmkd.errors import RecboleLLMKDError
 from recbole_llmkd.measure import device_description, git_commit
 from recbole_llmkd.report import ReportRow, write_pipeline_report
-from recbole_llmkd.run import RESULTS_FILE, read_results
+from recbole_llmkd.run import RESULTS_FILE, RunInterrupted, interrupted, read_results
 
 logger = logging.getLogger("recbole_llmkd")
 
@@ -291,8 +291,14 @@ class Pipeline:
         if step.kind == EXPORT:
             export_teacher(**config)
         else:
-            result = run_recbole_llmkd(step.model, self.dataset, config_dict=config, cmd_args=self.overrides,
-                                       check_cmd_keys=False)  # validate() checked them against every step
+            # validate() checked the overrides against every step; a step that was interrupted goes on from its
+            # best checkpoint so far
+            try:
+                result = run_recbole_llmkd(step.model, self.dataset, config_dict=config, cmd_args=self.overrides,
+                                           check_cmd_keys=False, resume=interrupted(step.outputs["run_dir"]))
+            except RunInterrupted as stop:  # its message names a run's command, not the pipeline's
+                raise RunInterrupted(f"pipeline interrupted in step {step.name}; the same command again goes on "
+                                     "where it stopped (finished steps are reused)") from stop
         self.steps_run.append(step.name)
         return result
 

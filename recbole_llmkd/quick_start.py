@@ -4,10 +4,11 @@ Everything a run writes (log, TensorBoard events, checkpoint, ``results.json``) 
 directory: ``--run_dir=PATH``, default ``runs/<Model>-<dataset>-<timestamp>`` under the working directory. The run's
 parts and its directory are built by ``recbole_llmkd.run`` (``start_run_dir``, ``prepare``).
 """
+import os
 import sys
 import time
 from logging import getLogger
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, Optional, Union
 
 import torch
 from recbole.utils import set_color
@@ -16,11 +17,15 @@ from recbole_llmkd.config import Config
 from recbole_llmkd.measure import count_parameters, full_ranking_throughput
 from recbole_llmkd.run import (  # noqa: F401  (the run-directory helpers, importable from here as before)
     DatasetNotFoundError,
+    RunDirError,
+    RunInterrupted,
     check_dataset_files,
+    check_new_run_dir,
     init_run_logger,
     new_run_dir,
     prepare,
     prepare_run_dir,
+    resume_point,
     start_run_dir,
     write_results,
 )
@@ -39,6 +44,7 @@ def run_recbole_llmkd(
     cmd_args: Optional[Dict[str, str]] = None,
     saved: bool = True,
     check_cmd_keys: bool = True,
+    resume: Union[bool, str] = False,
 ) -> dict:
     """Train ``model`` on ``dataset``, pick the best epoch on validation, evaluate test once.
 
@@ -46,10 +52,20 @@ def run_recbole_llmkd(
     directory, the checkpoint path, parameter counts and timings. A command-line key that nothing defines is an
     ``UnknownConfigKeyError`` before anything runs (``check_cmd_keys=False``: the pipeline, which checks its
     overrides against all of its steps at once).
+
+    ``resume``: continue the interrupted run in ``run_dir`` (the same model and dataset; give the config that started
+    it) from its checkpoint, i.e. from its best epoch so far, as RecBole's ``trainer.resume_checkpoint``: True for
+    the run directory's checkpoint, or a checkpoint's path. A new run (``resume`` False) into a ``run_dir`` that
+    holds a run is a ``RunDirError``; a run stopped by Ctrl-C is a ``RunInterrupted`` whose message says how to
+    resume it.
     """
     config = Config(model, dataset, config_file_list, config_dict, cmd_args)
     if check_cmd_keys:
         config.check_cmd_keys()
+    if resume:
+        checkpoint, changed_keys = resume_point(config, resume)  # checked before anything is created
+    else:
+        check_new_run_dir(config)
     run_dir = start_run_dir(config)
     print(f"recbole_llmkd run directory: {run_dir}", file=sys.stderr, flush=True)
     logger = getLogger()
@@ -58,20 +74,36 @@ def run_recbole_llmkd(
     run = prepare(config)
     params = count_parameters(run.model)
     trainer = run.trainer
+    if resume:
+        if changed_keys:
+            logger.warning(f"resuming {checkpoint} with config keys changed since: {'; '.join(changed_keys)}")
+        try:
+            trainer.resume_checkpoint(checkpoint)  # from the checkpoint's epoch (the best so far) + 1
+        except RuntimeError as error:  # load_state_dict: the model built from this config has other shapes
+            changed = f" (changed since: {'; '.join(changed_keys)})" if changed_keys else ""
+            raise RunDirError(f"{checkpoint} does not fit the model this config builds{changed}: "
+                              f"{str(error).splitlines()[0]}") from error
     start = time.perf_counter()
     # select_on: test (KD students only) reproduces the official DLLM2Rec code's test-set selection; labelled.
     selection = {"test_data": run.test_data} if config["select_on"] == "test" else {}
-    best_valid_score, best_valid_result = trainer.fit(
-        run.train_data, run.valid_data, saved=saved, show_progress=config["show_progress"], **selection
-    )
-    train_time = time.perf_counter() - start
-    test_result = trainer.evaluate(run.test_data, load_best_model=saved, show_progress=config["show_progress"])
-    throughput = {}
-    if config["measure_throughput"]:
-        throughput = full_ranking_throughput(
-            trainer.model, run.test_data, config["device"],
-            warmup_batches=config["throughput_warmup_batches"], max_batches=config["throughput_max_batches"],
+    try:
+        best_valid_score, best_valid_result = trainer.fit(
+            run.train_data, run.valid_data, saved=saved, show_progress=config["show_progress"], **selection
         )
+        train_time = time.perf_counter() - start
+        test_result = trainer.evaluate(run.test_data, load_best_model=saved, show_progress=config["show_progress"])
+        throughput = {}
+        if config["measure_throughput"]:
+            throughput = full_ranking_throughput(
+                trainer.model, run.test_data, config["device"],
+                warmup_batches=config["throughput_warmup_batches"], max_batches=config["throughput_max_batches"],
+            )
+    except KeyboardInterrupt:
+        if saved and os.path.isfile(trainer.saved_model_file):
+            how = f"the same command with --run_dir={run_dir} --resume continues it from its best epoch so far"
+        else:
+            how = "no checkpoint was saved yet: start it again"
+        raise RunInterrupted(f"run interrupted; {how}") from None
 
     smoothing = valid_smoothing(config)
     result = {
@@ -86,7 +118,8 @@ def run_recbole_llmkd(
         "test_result": _to_float_dict(test_result),
         **params,
         **({"valid_smoothing": smoothing} if smoothing > 1 else {}),
-        "train_time_s": train_time,
+        "train_time_s": train_time,  # a resumed run: the time since it was resumed
+        **({"resumed_at_epoch": trainer.start_epoch} if resume else {}),
         **throughput,
         "seed": config["seed"],
         "device": str(config["device"]),

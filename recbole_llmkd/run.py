@@ -39,7 +39,7 @@ from recbole.utils.logger import RemoveColorFilter, log_colors_config
 
 from recbole_llmkd import compat
 from recbole_llmkd.data.folds import hold_out_fold
-from recbole_llmkd.errors import CheckpointMismatchError, RecboleLLMKDError
+from recbole_llmkd.errors import FIRST_FEW, CheckpointMismatchError, Interrupted, RecboleLLMKDError
 from recbole_llmkd.registry import get_trainer
 from recbole_llmkd.trainer.selection import check_valid_smoothing
 
@@ -157,7 +157,7 @@ def resolve_checkpoint(checkpoint_or_run_dir) -> Path:
         checkpoint = read_results(str(path)).get("checkpoint")
         if checkpoint and Path(checkpoint).is_file():
             return Path(checkpoint)
-    candidates = sorted(glob.glob(str(path / CHECKPOINT_PATTERN)))
+    candidates = checkpoints_in(path)
     if len(candidates) != 1:
         raise FileNotFoundError(
             f"{path}: expected exactly one checkpoint (*.pth) in the teacher run directory, found "
@@ -165,6 +165,101 @@ def resolve_checkpoint(checkpoint_or_run_dir) -> Path:
             "pass the checkpoint file itself"
         )
     return Path(candidates[0])
+
+
+class RunDirError(RecboleLLMKDError, ValueError):
+    """A run directory that does not fit the run: a new run into one that already holds a run (their files would
+    mix), or ``resume`` with nothing to resume there, or a checkpoint of another model or dataset."""
+
+
+class RunInterrupted(Interrupted):
+    """A run stopped (Ctrl-C) before its results; its best checkpoint so far stays, and ``resume`` continues it."""
+
+
+# What a resumed run must share with its checkpoint: the model and data it trains, and the score its checkpoint
+# was selected on (best_valid_score is compared with the new epochs' scores).
+RESUME_FIXED_KEYS = ("model", "dataset", "valid_metric", "valid_metric_bigger")
+# Config keys that say where a run runs, not what it trains: a resumed run may change them without a word.
+PLACE_KEYS = frozenset({"run_dir", "checkpoint_dir", "device", "gpu_id", "use_gpu", "local_rank", "single_spec",
+                        "nproc", "world_size", "offset", "ip", "port", "show_progress", "state"})
+
+
+def checkpoints_in(directory) -> list:
+    """The RecBole checkpoints (``*.pth``) directly in ``directory``, sorted."""
+    return sorted(glob.glob(os.path.join(str(directory), CHECKPOINT_PATTERN)))
+
+
+def interrupted(run_dir) -> bool:
+    """Whether ``run_dir`` holds a run that stopped before its results (a checkpoint, no ``results.json``): a run that
+    ``resume`` continues."""
+    return bool(run_dir) and os.path.isdir(run_dir) and not has_results(run_dir) and bool(checkpoints_in(run_dir))
+
+
+def check_new_run_dir(config) -> None:
+    """A new run's ``run_dir`` must not hold another run: its checkpoint would sit beside the old one and its
+    ``results.json`` replace the old one's."""
+    run_dir = config["run_dir"]
+    if not run_dir or not os.path.isdir(run_dir):
+        return
+    if has_results(run_dir):
+        raise RunDirError(f"{run_dir} already holds a finished run ({RESULTS_FILE}): choose another --run_dir")
+    if checkpoints_in(run_dir):
+        raise RunDirError(f"{run_dir} already holds an interrupted run (a checkpoint, no {RESULTS_FILE}): pass "
+                          "--resume to continue it, or choose another --run_dir")
+
+
+def resume_point(config, resume) -> Tuple[Path, list]:
+    """``(checkpoint, changed keys)``: where a resumed run goes on from, checked before anything is created.
+
+    ``resume``: True (the checkpoint in ``run_dir``, or with ``checkpoint_dir`` set elsewhere the only
+    ``<model>-*.pth`` there) or a checkpoint's path. The run in ``run_dir`` must not have finished, and the checkpoint
+    must be this model's on this dataset. ``changed keys``: ``"key: saved -> now"`` for every other config key whose
+    value differs from the checkpoint's (e.g. more ``epochs``), to be logged.
+    """
+    run_dir, model = config["run_dir"], config["model"]
+    if not run_dir:
+        raise RunDirError("resume: give the run directory of the interrupted run (--run_dir=PATH)")
+    if has_results(run_dir):
+        raise RunDirError(f"the run in {run_dir} has finished ({RESULTS_FILE}): nothing to resume")
+    if resume is True:
+        directory = config["checkpoint_dir"] if "checkpoint_dir" in config.external_config_dict else run_dir
+        candidates = sorted(glob.glob(os.path.join(str(directory), f"{model}-*.pth")))
+        if not candidates:
+            raise RunDirError(f"no checkpoint of {model} in {directory}: nothing to resume (a run saves its first "
+                              "checkpoint at its first validation); start it again without --resume")
+        if len(candidates) > 1:
+            names = ", ".join(os.path.basename(c) for c in candidates[:FIRST_FEW])
+            raise RunDirError(f"{len(candidates)} checkpoints of {model} in {directory} ({names}): pass the one to "
+                              "go on from, --resume=PATH, or delete the others")
+        checkpoint = Path(candidates[0])
+    else:
+        checkpoint = Path(resume)
+        if not checkpoint.is_file():
+            raise RunDirError(f"resume: no checkpoint file {checkpoint}")
+    checkpoint = Path(os.path.abspath(checkpoint))  # results.json names it, as a new run's
+    try:
+        saved_config = read_checkpoint(checkpoint)["config"]
+    except CheckpointMismatchError as error:  # e.g. cut short by the interruption
+        raise RunDirError(f"{error}: delete it and start the run again without --resume") from error
+    saved_run_dir = saved_config["run_dir"]  # None in a checkpoint written by RecBole itself
+    in_run_dir = checkpoint.parent == Path(os.path.abspath(run_dir))  # also a run directory moved since
+    if saved_run_dir and not in_run_dir and os.path.abspath(saved_run_dir) != os.path.abspath(run_dir):
+        raise RunDirError(f"{checkpoint} is the checkpoint of the run in {saved_run_dir}; resuming it here would "
+                          f"overwrite it: resume that run with --run_dir={saved_run_dir}")
+    for key in RESUME_FIXED_KEYS:
+        if str(saved_config[key]).lower() != str(config[key]).lower():
+            raise RunDirError(f"{checkpoint} is a checkpoint of {key} {saved_config[key]!r}, this run's {key} is "
+                              f"{config[key]!r}: resume the run with the command that started it")
+    saved_keys, keys = saved_config.final_config_dict, config.final_config_dict
+    changed = []
+    for key in sorted(set(saved_keys) & set(keys) - PLACE_KEYS):
+        try:
+            differs = bool(saved_keys[key] != keys[key])
+        except Exception:  # values that do not compare to one truth value (arrays): not reported
+            continue
+        if differs:
+            changed.append(f"{key}: {saved_keys[key]!r} -> {keys[key]!r}")
+    return checkpoint, changed
 
 
 # ----- what a model is handed ---------------------------------------------------------------------------------

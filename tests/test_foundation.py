@@ -96,6 +96,103 @@ def test_valid_smoothing_is_refused_for_recbole_trainers(tiny_seq_config):
                                                r"with RecBole's Trainer.*KDSASRec .* with kd_method: none"):
         prepare(smoothed, data=data)
 
+# ----- interrupted runs ------------------------------------------------------------------------
+def test_an_interrupted_run_goes_on_from_its_best_checkpoint_through_the_cli(tiny_seq_config, monkeypatch, capsys):
+    """Ctrl-C in epoch 1 of 2 keeps the checkpoint of epoch 0; a new run into the directory is refused; ``--resume``
+    trains epoch 1 alone and writes the results into the same run directory; then nothing is left to resume."""
+    from recbole.trainer import Trainer
+
+    from recbole_llmkd.run import RunDirError, RunInterrupted, checkpoints_in, interrupted
+
+    config = {**tiny_seq_config, "epochs": 2, "run_dir": "run"}
+    train_epoch = Trainer._train_epoch
+
+    def stopped_in_epoch_1(self, train_data, epoch_idx, *args, **kwargs):
+        if epoch_idx == 1:
+            raise KeyboardInterrupt
+        return train_epoch(self, train_data, epoch_idx, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_train_epoch", stopped_in_epoch_1)
+        with pytest.raises(RunInterrupted, match="--run_dir=.*run --resume"):
+            run_recbole_llmkd("SASRec", "ml-100k", config_dict=config)
+    assert interrupted("run")
+    [checkpoint] = checkpoints_in("run")
+    assert torch.load(checkpoint, weights_only=False)["epoch"] == 0
+    with pytest.raises(RunDirError, match="interrupted run .* --resume"):
+        run_recbole_llmkd("SASRec", "ml-100k", config_dict=config)
+
+    tiny = "tiny.yaml"
+    with open(tiny, "w") as f:
+        yaml.safe_dump(config, f)
+    assert cli.main(["--model=SASRec", "--dataset=ml-100k", f"--config_files={tiny}", "--run_dir=run",
+                     "--resume"]) == 0
+    assert "SASRec on ml-100k" in capsys.readouterr().out
+    result = json.loads(open("run/results.json").read())
+    assert result["resumed_at_epoch"] == 1
+    assert checkpoints_in("run") == [checkpoint] and result["checkpoint"] == os.path.abspath(checkpoint)
+    log = open("run/run.log").read()
+    resumed_part = log.split("Resume training from epoch 1")[1]
+    assert "epoch 1 training" in resumed_part and "epoch 0 training" not in resumed_part
+    assert 0 < result["test_result"]["ndcg@10"] <= 1 and 0 < result["best_valid_result"]["ndcg@10"] <= 1
+    assert not interrupted("run")
+    with pytest.raises(RunDirError, match="has finished"):
+        run_recbole_llmkd("SASRec", "ml-100k", config_dict=config, resume=True)
+
+
+def test_resume_names_what_does_not_fit_and_a_last_epoch_checkpoint_is_only_evaluated(tiny_seq_config, capsys):
+    """Nothing to resume, another model's or another run's checkpoint, an unreadable one, a changed valid_metric or
+    model shape: each a clear error. A checkpoint of the last epoch: evaluated, not trained on, not re-saved."""
+    from recbole_llmkd.run import RunDirError
+
+    with pytest.raises(RunDirError, match="no checkpoint of SASRec in .*run.*without --resume"):
+        run_recbole_llmkd("SASRec", "ml-100k", config_dict={**tiny_seq_config, "run_dir": "run"}, resume=True)
+    assert not os.path.exists("run")  # checked before anything is created
+    with pytest.raises(RunDirError, match="--run_dir"):
+        run_recbole_llmkd("SASRec", "ml-100k", config_dict=tiny_seq_config, resume=True)
+
+    config = {**tiny_seq_config, "run_dir": "done"}
+    done = run_recbole_llmkd("SASRec", "ml-100k", config_dict=config)  # 1 epoch: its checkpoint is epoch 0's
+    os.remove("done/results.json")  # as if stopped during the test evaluation
+    with pytest.raises(RunDirError, match="no checkpoint of GRU4Rec"):  # a model's own checkpoints only
+        run_recbole_llmkd("GRU4Rec", "ml-100k", config_dict=config, resume=True)
+    with pytest.raises(RunDirError, match="checkpoint of model 'SASRec', this run's model is 'GRU4Rec'"):
+        run_recbole_llmkd("GRU4Rec", "ml-100k", config_dict=config, resume=done["checkpoint"])
+    with pytest.raises(RunDirError, match="valid_metric 'NDCG@10', this run's valid_metric is 'Hit@10'"):
+        run_recbole_llmkd("SASRec", "ml-100k", config_dict={**config, "valid_metric": "Hit@10"}, resume=True)
+    with pytest.raises(RunDirError, match="the checkpoint of the run in .*done; resuming it here would overwrite it"):
+        run_recbole_llmkd("SASRec", "ml-100k", config_dict={**config, "run_dir": "other"}, resume=done["checkpoint"])
+    shutil.copy(done["checkpoint"], "done/SASRec-copy.pth")
+    with pytest.raises(RunDirError, match="2 checkpoints of SASRec .*--resume=PATH, or delete the others"):
+        run_recbole_llmkd("SASRec", "ml-100k", config_dict=config, resume=True)
+    with open("done/SASRec-copy.pth", "wb") as f:
+        f.write(b"cut short")
+    with pytest.raises(RunDirError, match="SASRec-copy.pth is not a readable .*delete it"):
+        run_recbole_llmkd("SASRec", "ml-100k", config_dict=config, resume="done/SASRec-copy.pth")
+    os.remove("done/SASRec-copy.pth")
+    with pytest.raises(RunDirError, match="does not fit the model .*hidden_size: 16 -> 32"):
+        run_recbole_llmkd("SASRec", "ml-100k", config_dict={**config, "hidden_size": 32, "inner_size": 32},
+                          resume=True)
+
+    shutil.move("done", "moved")  # a run directory moved since: its checkpoint still resumes there
+    moved_checkpoint = os.path.abspath(os.path.join("moved", os.path.basename(done["checkpoint"])))
+    resumed = run_recbole_llmkd("SASRec", "ml-100k", config_dict={**config, "run_dir": "moved"}, resume=True)
+    assert resumed["resumed_at_epoch"] == 1 and resumed["checkpoint"] == moved_checkpoint
+    assert torch.load(moved_checkpoint, weights_only=False)["epoch"] == 0  # not re-saved as epoch -1
+    for split in ("best_valid_result", "test_result"):  # the same checkpoint evaluated again
+        assert resumed[split] == pytest.approx(done[split], abs=1e-6)
+
+    assert cli.main(["--model=SASRec", "--dataset=ml-100k", "--tune=space.yaml", "--run_dir=s",
+                     "--resume=x.pth"]) == 2
+    assert "a sweep resumes from its directory" in capsys.readouterr().err
+    assert cli.main(["--pipeline=tiny", "--resume"]) == 2
+    assert "--pipeline resumes by itself" in capsys.readouterr().err
+    assert cli.main(["--export-teacher=done", "--resume"]) == 2
+    assert "--export-teacher resumes by itself" in capsys.readouterr().err
+    assert cli.main(["--model=SASRec", "--dataset=ml-100k", "--run_dir=moved", "--resume="]) == 2
+    assert "--resume= names no checkpoint" in capsys.readouterr().err
+
+
 # ----- config ---------------------------------------------------------------------------------
 def test_config_precedence_every_layer(tmp_path, monkeypatch):
     """RecBole < RecBole parent yaml < overall < model < dataset < files < dict < command line."""

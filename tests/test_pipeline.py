@@ -196,17 +196,22 @@ def test_run_follows_the_plan_fills_the_checkpoint_and_passes_overrides(tmp_path
     import recbole_llmkd.jobs.export as export_module
     import recbole_llmkd.quick_start as quick_start
 
-    calls, exports = [], []
+    calls, exports, resumed = [], [], []
 
-    def fake_run(model, dataset, config_dict=None, cmd_args=None, check_cmd_keys=True):
+    def fake_run(model, dataset, config_dict=None, cmd_args=None, check_cmd_keys=True, resume=False):
         assert not check_cmd_keys  # validate() checked the overrides against all steps at once
         calls.append((model, dataset, config_dict, cmd_args))
+        resumed.append(resume)
         return {"checkpoint": f"/ckpt/{model}.pth", "run_dir": config_dict["run_dir"], "seed": 2020}
 
     monkeypatch.setattr(quick_start, "run_recbole_llmkd", fake_run)
     monkeypatch.setattr(export_module, "export_teacher", lambda **kwargs: exports.append(kwargs))
     monkeypatch.setattr(Pipeline, "write_report", lambda self, rows, meta: {"rows": rows, "meta": meta})
     pipeline = Pipeline(resolve_profile("cpu"), run_dir=str(tmp_path / "pipe"), overrides={"seed": "7"})
+    # the teacher's step was interrupted before (a checkpoint, no results.json): it goes on from its checkpoint
+    teacher_dir = pipeline.plan()[1].outputs["run_dir"]
+    os.makedirs(teacher_dir)
+    open(os.path.join(teacher_dir, "LLMRec-Dec-05-2026_10-00-00.pth"), "wb").close()
     report = pipeline.run()
 
     plan = pipeline.plan()
@@ -218,6 +223,7 @@ def test_run_follows_the_plan_fills_the_checkpoint_and_passes_overrides(tmp_path
                     for key, value in planned.items()}
         assert call[2] == expected, model  # plan() is what run() executes, the placeholder filled in
     assert calls[1][0] == "LLMRec" and calls[1][2]["item_table"] == "/ckpt/SASRec.pth"
+    assert resumed == [False, True] + [False] * (len(calls) - 2)  # only the interrupted step resumes
     assert plan[2][2]["compare_with"] == checkpoint_placeholder("SASRec")  # the diagnostics compare with plain SASRec
     assert exports == [{**plan[2][2], "compare_with": "/ckpt/SASRec.pth"}]  # ... its checkpoint filled in
     twin = f"LLMRec-{pipeline.profile['slmrec']['llm_n_layers']}L (no KD)"  # the cpu profile's SLMRec depth

@@ -51,7 +51,7 @@ from dataclasses import asdict, dataclass
 from logging import getLogger
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
-from recbole_llmkd.errors import RecboleLLMKDError
+from recbole_llmkd.errors import Interrupted, RecboleLLMKDError
 from recbole_llmkd.trainer.selection import valid_smoothing
 from recbole_llmkd.tune.space import SpaceError, SweepSpec, check_keys, load_space
 
@@ -66,11 +66,8 @@ class SweepError(RecboleLLMKDError, RuntimeError):
     """A sweep that cannot start, resume or produce a result (every trial failed, ...)."""
 
 
-class SweepInterrupted(SweepError):
+class SweepInterrupted(SweepError, Interrupted):
     """The sweep stopped before every trial finished (Ctrl-C); ``resume=True`` continues it."""
-
-    exit_status = 130  # the shell's status for Ctrl-C
-    label = ""  # not an error: the CLI prints the message (how to resume) without "error:"
 
 
 @dataclass
