@@ -489,6 +489,10 @@ def test_resumed_teacher_goes_on_with_its_learning_rate_schedule(slice_data, tmp
     assert resumed.global_step == 2 * steps_per_epoch
     assert resumed_lrs[0] > 0.5 * max(first_lrs)  # not a new warmup from 0
 
+    first.sampled_valid_evaluations = 3  # the seed of the next sampled validation goes on from the count saved
+    resumed.load_trainer_state(first.trainer_state())
+    assert resumed.sampled_valid_evaluations == 3
+
 
 def test_checkpoint_holds_only_trained_tensors(trained_teacher):
     from recbole_llmkd import compat

@@ -174,6 +174,15 @@ class LLMTrainer(SmoothedValidation, TrainerStateCheckpoint, Trainer):
         return total_loss
 
     # ----- checkpoints ------------------------------------------------------------------------------------
+    def trainer_state(self) -> dict:
+        """Also how many sampled validations ran: each draws its negatives with seed ``sampled_seed`` + that count,
+        so a resumed run draws the ones the uninterrupted run would have."""
+        return {**super().trainer_state(), "sampled_valid_evaluations": self.sampled_valid_evaluations}
+
+    def load_trainer_state(self, state: dict) -> None:
+        super().load_trainer_state(state)
+        self.sampled_valid_evaluations = int(state.get("sampled_valid_evaluations", 0))
+
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         from recbole_llmkd.evaluation import evaluate_sampled, prefixed
 
