@@ -15,12 +15,15 @@ from recbole_llmkd.quick_start import DatasetNotFoundError, run_recbole_llmkd
 from tests.conftest import REPO_ROOT
 
 
+SMALL_SLICE = {"user_inter_num_interval": "[0,30]"}  # ml-100k's users with at most 30 interactions: quick epochs
+
+
 # ----- CLI smoke -----------------------------------------------------------------------------
 def test_cli_sasrec_prints_metrics_table(tmp_path):
     tiny = tmp_path / "tiny.yaml"
     from tests.conftest import TINY_SEQ_CONFIG
 
-    tiny.write_text(yaml.safe_dump(TINY_SEQ_CONFIG))
+    tiny.write_text(yaml.safe_dump({**TINY_SEQ_CONFIG, **SMALL_SLICE}))
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO_ROOT, "run_recbole_llmkd.py"), "--model", "SASRec", "--dataset=ml-100k",
          f"--config_files={tiny}", "--run_dir=cli_run"],
@@ -53,8 +56,8 @@ def test_checkpoint_round_trip_gives_same_metrics(tiny_seq_config):
     """train -> save -> load best (torch 2.13, weights_only default) -> evaluate reproduces the test metrics."""
     from recbole.data import create_dataset, data_preparation
 
-    result = run_recbole_llmkd("SASRec", "ml-100k", config_dict={**tiny_seq_config, "run_dir": "rt"})
-    config = Config("SASRec", "ml-100k", config_dict={**tiny_seq_config, "run_dir": "rt2"})
+    result = run_recbole_llmkd("SASRec", "ml-100k", config_dict={**tiny_seq_config, **SMALL_SLICE, "run_dir": "rt"})
+    config = Config("SASRec", "ml-100k", config_dict={**tiny_seq_config, **SMALL_SLICE, "run_dir": "rt2"})
     _, _, test_data = data_preparation(config, create_dataset(config))
     fresh_model = config.model_class(config, test_data._dataset)  # random weights
     trainer = registry.get_trainer(config["MODEL_TYPE"], "SASRec")(config, fresh_model)
@@ -104,7 +107,7 @@ def test_an_interrupted_run_goes_on_from_its_best_checkpoint_through_the_cli(tin
 
     from recbole_llmkd.run import RunDirError, RunInterrupted, checkpoints_in, interrupted
 
-    config = {**tiny_seq_config, "epochs": 2, "run_dir": "run"}
+    config = {**tiny_seq_config, **SMALL_SLICE, "epochs": 2, "run_dir": "run"}
     train_epoch = Trainer._train_epoch
 
     def stopped_in_epoch_1(self, train_data, epoch_idx, *args, **kwargs):
@@ -151,7 +154,7 @@ def test_resume_names_what_does_not_fit_and_a_last_epoch_checkpoint_is_only_eval
     with pytest.raises(RunDirError, match="--run_dir"):
         run_recbole_llmkd("SASRec", "ml-100k", config_dict=tiny_seq_config, resume=True)
 
-    config = {**tiny_seq_config, "run_dir": "done"}
+    config = {**tiny_seq_config, **SMALL_SLICE, "run_dir": "done"}
     done = run_recbole_llmkd("SASRec", "ml-100k", config_dict=config)  # 1 epoch: its checkpoint is epoch 0's
     os.remove("done/results.json")  # as if stopped during the test evaluation
     with pytest.raises(RunDirError, match="no checkpoint of GRU4Rec"):  # a model's own checkpoints only
