@@ -231,6 +231,22 @@ def test_run_follows_the_plan_fills_the_checkpoint_and_passes_overrides(tmp_path
     assert pipeline.steps_run == ALL_STEPS
 
 
+def test_an_interrupted_step_says_to_run_the_pipeline_again(tmp_path, monkeypatch):
+    # a step's Ctrl-C message names a single run's command; the pipeline's says to run the same command again
+    import recbole_llmkd.quick_start as quick_start
+    from recbole_llmkd.run import RunInterrupted
+
+    def interrupted_run(model, dataset, **kwargs):
+        raise RunInterrupted(f"run interrupted; the same command with --run_dir={kwargs['config_dict']['run_dir']} "
+                             "--resume continues it")
+
+    monkeypatch.setattr(quick_start, "run_recbole_llmkd", interrupted_run)
+    pipeline = Pipeline(resolve_profile("cpu"), run_dir=str(tmp_path / "pipe"))
+    with pytest.raises(RunInterrupted, match="pipeline interrupted in step .*the same command again") as stop:
+        pipeline.run()
+    assert "--resume" not in str(stop.value) and stop.value.exit_status == 130
+
+
 # ----- profile choice --------------------------------------------------------------------------------------------
 def test_auto_profile_is_cpu_without_cuda_and_full_with_it(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
