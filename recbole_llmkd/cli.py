@@ -296,7 +296,7 @@ def run_tune(args, overrides: Dict[str, str]) -> int:
 
     if args.resume and not overrides.get("run_dir"):
         raise CLIError("--resume needs --run_dir=<the sweep directory>")
-    if args.resume is not True and args.resume:
+    if isinstance(args.resume, str):  # --resume=CHECKPOINT
         raise CLIError(f"--resume={args.resume}: a sweep resumes from its directory, give --resume alone")
     result = run_sweep(
         args.model,

@@ -184,9 +184,11 @@ PLACE_KEYS = frozenset({"run_dir", "checkpoint_dir", "device", "gpu_id", "use_gp
                         "nproc", "world_size", "offset", "ip", "port", "show_progress", "state"})
 
 
-def checkpoints_in(directory) -> list:
-    """The RecBole checkpoints (``*.pth``) directly in ``directory``, sorted."""
-    return sorted(glob.glob(os.path.join(str(directory), CHECKPOINT_PATTERN)))
+def checkpoints_in(directory, model: Optional[str] = None) -> list:
+    """The RecBole checkpoints (``*.pth``; with ``model``, that model's ``<model>-*.pth``) directly in ``directory``,
+    sorted."""
+    pattern = f"{model}-{CHECKPOINT_PATTERN}" if model else CHECKPOINT_PATTERN
+    return sorted(glob.glob(os.path.join(str(directory), pattern)))
 
 
 def interrupted(run_dir) -> bool:
@@ -223,7 +225,7 @@ def resume_point(config, resume) -> Tuple[Path, list]:
         raise RunDirError(f"the run in {run_dir} has finished ({RESULTS_FILE}): nothing to resume")
     if resume is True:
         directory = config["checkpoint_dir"] if "checkpoint_dir" in config.external_config_dict else run_dir
-        candidates = sorted(glob.glob(os.path.join(str(directory), f"{model}-*.pth")))
+        candidates = checkpoints_in(directory, model)
         if not candidates:
             raise RunDirError(f"no checkpoint of {model} in {directory}: nothing to resume (a run saves its first "
                               "checkpoint at its first validation); start it again without --resume")
