@@ -241,15 +241,10 @@ def export_cross_fitted(teacher_dir: str, fold_dirs: List[str], topk: int, item_
 
 
 def run_once(model: str, dataset: str, config: dict, run_dir: str) -> dict:
-    from recbole_llmkd.quick_start import run_recbole_llmkd
-    from recbole_llmkd.run import interrupted
+    """The run in ``run_dir``: reused when it finished, resumed when it was interrupted, else run."""
+    from recbole_llmkd.quick_start import run_or_reuse
 
-    results = os.path.join(run_dir, "results.json")
-    if os.path.isfile(results):
-        with open(results, encoding="utf-8") as f:
-            return json.load(f)
-    # an interrupted run goes on from its best checkpoint so far
-    return run_recbole_llmkd(model, dataset, config_dict={**config, "run_dir": run_dir}, resume=interrupted(run_dir))
+    return run_or_reuse(model, dataset, run_dir, config_dict=config)[0]
 
 
 def training_budget(args) -> dict:
@@ -277,7 +272,8 @@ def budget_suffix(args) -> str:
 def measured(result: dict) -> dict:
     """The measured part of a kd_quality.json row, from a run's ``results.json``: its seed, the test metrics, the best
     validation NDCG@10 and the training time (``train_time_s``, as the run records it: for a run resumed after an
-    interruption, the time since the resume, and the row says from which epoch, ``resumed_at_epoch``)."""
+    interruption, the time up to its checkpoint plus the time since the resume, and the row says from which epoch,
+    ``resumed_at_epoch``)."""
     test = result["test_result"]
     return {"seed": int(result["seed"]), **{m: float(test[m]) for m in METRICS},
             "best_valid_ndcg@10": float(result["best_valid_result"]["ndcg@10"]),

@@ -184,8 +184,7 @@ def knowledge(student: str, config: dict) -> str:
 
 def run_all(pipeline: dict, args, out_dir: str):
     """Train/evaluate (or reuse) every run; returns (per-run rows, runs run now, runs reused)."""
-    from recbole_llmkd.quick_start import run_recbole_llmkd
-    from recbole_llmkd.run import interrupted
+    from recbole_llmkd.quick_start import run_or_reuse
 
     overrides = {k: v for k, v in pipeline["overrides"].items() if k not in OWN_KEYS}
     dropped = sorted(set(pipeline["overrides"]) - set(overrides))
@@ -198,15 +197,10 @@ def run_all(pipeline: dict, args, out_dir: str):
         name = f"{student}-{method}-seed{seed}"
         run_dir = os.path.join(out_dir, name)
         config = run_config(pipeline, student, method, seed, run_dir, args.show_progress)
-        results_path = os.path.join(run_dir, "results.json")
-        if os.path.isfile(results_path):
-            with open(results_path, encoding="utf-8") as f:
-                result = json.load(f)
-            reused.append(name)
-        else:
-            result = run_recbole_llmkd(f"KD{student}", pipeline["dataset"], config_dict=config, cmd_args=overrides,
-                                       resume=interrupted(run_dir))  # an interrupted run goes on
-            ran.append(name)
+        # a finished run is reused, an interrupted one goes on from its checkpoint
+        result, was_reused = run_or_reuse(f"KD{student}", pipeline["dataset"], run_dir, config_dict=config,
+                                          cmd_args=overrides)
+        (reused if was_reused else ran).append(name)
         test = result["test_result"]
         row = {
             "student": student, "method": method, "seed": seed, "knowledge": knowledge(student, config),

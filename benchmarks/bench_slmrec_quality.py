@@ -74,8 +74,7 @@ def cell(values) -> str:
 def main(argv=None) -> dict:
     from recbole_llmkd.pipeline import fill_checkpoints
     from recbole_llmkd.report import load_result
-    from recbole_llmkd.quick_start import run_recbole_llmkd
-    from recbole_llmkd.run import interrupted
+    from recbole_llmkd.quick_start import run_or_reuse
 
     args = parse_args(argv)
     run = load_pipeline_run(args.pipeline_dir)
@@ -93,17 +92,14 @@ def main(argv=None) -> dict:
             step, model, extra = ROWS[row]
             for seed in args.seeds:
                 run_dir = os.path.join(out_dir, f"{row}-seed{seed}")
-                path = os.path.join(run_dir, "results.json")
-                if not os.path.isfile(path):
-                    config = {**step_config(pipeline, step), **extra, "seed": seed, "run_dir": run_dir,
-                              "measure_throughput": False, "show_progress": False}
-                    config = fill_checkpoints(config, finished_checkpoints)  # e.g. the teacher's SASRec item table
-                    if model == "SLMRec":
-                        config["teacher"] = teacher_checkpoint_dir
-                    run_recbole_llmkd(model, run["dataset"], config_dict=config, cmd_args=dict(run["overrides"]),
-                                      resume=interrupted(run_dir))  # an interrupted run goes on
-                with open(path, encoding="utf-8") as f:
-                    results[(row, seed)] = json.load(f)
+                config = {**step_config(pipeline, step), **extra, "seed": seed, "run_dir": run_dir,
+                          "measure_throughput": False, "show_progress": False}
+                config = fill_checkpoints(config, finished_checkpoints)  # e.g. the teacher's SASRec item table
+                if model == "SLMRec":
+                    config["teacher"] = teacher_checkpoint_dir
+                # a finished run is reused, an interrupted one goes on from its checkpoint
+                results[(row, seed)] = run_or_reuse(model, run["dataset"], run_dir, config_dict=config,
+                                                    cmd_args=dict(run["overrides"]))[0]
                 print(f"{row} seed {seed}: ndcg@10 {results[(row, seed)]['test_result']['ndcg@10']:.4f}", flush=True)
     finally:
         os.chdir(cwd)

@@ -21,6 +21,7 @@ import importlib.util
 import logging
 import os
 import sys
+import time
 import warnings
 from typing import Callable, Dict, Iterator, List, Optional
 
@@ -44,8 +45,74 @@ def load_checkpoint(path: str, map_location=None) -> dict:
     return torch.load(path, map_location=map_location, weights_only=False)
 
 
-class _CheckpointSafeTrainer:
-    """Mixin over a RecBole trainer: its checkpoint loads go through ``load_checkpoint``."""
+PARTIAL_SUFFIX = ".partial"  # a checkpoint being written (not a *.pth until it is whole)
+
+
+class TrainerStateCheckpoint:
+    """Trainer mixin, directly before RecBole's ``Trainer`` in the bases (every trainer has it through
+    ``checkpoint_safe_trainer``): its checkpoints also hold the trainer's own state, ``trainer_state()`` under
+    ``"trainer_state"``, which ``resume_checkpoint`` hands to ``load_trainer_state``, and are written whole or not at
+    all. Mixins above it add their parts and call ``super()`` in both methods. Its own part: the training time up to
+    the checkpoint, so that a resumed run's ``train_time_s`` counts the time before the interruption."""
+
+    train_time_before_s = 0.0  # training time up to the checkpoint a resumed run went on from
+    _fit_started = None
+
+    def fit(self, *args, **kwargs):
+        self._fit_started = time.perf_counter()
+        return super().fit(*args, **kwargs)
+
+    def train_time_s(self) -> float:
+        """Seconds of training so far: before the resumed checkpoint plus this ``fit``'s."""
+        started = self._fit_started
+        return self.train_time_before_s + (time.perf_counter() - started if started is not None else 0.0)
+
+    def trainer_state(self) -> dict:
+        return {"train_time_s": self.train_time_s()}
+
+    def load_trainer_state(self, state: dict) -> None:
+        """``state``: what ``trainer_state()`` returned when the checkpoint was saved (empty for older checkpoints)."""
+        self.train_time_before_s = float(state.get("train_time_s", 0.0))
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        from recbole.trainer import Trainer
+
+        if not isinstance(self, Trainer):  # e.g. RecBole's DecisionTreeTrainer, which saves its own way
+            return super()._save_checkpoint(epoch)
+        # RecBole's Trainer._save_checkpoint builds its dict inline with no room for a trainer's state (the same
+        # dict, plus "trainer_state"), and torch.save straight into the checkpoint: a run killed while it writes
+        # would lose its only checkpoint. Written beside it, then moved over it.
+        import torch
+        from recbole.utils import set_color
+
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        state = {
+            "config": self.config,
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": self.best_valid_score,
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+            "trainer_state": self.trainer_state(),
+        }
+        partial_file = saved_model_file + PARTIAL_SUFFIX
+        try:
+            torch.save(state, partial_file, pickle_protocol=4)
+            os.replace(partial_file, saved_model_file)
+        except BaseException:  # Ctrl-C or a full disk while writing: the previous checkpoint stays as it was
+            with contextlib.suppress(OSError):
+                os.remove(partial_file)
+            raise
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+
+class _CheckpointSafeTrainer(TrainerStateCheckpoint):
+    """Mixin over a RecBole trainer: its checkpoint loads go through ``load_checkpoint``; its checkpoints are
+    ``TrainerStateCheckpoint``'s."""
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         # RecBole's evaluate calls torch.load(weights_only=True) on its pickled checkpoint and fails.
@@ -74,7 +141,8 @@ class _CheckpointSafeTrainer:
         return best_valid_score, best_valid_result
 
     def resume_checkpoint(self, resume_file):
-        # Same torch.load(weights_only=True) failure as evaluate; otherwise RecBole's own logic.
+        # Same torch.load(weights_only=True) failure as evaluate; otherwise RecBole's own logic, plus the trainer's
+        # own state (not in RecBole's checkpoints).
         resume_file = str(resume_file)
         self.saved_model_file = resume_file
         checkpoint = load_checkpoint(resume_file, map_location=self.device)
@@ -89,44 +157,8 @@ class _CheckpointSafeTrainer:
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        if isinstance(self, TrainerStateCheckpoint):  # the plugin trainers' own state (not in RecBole's checkpoints)
-            self.load_trainer_state(checkpoint.get("trainer_state") or {})
+        self.load_trainer_state(checkpoint.get("trainer_state") or {})
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
-
-
-class TrainerStateCheckpoint:
-    """Trainer mixin, directly before RecBole's ``Trainer`` in the bases: its checkpoints also hold the trainer's own
-    state, ``trainer_state()`` under ``"trainer_state"``, which ``resume_checkpoint`` hands to
-    ``load_trainer_state``. Mixins above it add their parts and call ``super()`` in both methods."""
-
-    def trainer_state(self) -> dict:
-        return {}
-
-    def load_trainer_state(self, state: dict) -> None:
-        """``state``: what ``trainer_state()`` returned when the checkpoint was saved (empty for older checkpoints)."""
-
-    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        # RecBole's Trainer._save_checkpoint builds its dict inline with no room for a trainer's state: the same
-        # dict and file, plus "trainer_state".
-        import torch
-        from recbole.utils import set_color
-
-        if not self.config["single_spec"] and self.config["local_rank"] != 0:
-            return
-        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-        state = {
-            "config": self.config,
-            "epoch": epoch,
-            "cur_step": self.cur_step,
-            "best_valid_score": self.best_valid_score,
-            "state_dict": self.model.state_dict(),
-            "other_parameter": self.model.other_parameter(),
-            "optimizer": self.optimizer.state_dict(),
-            "trainer_state": self.trainer_state(),
-        }
-        torch.save(state, saved_model_file, pickle_protocol=4)
-        if verbose:
-            self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
 
 @functools.lru_cache(maxsize=None)

@@ -48,7 +48,7 @@ from recbole_llmkd.data.paths import TEACHER_RUN_ARTIFACT, diagnostics_path
 from recbole_llmkd.errors import RecboleLLMKDError
 from recbole_llmkd.measure import device_description, git_commit
 from recbole_llmkd.report import ReportRow, write_pipeline_report
-from recbole_llmkd.run import RESULTS_FILE, RunInterrupted, interrupted, read_results
+from recbole_llmkd.run import RESULTS_FILE, RunInterrupted
 
 logger = logging.getLogger("recbole_llmkd")
 
@@ -282,24 +282,24 @@ class Pipeline:
         """Run ``step`` on ``config`` (its inputs resolved), or reuse it when it is ``finished()``; a train step
         returns its results (``results.json``), the export None."""
         from recbole_llmkd.jobs.export import export_teacher
-        from recbole_llmkd.quick_start import run_recbole_llmkd
+        from recbole_llmkd.quick_start import run_or_reuse
 
-        if step.finished():
-            self.steps_reused.append(step.name)
-            return read_results(step.outputs["run_dir"]) if step.kind == TRAIN else None
-        result = None
         if step.kind == EXPORT:
-            export_teacher(**config)
-        else:
-            # validate() checked the overrides against every step; a step that was interrupted goes on from its
-            # best checkpoint so far
-            try:
-                result = run_recbole_llmkd(step.model, self.dataset, config_dict=config, cmd_args=self.overrides,
-                                           check_cmd_keys=False, resume=interrupted(step.outputs["run_dir"]))
-            except RunInterrupted as stop:  # its message names a run's command, not the pipeline's
-                raise RunInterrupted(f"pipeline interrupted in step {step.name}; the same command again goes on "
-                                     "where it stopped (finished steps are reused)") from stop
-        self.steps_run.append(step.name)
+            if step.finished():
+                self.steps_reused.append(step.name)
+            else:
+                export_teacher(**config)  # an interrupted export resumes by itself
+                self.steps_run.append(step.name)
+            return None
+        # validate() checked the overrides against every step; a step that was interrupted goes on from its best
+        # checkpoint so far
+        try:
+            result, reused = run_or_reuse(step.model, self.dataset, step.outputs["run_dir"], config_dict=config,
+                                          cmd_args=self.overrides, check_cmd_keys=False)
+        except RunInterrupted as stop:  # its message names a run's command, not the pipeline's
+            raise RunInterrupted(f"pipeline interrupted in step {step.name}; the same command again goes on "
+                                 "where it stopped (finished steps are reused)") from stop
+        (self.steps_reused if reused else self.steps_run).append(step.name)
         return result
 
     # ----- the plan and its checks ------------------------------------------------------------------

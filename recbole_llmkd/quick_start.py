@@ -6,9 +6,8 @@ parts and its directory are built by ``recbole_llmkd.run`` (``start_run_dir``, `
 """
 import os
 import sys
-import time
 from logging import getLogger
-from typing import Dict, Iterable, Optional, Union
+from typing import Dict, Iterable, Optional, Tuple, Union
 
 import torch
 from recbole.utils import set_color
@@ -21,10 +20,13 @@ from recbole_llmkd.run import (  # noqa: F401  (the run-directory helpers, impor
     RunInterrupted,
     check_dataset_files,
     check_new_run_dir,
+    has_results,
     init_run_logger,
+    interrupted,
     new_run_dir,
     prepare,
     prepare_run_dir,
+    read_results,
     resume_point,
     start_run_dir,
     write_results,
@@ -83,14 +85,13 @@ def run_recbole_llmkd(
             changed = f" (changed since: {'; '.join(changed_keys)})" if changed_keys else ""
             raise RunDirError(f"{checkpoint} does not fit the model this config builds{changed}: "
                               f"{str(error).splitlines()[0]}") from error
-    start = time.perf_counter()
     # select_on: test (KD students only) reproduces the official DLLM2Rec code's test-set selection; labelled.
     selection = {"test_data": run.test_data} if config["select_on"] == "test" else {}
     try:
         best_valid_score, best_valid_result = trainer.fit(
             run.train_data, run.valid_data, saved=saved, show_progress=config["show_progress"], **selection
         )
-        train_time = time.perf_counter() - start
+        train_time = trainer.train_time_s()  # a resumed run: with the time up to its checkpoint
         test_result = trainer.evaluate(run.test_data, load_best_model=saved, show_progress=config["show_progress"])
         throughput = {}
         if config["measure_throughput"]:
@@ -118,7 +119,7 @@ def run_recbole_llmkd(
         "test_result": _to_float_dict(test_result),
         **params,
         **({"valid_smoothing": smoothing} if smoothing > 1 else {}),
-        "train_time_s": train_time,  # a resumed run: the time since it was resumed
+        "train_time_s": train_time,  # a resumed run: up to its checkpoint before, plus since the resume
         **({"resumed_at_epoch": trainer.start_epoch} if resume else {}),
         **throughput,
         "seed": config["seed"],
@@ -129,3 +130,17 @@ def run_recbole_llmkd(
     logger.info(set_color("test result", "yellow") + f": {result['test_result']}")
     write_results(run_dir, result)
     return result
+
+
+def run_or_reuse(model, dataset: Optional[str], run_dir: str, config_dict: Optional[dict] = None,
+                 **kwargs) -> Tuple[dict, bool]:
+    """``(results, reused)`` of the run in ``run_dir``: the ``results.json`` a finished run left there (reused: True),
+    else ``run_recbole_llmkd`` into ``run_dir``, going on from its checkpoint when a run of ``model`` was interrupted
+    there. What the pipeline and the benchmarks do for each of their runs, so that running them again finishes
+    what is missing. ``kwargs``: ``run_recbole_llmkd``'s (``config_file_list``, ``cmd_args``, ...)."""
+    if has_results(run_dir):
+        return read_results(run_dir), True
+    model_name = model if isinstance(model, str) else model.__name__
+    result = run_recbole_llmkd(model, dataset, config_dict={**(config_dict or {}), "run_dir": run_dir},
+                               resume=interrupted(run_dir, model_name), **kwargs)
+    return result, False

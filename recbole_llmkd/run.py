@@ -191,10 +191,11 @@ def checkpoints_in(directory, model: Optional[str] = None) -> list:
     return sorted(glob.glob(os.path.join(str(directory), pattern)))
 
 
-def interrupted(run_dir) -> bool:
-    """Whether ``run_dir`` holds a run that stopped before its results (a checkpoint, no ``results.json``): a run that
-    ``resume`` continues."""
-    return bool(run_dir) and os.path.isdir(run_dir) and not has_results(run_dir) and bool(checkpoints_in(run_dir))
+def interrupted(run_dir, model: Optional[str] = None) -> bool:
+    """Whether ``run_dir`` holds a run (with ``model``, a run of that model) that stopped before its results (a
+    checkpoint, no ``results.json``): a run that ``resume`` continues."""
+    return (bool(run_dir) and os.path.isdir(run_dir) and not has_results(run_dir)
+            and bool(checkpoints_in(run_dir, model)))
 
 
 def check_new_run_dir(config) -> None:
@@ -205,9 +206,12 @@ def check_new_run_dir(config) -> None:
         return
     if has_results(run_dir):
         raise RunDirError(f"{run_dir} already holds a finished run ({RESULTS_FILE}): choose another --run_dir")
-    if checkpoints_in(run_dir):
-        raise RunDirError(f"{run_dir} already holds an interrupted run (a checkpoint, no {RESULTS_FILE}): pass "
-                          "--resume to continue it, or choose another --run_dir")
+    checkpoints = checkpoints_in(run_dir)
+    if checkpoints:
+        names = ", ".join(os.path.basename(c) for c in checkpoints[:FIRST_FEW])
+        raise RunDirError(f"{run_dir} already holds an interrupted run (a checkpoint, {names}, and no {RESULTS_FILE}):"
+                          " pass --resume to continue it with the command that started it, or choose another "
+                          "--run_dir")
 
 
 def resume_point(config, resume) -> Tuple[Path, list]:
@@ -443,7 +447,9 @@ def prepare(config, trainer_class: Optional[type] = None, data: Optional[Run] = 
         with_trainer: False: no trainer (``Run.trainer`` is None), e.g. for a model that is only measured.
     """
     if with_trainer:  # before any data or model is built
-        trainer_class = trainer_class or get_trainer(config["MODEL_TYPE"], config["model"])
+        # a trainer given here gets the checkpoint fixes the registry's trainers have (compat)
+        trainer_class = compat.checkpoint_safe_trainer(trainer_class or get_trainer(config["MODEL_TYPE"],
+                                                                                    config["model"]))
         check_valid_smoothing(config, trainer_class)
     if data is None:
         data = prepare_data(config)

@@ -11,7 +11,7 @@ import yaml
 
 from recbole_llmkd import cli, config as config_module, registry
 from recbole_llmkd.config import Config, ConfigFileError, UnknownConfigKeyError
-from recbole_llmkd.quick_start import DatasetNotFoundError, run_recbole_llmkd
+from recbole_llmkd.quick_start import DatasetNotFoundError, run_or_reuse, run_recbole_llmkd
 from tests.conftest import REPO_ROOT
 
 
@@ -119,9 +119,12 @@ def test_an_interrupted_run_goes_on_from_its_best_checkpoint_through_the_cli(tin
         patch.setattr(Trainer, "_train_epoch", stopped_in_epoch_1)
         with pytest.raises(RunInterrupted, match="--run_dir=.*run --resume"):
             run_recbole_llmkd("SASRec", "ml-100k", config_dict=config)
-    assert interrupted("run")
+    assert interrupted("run") and interrupted("run", "SASRec") and not interrupted("run", "GRU4Rec")
     [checkpoint] = checkpoints_in("run")
-    assert torch.load(checkpoint, weights_only=False)["epoch"] == 0
+    saved = torch.load(checkpoint, weights_only=False)
+    assert saved["epoch"] == 0
+    time_to_checkpoint = saved["trainer_state"]["train_time_s"]  # every trainer's checkpoint has it, RecBole's too
+    assert time_to_checkpoint > 0
     with pytest.raises(RunDirError, match="interrupted run .* --resume"):
         run_recbole_llmkd("SASRec", "ml-100k", config_dict=config)
 
@@ -133,6 +136,7 @@ def test_an_interrupted_run_goes_on_from_its_best_checkpoint_through_the_cli(tin
     assert "SASRec on ml-100k" in capsys.readouterr().out
     result = json.loads(open("run/results.json").read())
     assert result["resumed_at_epoch"] == 1
+    assert result["train_time_s"] > time_to_checkpoint  # the time before the interruption is counted
     assert checkpoints_in("run") == [checkpoint] and result["checkpoint"] == os.path.abspath(checkpoint)
     log = open("run/run.log").read()
     resumed_part = log.split("Resume training from epoch 1")[1]
@@ -141,6 +145,33 @@ def test_an_interrupted_run_goes_on_from_its_best_checkpoint_through_the_cli(tin
     assert not interrupted("run")
     with pytest.raises(RunDirError, match="has finished"):
         run_recbole_llmkd("SASRec", "ml-100k", config_dict=config, resume=True)
+    assert run_or_reuse("SASRec", "ml-100k", "run", config_dict=config) == (result, True)  # what the benches call
+
+
+def test_a_checkpoint_is_written_whole_or_not_at_all(tiny_seq_config, monkeypatch):
+    """Ctrl-C while a checkpoint is written keeps the previous checkpoint readable and leaves no partial file."""
+    from recbole_llmkd.compat import PARTIAL_SUFFIX, load_checkpoint
+    from recbole_llmkd.run import prepare
+
+    trainer = prepare(Config("SASRec", "ml-100k", config_dict={**tiny_seq_config, **SMALL_SLICE})).trainer
+    trainer.saved_model_file = os.path.abspath("SASRec-test.pth")
+    trainer._save_checkpoint(0)
+    save = torch.save
+
+    def cut_short(state, path, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        trainer._save_checkpoint(1)
+    monkeypatch.setattr(torch, "save", save)
+    assert load_checkpoint(trainer.saved_model_file)["epoch"] == 0
+    assert not os.path.exists(trainer.saved_model_file + PARTIAL_SUFFIX)
+    trainer._save_checkpoint(1)
+    assert load_checkpoint(trainer.saved_model_file)["epoch"] == 1
+    assert not os.path.exists(trainer.saved_model_file + PARTIAL_SUFFIX)
 
 
 def test_resume_names_what_does_not_fit_and_a_last_epoch_checkpoint_is_only_evaluated(tiny_seq_config, capsys):
@@ -157,6 +188,8 @@ def test_resume_names_what_does_not_fit_and_a_last_epoch_checkpoint_is_only_eval
     config = {**tiny_seq_config, **SMALL_SLICE, "run_dir": "done"}
     done = run_recbole_llmkd("SASRec", "ml-100k", config_dict=config)  # 1 epoch: its checkpoint is epoch 0's
     os.remove("done/results.json")  # as if stopped during the test evaluation
+    with pytest.raises(RunDirError, match=r"already holds an interrupted run \(a checkpoint, SASRec-.*\.pth"):
+        run_or_reuse("GRU4Rec", "ml-100k", "done", config_dict=config)  # another model's checkpoint: not resumed
     with pytest.raises(RunDirError, match="no checkpoint of GRU4Rec"):  # a model's own checkpoints only
         run_recbole_llmkd("GRU4Rec", "ml-100k", config_dict=config, resume=True)
     with pytest.raises(RunDirError, match="checkpoint of model 'SASRec', this run's model is 'GRU4Rec'"):
