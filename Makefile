@@ -6,6 +6,7 @@
 PYTHON ?= python3
 PROFILE ?= auto
 RUN_DIR ?= runs/demo
+TEST_WORKERS ?= 2
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
@@ -31,8 +32,10 @@ demo: $(STAMP)
 demo-sasrec: $(STAMP)
 	$(PY) run_recbole_llmkd.py --model=SASRec --dataset=ml-100k --config_files=properties/demo_cpu.yaml
 
+# Test files spread over TEST_WORKERS processes (pytest-xdist; one file's tests stay in one process, so a module's
+# fixtures, e.g. its embedded Ray, are built once), one torch thread each (tests/conftest.py).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 clean-venv:
 	rm -rf $(VENV)

