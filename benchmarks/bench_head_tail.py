@@ -8,10 +8,13 @@ interactions; a target in it is a head target. Per run and split:
 - NDCG@10 over all users, over head-target users and over tail-target users (``rank`` = the number of items scored
   strictly above the target, as RecBole's full ranking counts it up to ties);
 - the share of the run's top-10 items that are head items (how popularity-bound its recommendations are);
-- the mean overlap of its top-10 with the ``--reference`` run's (e.g. the teacher's), |A ∩ B| / 10.
+- the mean overlap of its top-10 with the ``--reference`` run's (e.g. the teacher's), |A ∩ B| / 10;
+- with ``--ties``, NDCG@10 over the users whose target has the timestamp of their last history item (a tied
+  target) and over the others: on a dataset whose timestamps are coarse (Last.fm's are days), a tied target comes
+  after the last history item only in the file's order, which a sequential model can learn as if it were behaviour.
 
     .venv/bin/python benchmarks/bench_head_tail.py --runs teacher=<run dir> plain=<run dir> kd=<run dir>
-        [--reference teacher] [--head 100]
+        [--reference teacher] [--head 100] [--ties]
 
 Every run must be of the same dataset and splits (the first run's data are used for all). Not part of ``make test``.
 """
@@ -19,7 +22,7 @@ import argparse
 import os
 import sys
 from datetime import datetime, timezone
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 
@@ -35,6 +38,8 @@ def parse_args(argv=None):
                         help="trained runs (run directories or checkpoints), named")
     parser.add_argument("--reference", default=None, help="the run whose top-10 the others are compared with")
     parser.add_argument("--head", type=int, default=100, help="the most-interacted items that make the head")
+    parser.add_argument("--ties", action="store_true",
+                        help="also split by targets whose timestamp is their last history item's (tied targets)")
     args = parser.parse_args(argv)
     runs = {}
     for spec in args.runs:
@@ -48,23 +53,44 @@ def parse_args(argv=None):
     return args
 
 
-def head_tail_ndcg(target_rank: torch.Tensor, target_is_head: torch.Tensor, k: int = 10) -> Dict[str, float]:
-    """NDCG@k of single-target rows (leave-one-out) over all rows, head-target rows and tail-target rows, by the
-    project's ``evaluation.metrics_from_ranks`` (``1[r < k] / log2(r + 2)``, r = items scored above the target).
+def split_ndcg(target_rank: torch.Tensor, in_group: torch.Tensor, k: int = 10) -> Tuple[float, float]:
+    """``(NDCG@k over the rows in the group, NDCG@k over the others)`` of single-target rows (leave-one-out), by the
+    project's ``evaluation.metrics_from_ranks`` (``1[r < k] / log2(r + 2)``, r = items scored above the target);
+    NaN for an empty side.
 
     Args:
         target_rank: ``[U]`` each row's target rank (int).
-        target_is_head: ``[U]`` bool, the row's target is a head item.
-    Returns ``{"all", "head", "tail"}`` means (NaN for an empty group) and ``{"n_head", "n_tail"}``.
+        in_group: ``[U]`` bool, the row is in the group.
     """
     from recbole_llmkd.evaluation import metrics_from_ranks
 
     def ndcg(ranks: torch.Tensor) -> float:
         return metrics_from_ranks(ranks, ks=(k,))[f"ndcg@{k}"] if len(ranks) else float("nan")
 
-    return {"all": ndcg(target_rank), "head": ndcg(target_rank[target_is_head]),
-            "tail": ndcg(target_rank[~target_is_head]),
+    return ndcg(target_rank[in_group]), ndcg(target_rank[~in_group])
+
+
+def head_tail_ndcg(target_rank: torch.Tensor, target_is_head: torch.Tensor, k: int = 10) -> Dict[str, float]:
+    """NDCG@k over all rows, head-target rows and tail-target rows (``split_ndcg``).
+
+    Args:
+        target_rank: ``[U]`` each row's target rank (int).
+        target_is_head: ``[U]`` bool, the row's target is a head item.
+    Returns ``{"all", "head", "tail"}`` means (NaN for an empty group) and ``{"n_head", "n_tail"}``.
+    """
+    head, tail = split_ndcg(target_rank, target_is_head, k)
+    every = split_ndcg(target_rank, torch.ones_like(target_is_head), k)[0]
+    return {"all": every, "head": head, "tail": tail,
             "n_head": int(target_is_head.sum()), "n_tail": int((~target_is_head).sum())}
+
+
+def tied_targets(interaction, time_field: str, list_suffix: str, length_field: str) -> torch.Tensor:
+    """``[B]`` bool: the row's target has the timestamp of its last history item (RecBole's sequential rows carry the
+    history's timestamps as ``<time_field><list_suffix>`` ``[B, L]``, the target's as ``<time_field>`` ``[B]``)."""
+    history_times = interaction[time_field + list_suffix]  # [B, L]
+    last = (interaction[length_field] - 1).clamp(min=0)  # [B] index of the last history item
+    last_time = history_times.gather(1, last[:, None]).squeeze(1)  # [B]
+    return interaction[time_field] == last_time
 
 
 def topk_overlap(topk: torch.Tensor, reference_topk: torch.Tensor) -> float:
@@ -74,9 +100,11 @@ def topk_overlap(topk: torch.Tensor, reference_topk: torch.Tensor) -> float:
     return float(shared.double().mean() / k)
 
 
-def rank_split(model, loader, n_items: int, k: int = 10):
-    """``(top-k items [U, k], target rank [U], target [U])`` of ``model`` on a full-ranking eval loader."""
-    tops, ranks, targets = [], [], []
+def rank_split(model, loader, n_items: int, k: int = 10, ties: bool = False):
+    """``(top-k items [U, k], target rank [U], target [U], tied [U] or None)`` of ``model`` on a full-ranking eval
+    loader; ``tied`` (``tied_targets``) with ``ties``."""
+    config = loader.config
+    tops, ranks, targets, tied = [], [], [], []
     with torch.no_grad():
         for interaction, _, _, positive_items in loader:
             scores = model.full_sort_predict(interaction).view(-1, n_items)  # [B, n_items]
@@ -85,7 +113,10 @@ def rank_split(model, loader, n_items: int, k: int = 10):
             tops.append(scores.topk(k, dim=1).indices)
             ranks.append((scores > target_scores).sum(dim=1))
             targets.append(positive_items)
-    return torch.cat(tops), torch.cat(ranks), torch.cat(targets)
+            if ties:
+                tied.append(tied_targets(interaction, config["TIME_FIELD"], config["LIST_SUFFIX"],
+                                         config["ITEM_LIST_LENGTH_FIELD"]))
+    return torch.cat(tops), torch.cat(ranks), torch.cat(targets), torch.cat(tied) if ties else None
 
 
 def main(argv=None) -> int:
@@ -109,8 +140,11 @@ def main(argv=None) -> int:
             read_checkpoint(resolve_checkpoint(args.runs[name])), train_dataset, "cpu")[0]
         model.eval()
         for split, loader in splits.items():
-            topk, rank, target = rank_split(model, loader, n_items)
+            topk, rank, target, tied = rank_split(model, loader, n_items, ties=args.ties)
             row = head_tail_ndcg(rank, is_head[target])
+            if args.ties:
+                row["tied"], row["untied"] = split_ndcg(rank, tied)
+                row["n_tied"], row["n_untied"] = int(tied.sum()), int((~tied).sum())
             row["top10_head_share"] = float(is_head[topk].double().mean())
             if name == args.reference:
                 reference_tops[split] = topk
@@ -123,8 +157,10 @@ def main(argv=None) -> int:
     print(f"\n{date}, commit {git_commit()}, {device_description(torch_threads=True)}; head = the {args.head} items "
           f"with the most training interactions ({is_head[1:].sum()} of {n_items - 1})\n")
     overlap_column = f" | top-10 overlap with {args.reference}" if args.reference else ""
-    print(f"| run | split | NDCG@10 | head targets | tail targets | top-10 items in the head{overlap_column} |")
-    print("|---|---|---|---|---|---|" + ("---|" if args.reference else ""))
+    ties_columns = " | tied targets | other targets" if args.ties else ""
+    print(f"| run | split | NDCG@10 | head targets | tail targets | top-10 items in the head{overlap_column}"
+          f"{ties_columns} |")
+    print("|---|---|---|---|---|---|" + ("---|" if args.reference else "") + ("---|---|" if args.ties else ""))
     for name in order:
         for split in splits:
             row = results[(name, split)]
@@ -132,6 +168,8 @@ def main(argv=None) -> int:
                     f"{row['tail']:.4f} (n={row['n_tail']}) | {row['top10_head_share']:.1%} |")
             if args.reference:
                 line += f" {row['overlap']:.1%} |"
+            if args.ties:
+                line += f" {row['tied']:.4f} (n={row['n_tied']}) | {row['untied']:.4f} (n={row['n_untied']}) |"
             print(line)
     return 0
 

@@ -21,6 +21,21 @@ def test_head_tail_ndcg_by_hand():
     assert math.isnan(only_tail["head"]) and only_tail["tail"] == pytest.approx(1 / math.log2(3))
 
 
+def test_tied_targets_and_their_ndcg_by_hand():
+    bench = load_bench("bench_head_tail")
+    # three rows, history length 2, 3, 1 (padded to 3); the target's day against the last history item's
+    interaction = {
+        "timestamp_list": torch.tensor([[5, 7, 0], [1, 2, 3], [9, 0, 0]]),
+        "item_length": torch.tensor([2, 3, 1]),
+        "timestamp": torch.tensor([7, 4, 9]),  # tied (7 = 7), not tied (4 != 3), tied (9 = 9)
+    }
+    tied = bench.tied_targets(interaction, "timestamp", "_list", "item_length")
+    assert tied.tolist() == [True, False, True]
+    in_group, others = bench.split_ndcg(torch.tensor([0, 1, 12]), tied)
+    assert in_group == pytest.approx((1.0 + 0.0) / 2, abs=1e-12) and others == pytest.approx(1 / math.log2(3))
+    assert math.isnan(bench.split_ndcg(torch.tensor([3]), torch.tensor([False]))[0])
+
+
 def test_topk_overlap_by_hand():
     bench = load_bench("bench_head_tail")
     topk = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
