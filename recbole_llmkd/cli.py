@@ -161,7 +161,8 @@ def build_import_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--item-emb", help="item embeddings: .npy [n, d] (with --item-tokens) or .csv (item_id + dims)")
     parser.add_argument("--item-tokens", help=".txt with one raw item token per line, rows of --item-emb .npy")
     parser.add_argument("--dataset", required=True, help="RecBole dataset name (its item tokens are checked)")
-    parser.add_argument("--config_files", nargs="*", default=[], help="RecBole config files (the dataset's filtering)")
+    parser.add_argument("--config_files", nargs="*", default=[],
+                        help="RecBole config files (the dataset's filtering), comma- or space-separated")
     parser.add_argument(
         "--model", default="SASRec", help="RecBole model used only to build the dataset (default SASRec)"
     )
@@ -178,7 +179,7 @@ def run_import(args: argparse.Namespace) -> int:
     """Build the dataset (its tokens after filtering), write the external teacher's artifact, print its path."""
     from recbole_llmkd.jobs.importer import build_dataset, import_teacher
 
-    config_files = [name for entry in args.config_files for name in entry.split()]
+    config_files = [name for entry in args.config_files for name in split_config_files(entry)]
     dataset = build_dataset(args.dataset, config_files, args.model)
     path = import_teacher(
         args.rankings, args.item_emb, args.item_tokens, dataset=dataset, output=args.output, K=args.K,

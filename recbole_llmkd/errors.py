@@ -7,10 +7,11 @@ errors, and missing or existing files, into one line on stderr. The full traceba
 (``run.log`` of the run that failed, when one was open) and, with ``--debug``, to stderr as well. Anything else is
 a bug and keeps its traceback.
 """
+import contextlib
 import logging
 import sys
 import traceback
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence
 
 DEBUG_FLAG = "--debug"
 
@@ -27,6 +28,16 @@ class Interrupted(RecboleLLMKDError):
 
     exit_status = 130  # the shell's status for Ctrl-C
     label = ""  # the CLI prints the message (how to resume) without "error:"
+
+
+@contextlib.contextmanager
+def ctrl_c_as(error_class: type, message: str) -> Iterator[None]:
+    """A Ctrl-C (``KeyboardInterrupt``) inside the block becomes ``error_class(message)`` (an ``Interrupted``, whose
+    message says how to go on)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise error_class(message) from None
 
 
 class ConfigValueError(RecboleLLMKDError, ValueError):
@@ -83,3 +94,9 @@ def run_reporting_errors(main: Callable[[List[str]], int], argv: Optional[Sequen
         label = getattr(error, "label", "error: ")
         print(f"{prog}: {label}{one_line(error)}", file=sys.stderr, flush=True)
         return getattr(error, "exit_status", 2)
+    except KeyboardInterrupt as error:  # a Ctrl-C that no job turned into its own Interrupted message
+        _log_traceback_to_files(error)
+        if debug:
+            traceback.print_exc(file=sys.stderr)
+        print(f"{prog}: interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+        return Interrupted.exit_status

@@ -45,7 +45,7 @@ from tqdm import tqdm
 from recbole_llmkd import compat
 from recbole_llmkd.config import load_yaml_file, properties_dir
 from recbole_llmkd.data.paths import TEACHER_RUN_ARTIFACT, diagnostics_path
-from recbole_llmkd.errors import RecboleLLMKDError
+from recbole_llmkd.errors import Interrupted, RecboleLLMKDError
 from recbole_llmkd.measure import device_description, git_commit
 from recbole_llmkd.report import ReportRow, write_pipeline_report
 from recbole_llmkd.run import RESULTS_FILE, RunInterrupted
@@ -284,19 +284,19 @@ class Pipeline:
         from recbole_llmkd.jobs.export import export_teacher
         from recbole_llmkd.quick_start import run_or_reuse
 
-        if step.kind == EXPORT:
-            if step.finished():
-                self.steps_reused.append(step.name)
-            else:
-                export_teacher(**config)  # an interrupted export resumes by itself
-                self.steps_run.append(step.name)
+        if step.kind == EXPORT and step.finished():
+            self.steps_reused.append(step.name)
             return None
-        # validate() checked the overrides against every step; a step that was interrupted goes on from its best
-        # checkpoint so far
         try:
-            result, reused = run_or_reuse(step.model, self.dataset, step.outputs["run_dir"], config_dict=config,
-                                          cmd_args=self.overrides, check_cmd_keys=False)
-        except RunInterrupted as stop:  # its message names a run's command, not the pipeline's
+            if step.kind == EXPORT:
+                export_teacher(**config)  # an interrupted export resumes by itself
+                result, reused = None, False
+            else:
+                # validate() checked the overrides against every step; a step that was interrupted goes on from its
+                # best checkpoint so far
+                result, reused = run_or_reuse(step.model, self.dataset, step.outputs["run_dir"], config_dict=config,
+                                              cmd_args=self.overrides, check_cmd_keys=False)
+        except Interrupted as stop:  # its message names a run's or an export's command, not the pipeline's
             raise RunInterrupted(f"pipeline interrupted in step {step.name}; the same command again goes on "
                                  "where it stopped (finished steps are reused)") from stop
         (self.steps_reused if reused else self.steps_run).append(step.name)

@@ -13,6 +13,7 @@ import torch
 from recbole.utils import set_color
 
 from recbole_llmkd.config import Config
+from recbole_llmkd.errors import ctrl_c_as
 from recbole_llmkd.measure import count_parameters, full_ranking_throughput
 from recbole_llmkd.run import (  # noqa: F401  (the run-directory helpers, importable from here as before)
     DatasetNotFoundError,
@@ -73,7 +74,8 @@ def run_recbole_llmkd(
     logger = getLogger()
     logger.info(config)
 
-    run = prepare(config)
+    with ctrl_c_as(RunInterrupted, "run interrupted before training; no checkpoint was saved yet: start it again"):
+        run = prepare(config)  # the dataset, its splits, the model
     params = count_parameters(run.model)
     trainer = run.trainer
     if resume:
@@ -83,8 +85,9 @@ def run_recbole_llmkd(
             trainer.resume_checkpoint(checkpoint)  # from the checkpoint's epoch (the best so far) + 1
         except RuntimeError as error:  # load_state_dict: the model built from this config has other shapes
             changed = f" (changed since: {'; '.join(changed_keys)})" if changed_keys else ""
+            first_mismatch = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), "")
             raise RunDirError(f"{checkpoint} does not fit the model this config builds{changed}: "
-                              f"{str(error).splitlines()[0]}") from error
+                              f"{first_mismatch or str(error).splitlines()[0]}") from error
     # select_on: test (KD students only) reproduces the official DLLM2Rec code's test-set selection; labelled.
     selection = {"test_data": run.test_data} if config["select_on"] == "test" else {}
     try:

@@ -39,7 +39,8 @@ from recbole.utils.logger import RemoveColorFilter, log_colors_config
 
 from recbole_llmkd import compat
 from recbole_llmkd.data.folds import hold_out_fold
-from recbole_llmkd.errors import FIRST_FEW, CheckpointMismatchError, Interrupted, RecboleLLMKDError
+from recbole_llmkd.errors import (FIRST_FEW, CheckpointMismatchError, ConfigValueError, Interrupted,
+                                  RecboleLLMKDError)
 from recbole_llmkd.registry import get_trainer
 from recbole_llmkd.trainer.selection import check_valid_smoothing
 
@@ -70,13 +71,34 @@ class Run:
 
 # ----- the run directory ---------------------------------------------------------------------------------------
 def check_dataset_files(config) -> None:
-    """Fail fast, naming the paths, when the atomic files are missing (``compat.missing_dataset_files``)."""
+    """Fail fast, naming the paths, when the atomic files are missing (``compat.missing_dataset_files``), or when a
+    sequential run would not load the time field it is ordered by."""
     missing = compat.missing_dataset_files(config)
     if missing:
         raise DatasetNotFoundError(
             f"dataset '{config['dataset']}' not found: no atomic file at {', '.join(missing)}. "
             f"recbole_llmkd never downloads datasets; put the RecBole atomic files in "
             f"{os.path.abspath(config['data_path'])} or point --data_path at the folder that holds '{config['dataset']}/'."
+        )
+    check_time_field_loaded(config)
+
+
+def check_time_field_loaded(config) -> None:
+    """A sequential model's histories are ordered by ``TIME_FIELD`` (and ``eval_args`` order ``TO`` splits by it),
+    unless the dataset is pre-split (``benchmark_filename``: the histories are in the files); RecBole's default ``load_col`` for a dataset without its own yaml (``inter: [user_id, item_id]``) leaves it out,
+    and RecBole then stops deep in the data preparation."""
+    from recbole.utils import ModelType
+
+    load_col = config["load_col"]
+    inter_columns = load_col.get("inter") if isinstance(load_col, dict) else None
+    time_field = config["TIME_FIELD"]
+    ordered = config["MODEL_TYPE"] == ModelType.SEQUENTIAL or (config["eval_args"] or {}).get("order") == "TO"
+    pre_split = bool(config["benchmark_filename"])  # histories already built in the files (item_id_list)
+    if ordered and not pre_split and inter_columns is not None and time_field not in inter_columns:
+        raise ConfigValueError(
+            f"dataset '{config['dataset']}': load_col loads {list(inter_columns)} from the .inter file, not the time "
+            f"field '{time_field}' that orders the histories; load it, e.g. in a yaml file of --config_files: "
+            f"load_col: {{inter: [{', '.join([*inter_columns, time_field])}]}}"
         )
 
 
@@ -158,6 +180,9 @@ def resolve_checkpoint(checkpoint_or_run_dir) -> Path:
         if checkpoint and Path(checkpoint).is_file():
             return Path(checkpoint)
     candidates = checkpoints_in(path)
+    if not candidates:
+        raise FileNotFoundError(f"{path}: no checkpoint (*.pth) in the run directory (a run saves its first at its "
+                                "first validation; one that stopped before holds none): train it first")
     if len(candidates) != 1:
         raise FileNotFoundError(
             f"{path}: expected exactly one checkpoint (*.pth) in the teacher run directory, found "
@@ -404,8 +429,6 @@ def build_model(config, dataset) -> torch.nn.Module:
     """``config.model_class(config, dataset, **model_inputs(config, dataset))``: a model of any registered class on
     ``dataset`` (the training split), with what it needs from disk handed over."""
     import inspect
-
-    from recbole_llmkd.errors import ConfigValueError
 
     inputs = model_inputs(config, dataset)
     parameters = inspect.signature(config.model_class.__init__).parameters

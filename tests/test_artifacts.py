@@ -449,7 +449,8 @@ def test_align_other_dataset_name(ml100k, tmp_path):
     path = build_ml100k_artifact(tmp_path / "renamed.safetensors", ml100k[0], dataset_name="ml-1m")
     with pytest.raises(
         ArtifactMismatchError,
-        match="was built for dataset 'ml-1m' with 1,682 items; this dataset 'ml-100k' has 1,682 items",
+        match="was built for dataset 'ml-1m' with 1,682 items; this dataset 'ml-100k' has 1,682 items: .*export "
+              "the teacher trained on 'ml-100k', or pass --dataset=ml-1m",
     ):
         load_artifacts(path).align(ml100k[0])
 

@@ -163,3 +163,25 @@ def test_the_real_script_prints_one_line_without_traceback(kd_inputs):
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
     assert_one_error_line(lines, r"nowhere\.st")
+
+
+def test_ctrl_c_is_one_line_and_exit_130_wherever_it_lands(monkeypatch, capsys, tmp_path):
+    """Ctrl-C while the dataset loads (before any checkpoint) says to start again; a Ctrl-C no job turned into its
+    own message (e.g. in a data job) is still one line and exit 130, never a traceback."""
+    import recbole_llmkd.quick_start as quick_start
+    from recbole_llmkd.errors import run_reporting_errors
+    from recbole_llmkd.run import resolve_checkpoint
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(quick_start, "prepare", ctrl_c)
+    assert cli.main(["--model=SASRec", "--dataset=ml-100k", "--epochs=1"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "run interrupted before training; no checkpoint was saved yet: start it again")
+    assert run_reporting_errors(ctrl_c, [], "prog") == 130
+    assert capsys.readouterr().err == "prog: interrupted (Ctrl-C)\n"
+    # a run directory without a checkpoint: what to do, not "pass the checkpoint file itself"
+    (tmp_path / "empty-run").mkdir()
+    with pytest.raises(FileNotFoundError, match="no checkpoint .* train it first"):
+        resolve_checkpoint(tmp_path / "empty-run")

@@ -67,14 +67,14 @@ def test_import_forms_reach_the_same_job(monkeypatch, capsys):
 
     monkeypatch.setattr(importer_module, "import_teacher", record)
     options = ["--rankings", "r.csv", "--dataset", "ml-100k", "--output", "x.safetensors", "--K", "3",
-               "--config_files", "a.yaml b.yaml", "c.yaml"]
+               "--config_files", "a.yaml b.yaml", "c.yaml,d.yaml"]  # space- or comma-separated, as the main CLI
     assert cli.main(["import", *options]) == 0
     assert importer_module.main(options) == 0
     assert capsys.readouterr().out.splitlines() == ["wrote x.safetensors", "wrote x.safetensors"]
     assert len(calls) == 2 and calls[0] == calls[1]
     args, kwargs = calls[0]
     assert args == ("r.csv", None, None)
-    assert kwargs["dataset"] == ("dataset", "ml-100k", ["a.yaml", "b.yaml", "c.yaml"], "SASRec") and kwargs["K"] == 3
+    assert kwargs["dataset"] == ("dataset", "ml-100k", ["a.yaml", "b.yaml", "c.yaml", "d.yaml"], "SASRec") and kwargs["K"] == 3
 
 
 def test_convert_subcommand_prints_what_the_module_prints(tmp_path, capsys):

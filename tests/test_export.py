@@ -124,17 +124,16 @@ def test_interrupted_export_resumes_and_gives_the_same_file(teacher_run, exporte
     original_write_chunk = ArtifactWriter.write_chunk
     calls = []
 
-    class Interrupted(Exception):
-        pass
-
-    def write_chunk_then_crash(self, split, start, tensors):
+    def write_chunk_then_ctrl_c(self, split, start, tensors):
         if len(calls) == 3:
-            raise Interrupted("simulated interruption after 3 chunks")
+            raise KeyboardInterrupt  # Ctrl-C after 3 chunks
         calls.append((split, start))
         return original_write_chunk(self, split, start, tensors)
 
-    monkeypatch.setattr(ArtifactWriter, "write_chunk", write_chunk_then_crash)
-    with pytest.raises(Interrupted):
+    monkeypatch.setattr(ArtifactWriter, "write_chunk", write_chunk_then_ctrl_c)
+    # one line that says how to go on (exit 130 on the command line), not a traceback
+    with pytest.raises(export_module.ExportInterrupted,
+                       match=r"export interrupted; the same command again resumes it .*resumed.safetensors.partial"):
         export_module.export_teacher(teacher_run["run_dir"], output=output, topk=8, chunk_rows=300, batch_size=512, show_progress=False)
     assert not output.exists() and len(list((tmp_path / "resumed.safetensors.partial").glob("train.*"))) == 3
 
@@ -172,7 +171,7 @@ def test_export_refuses_to_overwrite_and_accepts_a_checkpoint(teacher_run, expor
     from recbole_llmkd.jobs.export import export_teacher, resolve_checkpoint
 
     assert str(resolve_checkpoint(teacher_run["run_dir"])) == teacher_run["checkpoint"]
-    with pytest.raises(FileExistsError, match="already exists"):
+    with pytest.raises(FileExistsError, match="already exists.*command line: --overwrite"):
         export_teacher(teacher_run["checkpoint"], topk=8, show_progress=False)
     with pytest.raises(FileNotFoundError, match="not found"):
         resolve_checkpoint(str(exported) + ".missing")

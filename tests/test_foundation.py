@@ -206,7 +206,7 @@ def test_resume_names_what_does_not_fit_and_a_last_epoch_checkpoint_is_only_eval
     with pytest.raises(RunDirError, match="SASRec-copy.pth is not a readable .*delete it"):
         run_recbole_llmkd("SASRec", "ml-100k", config_dict=config, resume="done/SASRec-copy.pth")
     os.remove("done/SASRec-copy.pth")
-    with pytest.raises(RunDirError, match="does not fit the model .*hidden_size: 16 -> 32"):
+    with pytest.raises(RunDirError, match="does not fit the model .*hidden_size: 16 -> 32.*: size mismatch for"):
         run_recbole_llmkd("SASRec", "ml-100k", config_dict={**config, "hidden_size": 32, "inner_size": 32},
                           resume=True)
 
@@ -303,6 +303,20 @@ def test_missing_dataset_names_the_path_and_never_downloads(tiny_seq_config, tmp
     with pytest.raises(DatasetNotFoundError) as err:
         run_recbole_llmkd("SASRec", "no-such-data", config_dict={**tiny_seq_config, "data_path": str(tmp_path / "d")})
     assert str(tmp_path / "d" / "no-such-data" / "no-such-data.inter") in str(err.value)
+    assert not (tmp_path / "runs").exists()  # failed before anything was written
+
+
+def test_own_dataset_whose_time_field_is_not_loaded_is_one_line(tiny_seq_config, tmp_path, capsys):
+    """A dataset without its own yaml gets RecBole's load_col (user_id, item_id): a sequential run says to load the
+    timestamp instead of stopping in RecBole's data preparation."""
+    import recbole
+
+    source = os.path.join(os.path.dirname(recbole.__file__), "dataset_example", "ml-100k", "ml-100k.inter")
+    os.makedirs(tmp_path / "d" / "mine")
+    shutil.copy(source, tmp_path / "d" / "mine" / "mine.inter")
+    assert cli.main(["--model=SASRec", "--dataset=mine", f"--data_path={tmp_path / 'd'}", "--epochs=1"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "load it, e.g. in a yaml file of --config_files: load_col: {inter: [user_id, item_id, timestamp]}")
     assert not (tmp_path / "runs").exists()  # failed before anything was written
 
 

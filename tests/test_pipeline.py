@@ -246,6 +246,19 @@ def test_an_interrupted_step_says_to_run_the_pipeline_again(tmp_path, monkeypatc
         pipeline.run()
     assert "--resume" not in str(stop.value) and stop.value.exit_status == 130
 
+    # the same for the export step (its own message names the export's command)
+    import recbole_llmkd.jobs.export as export_module
+
+    def interrupted_export(**kwargs):
+        raise export_module.ExportInterrupted("export interrupted; the same command again resumes it")
+
+    monkeypatch.setattr(quick_start, "run_recbole_llmkd",
+                        lambda model, dataset, **kwargs: {"checkpoint": f"/ckpt/{model}.pth", "seed": 2020})
+    monkeypatch.setattr(export_module, "export_teacher", interrupted_export)
+    export_step = next(step for step in pipeline.plan() if step.kind == "export")
+    with pytest.raises(RunInterrupted, match=f"pipeline interrupted in step {export_step.name}; the same command"):
+        Pipeline(resolve_profile("cpu"), run_dir=str(tmp_path / "pipe2")).run()
+
 
 # ----- profile choice --------------------------------------------------------------------------------------------
 def test_auto_profile_is_cpu_without_cuda_and_full_with_it(monkeypatch):

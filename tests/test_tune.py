@@ -22,12 +22,13 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from ray.tune import Callback
 
 from tests.conftest import REPO_ROOT, TINY_SEQ_CONFIG
 from recbole_llmkd import cli
-from recbole_llmkd.tune import SpaceError, load_space, run_sweep
+from recbole_llmkd.tune import SpaceError, SweepError, load_space, run_sweep
 from recbole_llmkd.tune import sweep as sweep_module
 from recbole_llmkd.tune.space import check_keys
 
@@ -142,6 +143,21 @@ def test_bad_space_is_rejected_before_ray_starts(tmp_path, tiny_data, monkeypatc
     assert rc == 2
     assert "space.learning_rate: loguniform needs low > 0, got -1" in capsys.readouterr().err
     assert not os.path.exists("sw")
+    # GPUs asked of a machine with none: refused before the sweep directory is written
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SpaceError, match=r"resources.gpu: 0.5 GPU\(s\) per trial asked, but this machine has no"):
+        run_sweep("SASRec", "tinyml", lr_space, [tiny_data["config_file"]], gpus_per_trial=0.5,
+                  cmd_args={"data_path": tiny_data["data_path"], "run_dir": "gpu"})
+    assert not os.path.exists("gpu")
+    # a directory with a sweep.json and no Ray state (a sweep stopped before Ray saved anything): nothing to resume,
+    # and a new sweep may start there
+    os.makedirs("early")
+    open("early/sweep.json", "w").write("{}")
+    with pytest.raises(SweepError, match=r"nothing to resume in .*early: no Ray experiment .*without --resume"):
+        run_sweep(None, None, None, cmd_args={"run_dir": "early"}, resume=True)
+    with pytest.raises(AssertionError, match="Ray was started"):  # past every check: the sweep would run
+        run_sweep("SASRec", "tinyml", lr_space, [tiny_data["config_file"]],
+                  cmd_args={"data_path": tiny_data["data_path"], "run_dir": "early"})
 
 
 def test_shipped_space_files_name_the_distillation_keys():

@@ -70,7 +70,9 @@ def artifact_item_map(artifacts: "TeacherArtifacts", dataset: Any) -> torch.Tens
         f"{artifacts.n_items - 1:,} items; this dataset {current_name!r} has {len(current_tokens) - 1:,} items"
     )
     if current_name != artifacts.dataset_name:
-        raise ArtifactMismatchError(header)
+        raise ArtifactMismatchError(f"{header}: a teacher's artifact is for the dataset it was exported from; export "
+                                    f"the teacher trained on {current_name!r}, or pass --dataset="
+                                    f"{artifacts.dataset_name}")
     artifact_set, current_set = set(artifacts.item_tokens), set(current_tokens)
     if artifact_set != current_set:
         only_artifact = [t for t in artifacts.item_tokens if t not in current_set]

@@ -48,7 +48,7 @@ from recbole_llmkd.data.keys import dataset_example_keys
 from recbole_llmkd.data.paths import TEACHER_RUN_ARTIFACT, diagnostics_path
 from recbole_llmkd.data.reader import load_artifacts
 from recbole_llmkd.data.writer import ArtifactWriter, dataset_metadata
-from recbole_llmkd.errors import CheckpointMismatchError, ConfigValueError
+from recbole_llmkd.errors import CheckpointMismatchError, ConfigValueError, Interrupted, ctrl_c_as
 from recbole_llmkd.run import load, load_model, read_checkpoint, resolve_checkpoint
 
 ITEM_TEXT_SOURCES = ("auto", "titles", "item_table", "text_encoder", "none")
@@ -166,7 +166,8 @@ def choose_item_text(config, dataset, item_text: str, model=None,
     if model is not None and _is_generative_teacher(model):
         if item_text == "item_table":
             raise ConfigValueError(f"item_text=item_table: {type(model).__name__} has no item table; use auto (its "
-                                   "grounding table of title embeddings), text_encoder or none")
+                                   "grounding table of title embeddings), text_encoder or none (command line: "
+                                   "--item-text / --export-item-text)")
         if item_text == "none":
             return "none", None, None
         titles, n_fallbacks = _titles_and_fallbacks(config, dataset)
@@ -176,13 +177,15 @@ def choose_item_text(config, dataset, item_text: str, model=None,
         if item_text == "titles":
             raise ConfigValueError(
                 f"item_text=titles needs an LLM teacher to read the titles; {type(model).__name__} has none: use "
-                "item_text=item_table (its item embeddings) or none"
+                "item_text=item_table (its item embeddings) or none (command line: --item-text item_table, or "
+                "--export-item-text item_table with --export-teacher)"
             )
         if item_text == "none":
             return "none", None, None
         if not hasattr(model, "item_embedding"):
             raise ConfigValueError(
-                f"{type(model).__name__} has no item_embedding to export as item_text_emb: use item_text=none"
+                f"{type(model).__name__} has no item_embedding to export as item_text_emb: use item_text=none "
+                "(command line: --item-text none)"
             )
         return f"item_embedding of the teacher {type(model).__name__} (no item titles)", None, None
     item_file = Path(config["data_path"]) / f"{config['dataset']}.item"
@@ -300,6 +303,10 @@ def _cross_fitted_rows(fold_teachers: List[FoldTeacher], folds: np.ndarray, inte
     return rows
 
 
+class ExportInterrupted(Interrupted):
+    """An export stopped by Ctrl-C; the chunks written so far stay, and the same export resumes from them."""
+
+
 def export_teacher(
     checkpoint_or_run_dir: str | os.PathLike,
     output: Optional[str | os.PathLike] = None,
@@ -361,107 +368,111 @@ def export_teacher(
         check_ray_address(ray_address)
     output = Path(output) if output is not None else checkpoint.parent / TEACHER_RUN_ARTIFACT
     if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} already exists; delete it or pass overwrite=True (--export-overwrite)")
+        raise FileExistsError(f"{output} already exists; delete it or pass overwrite=True (command line: --overwrite, "
+                              "or --export-overwrite with --export-teacher)")
 
-    read_teacher_checkpoint(checkpoint)  # a sequential model's, checked before the data are built
-    run = load(checkpoint, device=device)
-    model, config, train_data = run.model, run.config, run.train_data
-    split_datasets = {"train": train_data._dataset, "valid": run.valid_data._dataset, "test": run.test_data._dataset}
-    split_datasets = {split: ds for split, ds in split_datasets.items() if len(ds.inter_feat) > 0}
+    # Ctrl-C: the chunks written so far stay in the partial artifact, and the same export again resumes from them
+    with ctrl_c_as(ExportInterrupted, f"export interrupted; the same command again resumes it (the rows written so "
+                                      f"far stay in {output}.partial)"):
+        read_teacher_checkpoint(checkpoint)  # a sequential model's, checked before the data are built
+        run = load(checkpoint, device=device)
+        model, config, train_data = run.model, run.config, run.train_data
+        split_datasets = {"train": train_data._dataset, "valid": run.valid_data._dataset, "test": run.test_data._dataset}
+        split_datasets = {split: ds for split, ds in split_datasets.items() if len(ds.inter_feat) > 0}
 
-    if with_user_state and not _is_llm_teacher(model):
-        raise ConfigValueError(f"with_user_state: {type(model).__name__} is not an LLM teacher with a user state "
-                               "to store (SLMRec reads LLMRec teachers)")
-    run_device = config["device"]
-    batch_size = int(batch_size or config["eval_batch_size"] or 256)
-    fold_teachers, train_row_folds = None, None
-    if cross_fit:
-        if ray_address is not None or num_workers is not None:
-            raise ConfigValueError("cross_fit: the cross-fitted export runs here, not on Ray workers")
-        fold_teachers = _load_fold_teachers(cross_fit, model, config, train_data._dataset, run_device)
-        train_row_folds = row_folds(train_data._dataset, len(fold_teachers))  # [N_train]
+        if with_user_state and not _is_llm_teacher(model):
+            raise ConfigValueError(f"with_user_state: {type(model).__name__} is not an LLM teacher with a user state "
+                                   "to store (SLMRec reads LLMRec teachers)")
+        run_device = config["device"]
+        batch_size = int(batch_size or config["eval_batch_size"] or 256)
+        fold_teachers, train_row_folds = None, None
+        if cross_fit:
+            if ray_address is not None or num_workers is not None:
+                raise ConfigValueError("cross_fit: the cross-fitted export runs here, not on Ray workers")
+            fold_teachers = _load_fold_teachers(cross_fit, model, config, train_data._dataset, run_device)
+            train_row_folds = row_folds(train_data._dataset, len(fold_teachers))  # [N_train]
 
-    item_text_source, titles, n_fallbacks = choose_item_text(config, train_data._dataset, item_text, model, text_encoder)
-    metadata = dataset_metadata(
-        train_data._dataset,
-        key_history=key_history,
-        score_kind=getattr(model, "score_kind", "logit"),  # BIGRec: neg_l2 (minus the grounding distance)
-        teacher=_teacher_metadata(model, config, checkpoint, item_text_source, n_fallbacks, fold_teachers),
-    )
-    writer = ArtifactWriter(
-        output,
-        metadata,
-        splits={split: len(ds.inter_feat) for split, ds in split_datasets.items()},
-        K=topk,
-        chunk_rows=chunk_rows,
-        overwrite=overwrite,
-    )
-    pending = {split: writer.pending_ranges(split) for split in split_datasets}
-    n_pending = sum(end - start for ranges in pending.values() for start, end in ranges)
-    n_total = sum(writer.splits.values())
-    if n_pending < n_total:
-        logger.info(f"export: resuming {writer.partial_dir}: {n_total - n_pending:,} of {n_total:,} rows already written")
-
-    from tqdm.auto import tqdm
-
-    start_time = time.perf_counter()
-    progress = tqdm(total=n_pending, desc="teacher export", unit="row", disable=not show_progress)
-    if ray_address is not None or num_workers is not None:  # the same chunks, computed by Ray workers
-        from recbole_llmkd.jobs.export_ray import compute_chunks_on_ray
-
-        keys = {split: dataset_example_keys(split_datasets[split], key_history) for split, r in pending.items() if r}
-
-        def write_with_keys(split: str, chunk_start: int, chunk: dict) -> None:
-            chunk["key"] = keys[split][chunk_start:chunk_start + len(chunk["topk_ids"])]  # [n]
-            writer.write_chunk(split, chunk_start, chunk)
-
-        compute_chunks_on_ray(
-            checkpoint, train_data._dataset, [(split, *r) for split, ranges in pending.items() for r in ranges],
-            lambda split, chunk_start, chunk_end: split_datasets[split].inter_feat[chunk_start:chunk_end],
-            write_with_keys, topk, with_user_state, batch_size, ray_address=ray_address, num_workers=num_workers,
-            cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
-            use_gpu=torch.device(run_device).type == "cuda", on_rows=progress.update,
+        item_text_source, titles, n_fallbacks = choose_item_text(config, train_data._dataset, item_text, model, text_encoder)
+        metadata = dataset_metadata(
+            train_data._dataset,
+            key_history=key_history,
+            score_kind=getattr(model, "score_kind", "logit"),  # BIGRec: neg_l2 (minus the grounding distance)
+            teacher=_teacher_metadata(model, config, checkpoint, item_text_source, n_fallbacks, fold_teachers),
         )
-        pending = {}  # computed
-    for split, ranges in pending.items():
-        split_dataset = split_datasets[split]
-        keys = dataset_example_keys(split_dataset, key_history) if ranges else None  # [N]
-        for chunk_start, chunk_end in ranges:
-            parts: dict[str, list[torch.Tensor]] = {}
-            for batch_start in range(chunk_start, chunk_end, batch_size):
-                batch_end = min(batch_start + batch_size, chunk_end)
-                interaction = split_dataset.inter_feat[batch_start:batch_end].to(run_device)
-                if split == "train" and fold_teachers:  # each row from the teacher that never trained on its user
-                    rows = _cross_fitted_rows(fold_teachers, train_row_folds[batch_start:batch_end], interaction,
-                                              topk, with_user_state)
-                else:
-                    rows = _teacher_rows(model, interaction, topk, with_user_state)
-                for name, tensor in rows.items():
-                    parts.setdefault(name, []).append(tensor)
-                progress.update(batch_end - batch_start)
-            chunk = {name: torch.cat(tensors) for name, tensors in parts.items()}
-            chunk["key"] = keys[chunk_start:chunk_end]
-            writer.write_chunk(split, chunk_start, chunk)
-    progress.close()
-    rows_seconds = time.perf_counter() - start_time
+        writer = ArtifactWriter(
+            output,
+            metadata,
+            splits={split: len(ds.inter_feat) for split, ds in split_datasets.items()},
+            K=topk,
+            chunk_rows=chunk_rows,
+            overwrite=overwrite,
+        )
+        pending = {split: writer.pending_ranges(split) for split in split_datasets}
+        n_pending = sum(end - start for ranges in pending.values() for start, end in ranges)
+        n_total = sum(writer.splits.values())
+        if n_pending < n_total:
+            logger.info(f"export: resuming {writer.partial_dir}: {n_total - n_pending:,} of {n_total:,} rows already written")
 
-    if item_text_source != "none" and "item_text_emb" not in writer.done_globals():
-        if item_text == "text_encoder":
-            from recbole_llmkd.llm.text_encoder import encode_item_texts
+        from tqdm.auto import tqdm
 
-            item_vectors = encode_item_texts(titles, text_encoder, batch_size=batch_size, device=run_device)
-        else:
-            item_vectors = _item_text_embeddings(model, titles, batch_size, run_device)
-        writer.write_global("item_text_emb", item_vectors)
-    path = writer.finalize()
-    logger.info(
-        f"export: wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB; {n_pending:,} rows computed in "
-        f"{rows_seconds:.1f} s, {n_pending / max(rows_seconds, 1e-9):,.0f} rows/s; K={topk})"
-    )
-    student = None
-    if student_checkpoint is not None:
-        student, _ = load_model(read_teacher_checkpoint(student_checkpoint), train_data._dataset, device=run_device)
-    write_list_diagnostics(path, train_data._dataset, student=student, batch_size=batch_size)
+        start_time = time.perf_counter()
+        progress = tqdm(total=n_pending, desc="teacher export", unit="row", disable=not show_progress)
+        if ray_address is not None or num_workers is not None:  # the same chunks, computed by Ray workers
+            from recbole_llmkd.jobs.export_ray import compute_chunks_on_ray
+
+            keys = {split: dataset_example_keys(split_datasets[split], key_history) for split, r in pending.items() if r}
+
+            def write_with_keys(split: str, chunk_start: int, chunk: dict) -> None:
+                chunk["key"] = keys[split][chunk_start:chunk_start + len(chunk["topk_ids"])]  # [n]
+                writer.write_chunk(split, chunk_start, chunk)
+
+            compute_chunks_on_ray(
+                checkpoint, train_data._dataset, [(split, *r) for split, ranges in pending.items() for r in ranges],
+                lambda split, chunk_start, chunk_end: split_datasets[split].inter_feat[chunk_start:chunk_end],
+                write_with_keys, topk, with_user_state, batch_size, ray_address=ray_address, num_workers=num_workers,
+                cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+                use_gpu=torch.device(run_device).type == "cuda", on_rows=progress.update,
+            )
+            pending = {}  # computed
+        for split, ranges in pending.items():
+            split_dataset = split_datasets[split]
+            keys = dataset_example_keys(split_dataset, key_history) if ranges else None  # [N]
+            for chunk_start, chunk_end in ranges:
+                parts: dict[str, list[torch.Tensor]] = {}
+                for batch_start in range(chunk_start, chunk_end, batch_size):
+                    batch_end = min(batch_start + batch_size, chunk_end)
+                    interaction = split_dataset.inter_feat[batch_start:batch_end].to(run_device)
+                    if split == "train" and fold_teachers:  # each row from the teacher that never trained on its user
+                        rows = _cross_fitted_rows(fold_teachers, train_row_folds[batch_start:batch_end], interaction,
+                                                  topk, with_user_state)
+                    else:
+                        rows = _teacher_rows(model, interaction, topk, with_user_state)
+                    for name, tensor in rows.items():
+                        parts.setdefault(name, []).append(tensor)
+                    progress.update(batch_end - batch_start)
+                chunk = {name: torch.cat(tensors) for name, tensors in parts.items()}
+                chunk["key"] = keys[chunk_start:chunk_end]
+                writer.write_chunk(split, chunk_start, chunk)
+        progress.close()
+        rows_seconds = time.perf_counter() - start_time
+
+        if item_text_source != "none" and "item_text_emb" not in writer.done_globals():
+            if item_text == "text_encoder":
+                from recbole_llmkd.llm.text_encoder import encode_item_texts
+
+                item_vectors = encode_item_texts(titles, text_encoder, batch_size=batch_size, device=run_device)
+            else:
+                item_vectors = _item_text_embeddings(model, titles, batch_size, run_device)
+            writer.write_global("item_text_emb", item_vectors)
+        path = writer.finalize()
+        logger.info(
+            f"export: wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB; {n_pending:,} rows computed in "
+            f"{rows_seconds:.1f} s, {n_pending / max(rows_seconds, 1e-9):,.0f} rows/s; K={topk})"
+        )
+        student = None
+        if student_checkpoint is not None:
+            student, _ = load_model(read_teacher_checkpoint(student_checkpoint), train_data._dataset, device=run_device)
+        write_list_diagnostics(path, train_data._dataset, student=student, batch_size=batch_size)
     return path
 
 

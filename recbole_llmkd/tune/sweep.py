@@ -632,8 +632,12 @@ def run_sweep(
     setup_file = os.path.join(sweep_dir, "sweep.json")
 
     if resume:
-        if not (os.path.isfile(setup_file) and Tuner.can_restore(experiment_path)):
-            raise SweepError(f"nothing to resume in {sweep_dir}: no sweep.json and Ray experiment {experiment_path}")
+        missing = [what for what, there in (("sweep.json", os.path.isfile(setup_file)),
+                                            (f"Ray experiment {experiment_path}", Tuner.can_restore(experiment_path)))
+                   if not there]
+        if missing:
+            raise SweepError(f"nothing to resume in {sweep_dir}: no {' and no '.join(missing)} (a sweep that stopped "
+                             "before Ray saved its first state has nothing to resume): start it again without --resume")
         with open(setup_file, "r", encoding="utf-8") as f:
             saved = json.load(f)
         setup = SweepSetup(**saved["setup"])
@@ -641,11 +645,13 @@ def run_sweep(
         spec = load_space(saved["space"], overrides={**saved["overrides"], **given})
         spec.source = saved.get("space_source", "<dict>")
     else:
-        if os.path.exists(experiment_path) or os.path.exists(setup_file):
+        # a sweep.json alone is a sweep that stopped before Ray saved anything (e.g. refused below): nothing to keep
+        if os.path.exists(experiment_path):
             raise SweepError(
                 f"{sweep_dir} already holds a sweep: pass --resume to continue it, or choose another --run_dir"
             )
         spec = load_space(space, overrides)
+        _trial_resources(spec, embedded=not ray_address)  # checked before the sweep directory is written
         driver_config, setup = prepare_setup(model, dataset, spec, config_file_list, config_dict, cmd_args)
         os.makedirs(sweep_dir, exist_ok=True)
         with open(setup_file, "w", encoding="utf-8") as f:
