@@ -155,6 +155,10 @@ def test_bad_space_is_rejected_before_ray_starts(tmp_path, tiny_data, monkeypatc
     open("early/sweep.json", "w").write("{}")
     with pytest.raises(SweepError, match=r"nothing to resume in .*early: no Ray experiment .*without --resume"):
         run_sweep(None, None, None, cmd_args={"run_dir": "early"}, resume=True)
+    os.makedirs("finished")
+    open("finished/best.json", "w").write("{}")
+    with pytest.raises(SweepError, match=r"the sweep in .*finished has finished \(best.json\): nothing to resume"):
+        run_sweep(None, None, None, cmd_args={"run_dir": "finished"}, resume=True)  # test read once
     with pytest.raises(AssertionError, match="Ray was started"):  # past every check: the sweep would run
         run_sweep("SASRec", "tinyml", lr_space, [tiny_data["config_file"]],
                   cmd_args={"data_path": tiny_data["data_path"], "run_dir": "early"})
@@ -446,6 +450,7 @@ def test_resume_never_retrains_a_trial_the_saved_state_calls_unfinished(tmp_path
     rows_before = {f: len(pd.read_csv(os.path.join(experiment, f, "progress.csv"))) for f in folders}
     for folder in (same_session, new_session):
         _mark_unfinished_in_saved_state(experiment, folder)
+    os.remove("sweep/best.json")  # as the Ctrl-C left it: stopped before the best trial was read on test
     assert {t: str(s.status) for t, s in sweep_module._saved_trials(experiment).items()} == {
         same_session: "PENDING", new_session: "PENDING", untouched: "TERMINATED"}
 

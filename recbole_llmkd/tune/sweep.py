@@ -632,6 +632,8 @@ def run_sweep(
     setup_file = os.path.join(sweep_dir, "sweep.json")
 
     if resume:
+        if os.path.isfile(os.path.join(sweep_dir, "best.json")):  # resuming would read the test split again
+            raise SweepError(f"the sweep in {sweep_dir} has finished (best.json): nothing to resume")
         missing = [what for what, there in (("sweep.json", os.path.isfile(setup_file)),
                                             (f"Ray experiment {experiment_path}", Tuner.can_restore(experiment_path)))
                    if not there]
