@@ -48,24 +48,31 @@ def load_checkpoint(path: str, map_location=None) -> dict:
 PARTIAL_SUFFIX = ".partial"  # a checkpoint being written (not a *.pth until it is whole)
 
 
-class TrainerStateCheckpoint:
-    """Trainer mixin, directly before RecBole's ``Trainer`` in the bases (every trainer has it through
-    ``checkpoint_safe_trainer``): its checkpoints also hold the trainer's own state, ``trainer_state()`` under
-    ``"trainer_state"``, which ``resume_checkpoint`` hands to ``load_trainer_state``, and are written whole or not at
-    all. Mixins above it add their parts and call ``super()`` in both methods. Its own part: the training time up to
-    the checkpoint, so that a resumed run's ``train_time_s`` counts the time before the interruption."""
+class _TrainClock:
+    """A trainer's training time: ``train_time_s()`` = the time before the checkpoint a resumed run went on from
+    (``train_time_before_s``) plus the time since ``fit`` began (the outermost ``fit`` in the MRO starts it)."""
 
-    train_time_before_s = 0.0  # training time up to the checkpoint a resumed run went on from
+    train_time_before_s = 0.0
     _fit_started = None
 
     def fit(self, *args, **kwargs):
-        self._fit_started = time.perf_counter()
+        if self._fit_started is None:
+            self._fit_started = time.perf_counter()
         return super().fit(*args, **kwargs)
 
     def train_time_s(self) -> float:
         """Seconds of training so far: before the resumed checkpoint plus this ``fit``'s."""
         started = self._fit_started
         return self.train_time_before_s + (time.perf_counter() - started if started is not None else 0.0)
+
+
+class TrainerStateCheckpoint(_TrainClock):
+    """Trainer mixin, before RecBole's ``Trainer`` in the bases (every trainer whose checkpoints RecBole's
+    ``Trainer._save_checkpoint`` writes has it through ``checkpoint_safe_trainer``): its checkpoints also hold the
+    trainer's own state, ``trainer_state()`` under ``"trainer_state"``, which ``resume_checkpoint`` hands to
+    ``load_trainer_state``, and are written whole or not at all. Mixins above it add their parts and call ``super()``
+    in both methods. Its own part: the training time up to the checkpoint, so that a resumed run's ``train_time_s``
+    counts the time before the interruption."""
 
     def trainer_state(self) -> dict:
         return {"train_time_s": self.train_time_s()}
@@ -110,9 +117,9 @@ class TrainerStateCheckpoint:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
 
-class _CheckpointSafeTrainer(TrainerStateCheckpoint):
-    """Mixin over a RecBole trainer: its checkpoint loads go through ``load_checkpoint``; its checkpoints are
-    ``TrainerStateCheckpoint``'s."""
+class _CheckpointLoading(_TrainClock):
+    """Mixin over a RecBole trainer, first in its MRO: its checkpoint loads go through ``load_checkpoint``, and its
+    training clock starts when its ``fit`` is called."""
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         # RecBole's evaluate calls torch.load(weights_only=True) on its pickled checkpoint and fails.
@@ -125,6 +132,7 @@ class _CheckpointSafeTrainer(TrainerStateCheckpoint):
         return super().evaluate(eval_data, load_best_model=False, model_file=None, show_progress=show_progress)
 
     def fit(self, train_data, valid_data=None, *args, **kwargs):
+        self._fit_started = time.perf_counter()  # before the plugin trainers' own set-up in their fit
         resumed = self.start_epoch > 0  # after resume_checkpoint
         if resumed and self.start_epoch >= self.epochs:
             # RecBole's fit would train nothing and re-save the checkpoint as epoch -1 (a later resume: epoch 0).
@@ -157,16 +165,28 @@ class _CheckpointSafeTrainer(TrainerStateCheckpoint):
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.load_trainer_state(checkpoint.get("trainer_state") or {})
+        if isinstance(self, TrainerStateCheckpoint):  # not a trainer that writes its checkpoints its own way
+            self.load_trainer_state(checkpoint.get("trainer_state") or {})
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+
+class _CheckpointSafeTrainer(_CheckpointLoading, TrainerStateCheckpoint):
+    """``_CheckpointLoading`` with ``TrainerStateCheckpoint``'s checkpoints (the trainer's state, written whole)."""
 
 
 @functools.lru_cache(maxsize=None)
 def checkpoint_safe_trainer(trainer_class: type) -> type:
-    """``trainer_class`` with the torch >= 2.6 checkpoint fix (cached: one subclass per trainer class)."""
-    if issubclass(trainer_class, _CheckpointSafeTrainer):
+    """``trainer_class`` with the torch >= 2.6 checkpoint fix and ``TrainerStateCheckpoint``'s checkpoints (cached:
+    one subclass per trainer class); a trainer that writes its checkpoints its own way (its own ``_save_checkpoint``)
+    keeps it and gets the loading fix alone."""
+    from recbole.trainer import Trainer
+
+    if issubclass(trainer_class, _CheckpointLoading):
         return trainer_class
-    return type(trainer_class.__name__, (_CheckpointSafeTrainer, trainer_class), {"__module__": trainer_class.__module__})
+    recbole_saving = issubclass(trainer_class, TrainerStateCheckpoint) or (
+        getattr(trainer_class, "_save_checkpoint", None) is getattr(Trainer, "_save_checkpoint"))
+    mixin = _CheckpointSafeTrainer if recbole_saving else _CheckpointLoading
+    return type(trainer_class.__name__, (mixin, trainer_class), {"__module__": trainer_class.__module__})
 
 
 def as_plain_recbole_config(config):

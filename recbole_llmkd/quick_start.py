@@ -74,7 +74,10 @@ def run_recbole_llmkd(
     logger = getLogger()
     logger.info(config)
 
-    with ctrl_c_as(RunInterrupted, "run interrupted before training; no checkpoint was saved yet: start it again"):
+    before_training = (f"run interrupted before training; the same command with --run_dir={run_dir} --resume "
+                       "starts it again" if resume else
+                       "run interrupted before training; no checkpoint was saved yet: start it again")
+    with ctrl_c_as(RunInterrupted, before_training):
         run = prepare(config)  # the dataset, its splits, the model
     params = count_parameters(run.model)
     trainer = run.trainer

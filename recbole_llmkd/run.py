@@ -94,6 +94,9 @@ def check_time_field_loaded(config) -> None:
     time_field = config["TIME_FIELD"]
     ordered = config["MODEL_TYPE"] == ModelType.SEQUENTIAL or (config["eval_args"] or {}).get("order") == "TO"
     pre_split = bool(config["benchmark_filename"])  # histories already built in the files (item_id_list)
+    if ordered and not pre_split and not time_field:
+        raise ConfigValueError(f"dataset '{config['dataset']}': TIME_FIELD is not set, and a sequential model's "
+                               "histories are ordered by it: set TIME_FIELD (e.g. timestamp) and load that column")
     if ordered and not pre_split and inter_columns is not None and time_field not in inter_columns:
         raise ConfigValueError(
             f"dataset '{config['dataset']}': load_col loads {list(inter_columns)} from the .inter file, not the time "

@@ -10,7 +10,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+try:
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+except ValueError:  # e.g. "4,2" (OpenMP's nested form): left to torch
+    pass
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:

@@ -45,3 +45,22 @@ def test_cuda_visible_devices_kept(monkeypatch):
 def test_recbole_models_are_found_without_exlib():
     assert compat.recbole_model_module("SASRec") == "recbole.model.sequential_recommender.sasrec"
     assert compat.recbole_model_module("LightGBM") is None  # an exlib model: never probed
+
+
+def test_trainers_that_save_their_own_way_keep_it():
+    """RecBole's Trainer and the plugin's trainers get TrainerStateCheckpoint's checkpoints (whole, with the
+    trainer's state); a trainer with its own _save_checkpoint keeps it and gets the loading fix alone."""
+    from recbole.trainer import Trainer
+
+    from recbole_llmkd.compat import TrainerStateCheckpoint, _CheckpointLoading, checkpoint_safe_trainer
+    from recbole_llmkd.trainer.kd_trainer import KDTrainer
+
+    class OwnSaving(Trainer):
+        def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+            return "own"
+
+    for trainer_class in (Trainer, KDTrainer):
+        assert issubclass(checkpoint_safe_trainer(trainer_class), TrainerStateCheckpoint)
+    own = checkpoint_safe_trainer(OwnSaving)
+    assert issubclass(own, _CheckpointLoading) and not issubclass(own, TrainerStateCheckpoint)
+    assert own._save_checkpoint(None, 0) == "own"

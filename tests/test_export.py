@@ -154,6 +154,13 @@ def test_interrupted_export_resumes_and_gives_the_same_file(teacher_run, exporte
     for key in ("item_tokens", "splits", "teacher", "fingerprint", "has", "key_history"):
         assert resumed.metadata[key] == reference.metadata[key]
 
+    # Ctrl-C after the artifact is written: the message says what is missing, not that the export resumes
+    monkeypatch.setattr(export_module, "write_list_diagnostics", lambda *args, **kwargs: (_ for _ in ()).throw(
+        KeyboardInterrupt))
+    with pytest.raises(export_module.ExportInterrupted, match=r"after .*resumed.safetensors was written, before its "
+                                                              r"list diagnostics .*--overwrite"):
+        export_module.export_teacher(teacher_run["run_dir"], output=output, topk=8, overwrite=True, show_progress=False)
+
 
 def test_artifact_for_another_config_is_a_clear_error(exported, data_root):
     from recbole_llmkd.data.artifacts import ArtifactMismatchError, load_artifacts

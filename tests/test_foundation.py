@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -123,20 +124,23 @@ def test_an_interrupted_run_goes_on_from_its_best_checkpoint_through_the_cli(tin
     [checkpoint] = checkpoints_in("run")
     saved = torch.load(checkpoint, weights_only=False)
     assert saved["epoch"] == 0
-    time_to_checkpoint = saved["trainer_state"]["train_time_s"]  # every trainer's checkpoint has it, RecBole's too
-    assert time_to_checkpoint > 0
+    assert saved["trainer_state"]["train_time_s"] > 0  # every trainer's checkpoint has it, RecBole's too
+    saved["trainer_state"]["train_time_s"] = 1000.0  # as if the epochs before the interruption had taken 1000 s
+    torch.save(saved, checkpoint)
     with pytest.raises(RunDirError, match="interrupted run .* --resume"):
         run_recbole_llmkd("SASRec", "ml-100k", config_dict=config)
 
     tiny = "tiny.yaml"
     with open(tiny, "w") as f:
         yaml.safe_dump(config, f)
+    resumed_at = time.perf_counter()
     assert cli.main(["--model=SASRec", "--dataset=ml-100k", f"--config_files={tiny}", "--run_dir=run",
                      "--resume"]) == 0
+    resume_wall_s = time.perf_counter() - resumed_at
     assert "SASRec on ml-100k" in capsys.readouterr().out
     result = json.loads(open("run/results.json").read())
     assert result["resumed_at_epoch"] == 1
-    assert result["train_time_s"] > time_to_checkpoint  # the time before the interruption is counted
+    assert 1000.0 < result["train_time_s"] < 1000.0 + resume_wall_s  # the time before the interruption counts
     assert checkpoints_in("run") == [checkpoint] and result["checkpoint"] == os.path.abspath(checkpoint)
     log = open("run/run.log").read()
     resumed_part = log.split("Resume training from epoch 1")[1]

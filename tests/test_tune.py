@@ -155,6 +155,10 @@ def test_bad_space_is_rejected_before_ray_starts(tmp_path, tiny_data, monkeypatc
     open("early/sweep.json", "w").write("{}")
     with pytest.raises(SweepError, match=r"nothing to resume in .*early: no Ray experiment .*without --resume"):
         run_sweep(None, None, None, cmd_args={"run_dir": "early"}, resume=True)
+    os.makedirs("started/trials")  # Ray made its experiment directory and stopped before saving any state
+    with pytest.raises(SweepError, match=r"started.trials holds no saved Ray state .*delete it"):
+        run_sweep("SASRec", "tinyml", lr_space, [tiny_data["config_file"]],
+                  cmd_args={"data_path": tiny_data["data_path"], "run_dir": "started"})
     os.makedirs("finished")
     open("finished/best.json", "w").write("{}")
     with pytest.raises(SweepError, match=r"the sweep in .*finished has finished \(best.json\): nothing to resume"):

@@ -465,10 +465,12 @@ def export_teacher(
                 item_vectors = _item_text_embeddings(model, titles, batch_size, run_device)
             writer.write_global("item_text_emb", item_vectors)
         path = writer.finalize()
-        logger.info(
-            f"export: wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB; {n_pending:,} rows computed in "
-            f"{rows_seconds:.1f} s, {n_pending / max(rows_seconds, 1e-9):,.0f} rows/s; K={topk})"
-        )
+    logger.info(
+        f"export: wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB; {n_pending:,} rows computed in "
+        f"{rows_seconds:.1f} s, {n_pending / max(rows_seconds, 1e-9):,.0f} rows/s; K={topk})"
+    )
+    with ctrl_c_as(ExportInterrupted, f"export interrupted after {path} was written, before its list diagnostics "
+                                      f"({diagnostics_path(path)}): export again with --overwrite to have them"):
         student = None
         if student_checkpoint is not None:
             student, _ = load_model(read_teacher_checkpoint(student_checkpoint), train_data._dataset, device=run_device)

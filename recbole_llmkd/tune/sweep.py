@@ -648,10 +648,13 @@ def run_sweep(
         spec.source = saved.get("space_source", "<dict>")
     else:
         # a sweep.json alone is a sweep that stopped before Ray saved anything (e.g. refused below): nothing to keep
-        if os.path.exists(experiment_path):
+        if Tuner.can_restore(experiment_path):
             raise SweepError(
                 f"{sweep_dir} already holds a sweep: pass --resume to continue it, or choose another --run_dir"
             )
+        if os.path.exists(experiment_path):  # Ray made it and stopped before saving any state: nothing to resume
+            raise SweepError(f"{experiment_path} holds no saved Ray state (the sweep stopped while it started): delete "
+                             "it and run the sweep again, or choose another --run_dir")
         spec = load_space(space, overrides)
         _trial_resources(spec, embedded=not ray_address)  # checked before the sweep directory is written
         driver_config, setup = prepare_setup(model, dataset, spec, config_file_list, config_dict, cmd_args)
