@@ -53,25 +53,25 @@ def parse_args(argv=None):
     return args
 
 
-def split_ndcg(target_rank: torch.Tensor, in_group: torch.Tensor, k: int = 10) -> Tuple[float, float]:
-    """``(NDCG@k over the rows in the group, NDCG@k over the others)`` of single-target rows (leave-one-out), by the
-    project's ``evaluation.metrics_from_ranks`` (``1[r < k] / log2(r + 2)``, r = items scored above the target);
-    NaN for an empty side.
+def ndcg_at(target_rank: torch.Tensor, k: int = 10) -> float:
+    """NDCG@k of single-target rows (leave-one-out), by the project's ``evaluation.metrics_from_ranks``
+    (``1[r < k] / log2(r + 2)``, r = items scored above the target); NaN for no rows.
 
     Args:
         target_rank: ``[U]`` each row's target rank (int).
-        in_group: ``[U]`` bool, the row is in the group.
     """
     from recbole_llmkd.evaluation import metrics_from_ranks
 
-    def ndcg(ranks: torch.Tensor) -> float:
-        return metrics_from_ranks(ranks, ks=(k,))[f"ndcg@{k}"] if len(ranks) else float("nan")
+    return metrics_from_ranks(target_rank, ks=(k,))[f"ndcg@{k}"] if len(target_rank) else float("nan")
 
-    return ndcg(target_rank[in_group]), ndcg(target_rank[~in_group])
+
+def split_ndcg(target_rank: torch.Tensor, in_group: torch.Tensor, k: int = 10) -> Tuple[float, float]:
+    """``(ndcg_at over the rows in the group, ndcg_at over the others)``; ``in_group``: ``[U]`` bool."""
+    return ndcg_at(target_rank[in_group], k), ndcg_at(target_rank[~in_group], k)
 
 
 def head_tail_ndcg(target_rank: torch.Tensor, target_is_head: torch.Tensor, k: int = 10) -> Dict[str, float]:
-    """NDCG@k over all rows, head-target rows and tail-target rows (``split_ndcg``).
+    """NDCG@k over all rows, head-target rows and tail-target rows (``ndcg_at``, ``split_ndcg``).
 
     Args:
         target_rank: ``[U]`` each row's target rank (int).
@@ -79,8 +79,7 @@ def head_tail_ndcg(target_rank: torch.Tensor, target_is_head: torch.Tensor, k: i
     Returns ``{"all", "head", "tail"}`` means (NaN for an empty group) and ``{"n_head", "n_tail"}``.
     """
     head, tail = split_ndcg(target_rank, target_is_head, k)
-    every = split_ndcg(target_rank, torch.ones_like(target_is_head), k)[0]
-    return {"all": every, "head": head, "tail": tail,
+    return {"all": ndcg_at(target_rank, k), "head": head, "tail": tail,
             "n_head": int(target_is_head.sum()), "n_tail": int((~target_is_head).sum())}
 
 

@@ -82,10 +82,6 @@ class TrainerStateCheckpoint(_TrainClock):
         self.train_time_before_s = float(state.get("train_time_s", 0.0))
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        from recbole.trainer import Trainer
-
-        if not isinstance(self, Trainer):  # e.g. RecBole's DecisionTreeTrainer, which saves its own way
-            return super()._save_checkpoint(epoch)
         # RecBole's Trainer._save_checkpoint builds its dict inline with no room for a trainer's state (the same
         # dict, plus "trainer_state"), and torch.save straight into the checkpoint: a run killed while it writes
         # would lose its only checkpoint. Written beside it, then moved over it.

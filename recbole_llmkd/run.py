@@ -85,19 +85,22 @@ def check_dataset_files(config) -> None:
 
 def check_time_field_loaded(config) -> None:
     """A sequential model's histories are ordered by ``TIME_FIELD`` (and ``eval_args`` order ``TO`` splits by it),
-    unless the dataset is pre-split (``benchmark_filename``: the histories are in the files); RecBole's default ``load_col`` for a dataset without its own yaml (``inter: [user_id, item_id]``) leaves it out,
-    and RecBole then stops deep in the data preparation."""
+    unless the dataset is pre-split (``benchmark_filename``: the histories are in the files). RecBole's default
+    ``load_col`` for a dataset without its own yaml (``inter: [user_id, item_id]``) leaves it out, and RecBole then
+    stops deep in the data preparation."""
     from recbole.utils import ModelType
 
-    load_col = config["load_col"]
-    inter_columns = load_col.get("inter") if isinstance(load_col, dict) else None
-    time_field = config["TIME_FIELD"]
     ordered = config["MODEL_TYPE"] == ModelType.SEQUENTIAL or (config["eval_args"] or {}).get("order") == "TO"
     pre_split = bool(config["benchmark_filename"])  # histories already built in the files (item_id_list)
-    if ordered and not pre_split and not time_field:
+    if not ordered or pre_split:
+        return
+    time_field = config["TIME_FIELD"]
+    if not time_field:
         raise ConfigValueError(f"dataset '{config['dataset']}': TIME_FIELD is not set, and a sequential model's "
                                "histories are ordered by it: set TIME_FIELD (e.g. timestamp) and load that column")
-    if ordered and not pre_split and inter_columns is not None and time_field not in inter_columns:
+    load_col = config["load_col"]
+    inter_columns = load_col.get("inter") if isinstance(load_col, dict) else None
+    if inter_columns is not None and time_field not in inter_columns:
         raise ConfigValueError(
             f"dataset '{config['dataset']}': load_col loads {list(inter_columns)} from the .inter file, not the time "
             f"field '{time_field}' that orders the histories; load it, e.g. in a yaml file of --config_files: "
