@@ -302,10 +302,20 @@ def _patch_configurator_module(module) -> None:
     module.Config._init_parameters_category = _init_parameters_category
 
 
+def _patch_sine_module(module) -> None:
+    """Switch autograd's anomaly detection off again (idempotent)."""
+    import torch
+
+    # RecBole's sine.py calls torch.autograd.set_detect_anomaly(True) at import, and every RecBole model lookup
+    # imports it: the whole process then records a Python stack per tensor op, training 2-3x slower.
+    torch.autograd.set_detect_anomaly(False)
+
+
 # RecBole module -> the patch applied right after it is executed.
 _MODULE_PATCHES: Dict[str, Callable] = {
     "recbole.trainer.trainer": _patch_trainer_module,
     "recbole.config.configurator": _patch_configurator_module,
+    "recbole.model.sequential_recommender.sine": _patch_sine_module,
 }
 
 

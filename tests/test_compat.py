@@ -16,6 +16,8 @@ def test_importing_the_package_installs_the_patches_without_importing_recbole():
         "from recbole_llmkd import compat\n"
         "assert trainer.get_tensorboard is compat._tensorboard_beside_log\n"
         "assert configurator.Config._init_parameters_category._recbole_llmkd_copy\n"
+        "import torch, recbole.model.sequential_recommender  # imports sine.py, which turns anomaly detection on\n"
+        "assert not torch.is_anomaly_enabled()\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
