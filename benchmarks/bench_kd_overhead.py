@@ -40,6 +40,9 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--gpu-id", default="", help="'' = CPU (default); e.g. 0 for the first GPU")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch default)")
+    parser.add_argument("--detect-anomaly", action="store_true",
+                        help="time with autograd's anomaly detection on, as every run before commit 3227390 was "
+                             "(RecBole's sine.py switches it on at import; compat now switches it off)")
     parser.add_argument("--out", default="", help="write the summary JSON here")
     parser.add_argument("--_mode", choices=["plain", "kd"], help=argparse.SUPPRESS)
     parser.add_argument("--_workdir", help=argparse.SUPPRESS)
@@ -208,6 +211,7 @@ def interleaved_times(args, workdir: str) -> dict:
         config, train_data, model, trainer = run.config, run.train_data, run.model, run.trainer
         loss_func = monitored_kd_loss(trainer) if kd else model.calculate_loss
         runs[mode] = (config, model, trainer, loss_func, iter(train_data), len(train_data))
+    torch.autograd.set_detect_anomaly(args.detect_anomaly)
     n_batches = args.batches or min(n for *_, n in runs.values())
     times = {"plain": [], "kd": []}
     for index in range(args.warmup + n_batches):
@@ -225,7 +229,7 @@ def interleaved_times(args, workdir: str) -> dict:
             if index >= args.warmup:
                 times[mode].append(time.perf_counter() - start)
     return {"times": times, "epoch_batches": runs["plain"][5], "device": str(runs["plain"][0]["device"]),
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), "anomaly_detection": torch.is_anomaly_enabled()}
 
 
 def prepare_artifact(args, workdir: str) -> None:
@@ -243,6 +247,7 @@ def prepare_artifact(args, workdir: str) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
+    args.out = os.path.abspath(args.out) if args.out else ""  # the timing runs chdir into a temporary directory
     if args._mode:
         print("RESULT " + json.dumps(measure(args)), flush=True)
         return
@@ -279,6 +284,7 @@ def main(argv=None):
         "epoch_batches": timing["epoch_batches"],
         "device": timing["device"],
         "torch_threads": timing["torch_threads"],
+        "anomaly_detection": timing["anomaly_detection"],
     }
     results = {mode: [result] for mode, result in results.items()}
     for key in ("peak_cuda_mib", "gpu"):
