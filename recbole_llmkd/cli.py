@@ -67,7 +67,10 @@ def _models_epilog() -> str:
     wrap = lambda text: textwrap.fill(text, width=100, initial_indent="    ", subsequent_indent="    ")  # noqa: E731
     return (
         "available models:\n  recbole_llmkd:\n" + wrap(plugin) + "\n  RecBole:\n" + wrap(recbole) + "\n\n"
-        "Any other --key=value sets a RecBole/plugin config key (highest precedence).\n"
+        "Any other --key=value sets a RecBole/plugin config key (highest precedence), e.g. --epochs=50,\n"
+        "--gpu_id=0, or --run_dir=DIR: where a run writes run.log, its checkpoint and results.json\n"
+        "(default runs/<Model>-<dataset>-<time>; a sweep's runs/sweep-<Model>-<dataset>-<time>; a pipeline's\n"
+        "runs/pipeline-<profile>-<dataset>); with --resume, the run or sweep to continue.\n"
         "Config precedence, lowest first: RecBole defaults < RecBole yaml of the model's RecBole parent class <\n"
         "properties/overall.yaml < properties/model/<Model>.yaml < properties/dataset/<name>.yaml <\n"
         "--config_files (in order) < config dict < command line."

@@ -29,6 +29,7 @@ exist is reused, each input is read from the outputs of the earlier step, and th
 writes, before anything trains.
 """
 import copy
+import difflib
 import json
 import logging
 import os
@@ -463,7 +464,11 @@ class Pipeline:
                 )
         unknown_overrides = sorted(key for key in self.overrides if key not in known_anywhere)
         if unknown_overrides:
-            raise PipelineError(f"command line: --{', --'.join(unknown_overrides)} is a key of no step's model")
+            problems = []
+            for key in unknown_overrides:
+                close = difflib.get_close_matches(key, sorted(known_anywhere), n=3, cutoff=0.75)
+                problems.append(f"--{key}" + (f" (did you mean {', '.join('--' + c for c in close)}?)" if close else ""))
+            raise PipelineError(f"command line: {'; '.join(problems)}: a key of no step's model")
 
         first_step = next(iter(configs))
         try:

@@ -97,10 +97,11 @@ def get_model(model_name: str) -> type:
     all_names = models["recbole_llmkd"] + models["recbole"]
     close = difflib.get_close_matches(model_name, all_names, n=3, cutoff=0.6)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise UnknownModelError(
-        f"Unknown model '{model_name}'.{hint}\n"
-        f"  recbole_llmkd models: {', '.join(models['recbole_llmkd']) or '(none)'}\n"
-        f"  RecBole models: {', '.join(models['recbole']) or '(RecBole is not installed)'}"
+    if not models["recbole"]:
+        hint += " (RecBole is not installed: pip install --no-deps recbole==1.2.1)"
+    raise UnknownModelError(  # one line: the CLI prints it as its error; --list-models prints every name
+        f"Unknown model '{model_name}'.{hint} `run_recbole_llmkd.py --list-models` lists the {len(all_names)} "
+        f"available ones (recbole_llmkd: {', '.join(models['recbole_llmkd']) or 'none'}; RecBole's built-ins)"
     )
 
 

@@ -177,7 +177,7 @@ def test_impossible_profile_fails_before_anything_runs(tmp_path, changes, messag
 
 
 def test_unknown_override_and_missing_dataset_are_rejected(tmp_path):
-    with pytest.raises(PipelineError, match=r"--epochz is a key of no step's model"):
+    with pytest.raises(PipelineError, match=r"--epochz \(did you mean --epochs\?\): a key of no step's model"):
         Pipeline(resolve_profile("tiny"), run_dir=str(tmp_path / "a"), overrides={"epochz": "2"}).validate()
     with pytest.raises(PipelineError, match=r"dataset 'no-such-data' not found"):
         Pipeline(resolve_profile("tiny"), run_dir=str(tmp_path / "b"), dataset="no-such-data").validate()
@@ -187,7 +187,7 @@ def test_cli_reports_an_impossible_pipeline_before_training(tmp_path, capsys):
     from recbole_llmkd.cli import main
 
     assert main(["--pipeline=tiny", f"--run_dir={tmp_path / 'pipe'}", "--epochz=2"]) == 2
-    assert "error: command line: --epochz is a key of no step's model" in capsys.readouterr().err
+    assert "error: command line: --epochz (did you mean --epochs?): a key of no step's model" in capsys.readouterr().err
     assert os.listdir(tmp_path / "pipe") == []
 
 

@@ -399,12 +399,14 @@ class LLMRec(TrainedTensorsCheckpoint, SequentialRecommender):
             attention_mask=attention_mask[:1, :n_instruction],
             use_cache=True,
         )
-        instruction_cache = instruction_out.past_key_values
+        # transformers >= 5.2x names the KV cache `cache` (output field and argument; `past_key_values` warns)
+        cache_name = "cache" if "cache" in instruction_out.keys() else "past_key_values"
+        instruction_cache = instruction_out[cache_name]
         instruction_cache.batch_repeat_interleave(batch_size)  # [B, heads, T_i, d_head] per layer
         return self.llm(
             inputs_embeds=inputs_embeds[:, n_instruction:],  # [B, T_rest, d_llm]
             attention_mask=attention_mask,  # [B, T_i + T_rest]
-            past_key_values=instruction_cache,
+            **{cache_name: instruction_cache},
             output_hidden_states=output_hidden_states,
             use_cache=True,
         )
