@@ -8,7 +8,7 @@ it does, a teacher that fails to transfer knows nothing the student does not.
 
     .venv/bin/python benchmarks/bench_kd_control.py [--out-dir runs/bench_kd_control] [--seeds 2020 2021 2022]
         [--slice "[0,60]"] [--teacher-hidden 128] [--teacher-layers 2] [--student SASRec|GRU4Rec|BERT4Rec]
-        [--student-hidden 32] [--epochs 50] [--stopping-step 5] [--valid-smoothing 1]
+        [--student-hidden 32] [--epochs 50] [--stopping-step 5] [--teacher-budget EPOCHS PATIENCE] [--valid-smoothing 1]
         [--methods none rd dllm2rec dllm2rec-noed ...]
 
 Every run has its own directory under ``--out-dir``; a run whose ``results.json`` exists is reused, so an
@@ -116,6 +116,9 @@ def parse_args(argv=None):
     parser.add_argument("--student-hidden", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--stopping-step", type=int, default=5)
+    parser.add_argument("--teacher-budget", type=int, nargs=2, default=None, metavar=("EPOCHS", "PATIENCE"),
+                        help="the teacher's (and fold teachers') max epochs and patience (default: the students' "
+                             "--epochs and --stopping-step); in the teacher's directory name when not 50 5")
     parser.add_argument("--valid-smoothing", type=evaluation_count, default=1, metavar="N",
                         help="the students' valid_smoothing: early stopping and their checkpoint go by the mean of "
                              "the last N validation scores (the teacher keeps RecBole's rule); N > 1 is another run "
@@ -183,9 +186,10 @@ def teacher_tag(args) -> str:
 
 
 def teacher_dir_name(args) -> str:
-    """``teacher-<tag>[-e<epochs>p<patience>]``: the teacher is trained with the students' budget, so teachers of
-    other sizes, histories or budgets in one out-dir share the plain students and never each other's runs."""
-    return f"teacher-{teacher_tag(args)}{budget_suffix(args)}"
+    """``teacher-<tag>[-e<epochs>p<patience>]``, the teacher's budget (``--teacher-budget``, else the students'): so
+    teachers of other sizes, histories or budgets in one out-dir share the plain students and never each other's
+    runs."""
+    return f"teacher-{teacher_tag(args)}{budget_suffix(args, teacher=True)}"
 
 
 def ed_source(args) -> str:
@@ -247,12 +251,18 @@ def run_once(model: str, dataset: str, config: dict, run_dir: str) -> dict:
     return run_or_reuse(model, dataset, run_dir, config_dict=config)[0]
 
 
-def training_budget(args) -> dict:
-    """``max_epochs`` and ``patience`` of the runs (students and teacher) when they are not the default 50 / 5 (else
-    empty): part of a run's name and of its row, so runs with another budget are other runs."""
-    if (args.epochs, args.stopping_step) == (50, 5):
+def teacher_budget(args) -> tuple:
+    """(max epochs, patience) of the teacher and its fold teachers: ``--teacher-budget``, else the students'."""
+    return tuple(getattr(args, "teacher_budget", None) or (args.epochs, args.stopping_step))
+
+
+def training_budget(args, teacher: bool = False) -> dict:
+    """``max_epochs`` and ``patience`` of the students' runs (``teacher``: of the teacher's) when they are not the
+    default 50 / 5 (else empty): part of a run's name and of its row, so runs with another budget are other runs."""
+    epochs, patience = teacher_budget(args) if teacher else (args.epochs, args.stopping_step)
+    if (epochs, patience) == (50, 5):
         return {}
-    return {"max_epochs": args.epochs, "patience": args.stopping_step}
+    return {"max_epochs": epochs, "patience": patience}
 
 
 def selection(args) -> dict:
@@ -264,8 +274,8 @@ def selection_suffix(args) -> str:
     return f"-vs{args.valid_smoothing}" if selection(args) else ""
 
 
-def budget_suffix(args) -> str:
-    budget = training_budget(args)
+def budget_suffix(args, teacher: bool = False) -> str:
+    budget = training_budget(args, teacher)
     return f"-e{budget['max_epochs']}p{budget['patience']}" if budget else ""
 
 
@@ -343,13 +353,16 @@ def main(argv=None) -> int:
 
     # 1. the teacher: a large SASRec trained to convergence, exported like any teacher
     teacher_dir = os.path.join(out_dir, teacher_dir_name(args))
+    teacher_epochs, teacher_patience = teacher_budget(args)
     teacher_config = {**common, **sasrec_size(args.teacher_hidden, args.teacher_layers), **teacher_extra, "seed": 2020,
-                      "MAX_ITEM_LIST_LENGTH": args.teacher_history}
+                      "MAX_ITEM_LIST_LENGTH": args.teacher_history, "epochs": teacher_epochs,
+                      "stopping_step": teacher_patience}
     teacher = run_once(teacher_model, args.dataset, teacher_config, teacher_dir)
     artifact = artifact_path(teacher_dir, ed_suffix(args))
     if not os.path.isfile(artifact):
         export_teacher(teacher_dir, output=artifact, topk=args.topk, item_text=item_text, show_progress=False)
-    teacher_row = {**row(teacher, args, "SASRec", "teacher", name, args.teacher_hidden), **training_budget(args)}
+    teacher_row = {**row(teacher, args, "SASRec", "teacher", name, args.teacher_hidden),
+                   **training_budget(args, teacher=True)}
     if args.cross_fit:  # the students learn from the lists of fold teachers that never saw the row's user
         artifact = cross_fitted_artifact(teacher_model, args.dataset, teacher_config, teacher_dir, args.cross_fit,
                                          args.topk, item_text, ed_suffix(args))
@@ -375,6 +388,8 @@ def main(argv=None) -> int:
         f"-{args.student.lower()}" if args.student != "SASRec" else "") + (
         f"-student{args.student_hidden}" if args.student_hidden != 32 else "") + budget_suffix(args) + selection_suffix(
         args)  # one file per setting
+    if teacher_budget(args) != (args.epochs, args.stopping_step):
+        suffix += "-teacher-e{}p{}".format(*teacher_budget(args))
     control_json = f"control-{teacher_tag(args)}{suffix}.json"
     with open(os.path.join(out_dir, control_json), "w", encoding="utf-8") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=2)

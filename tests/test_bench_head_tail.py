@@ -51,3 +51,39 @@ def test_parser_refuses_bad_runs(argv, message, capsys):
     with pytest.raises(SystemExit) as stop:
         load_bench("bench_head_tail").parse_args(argv)
     assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_shuffle_ties_permutes_only_within_a_users_timestamp(tmp_path):
+    import pandas as pd
+
+    bench = load_bench("shuffle_ties")
+    # user a: t=1 (items 1..6, a tie group), t=2 (item 7); user b: t=1 (item 8), t=3 (items 9..13); a's t=1 rows
+    # are split in the file by b's row, as a file may be
+    rows = [("a", i, "1") for i in (1, 2, 3)] + [("b", 8, "1")] + [("a", i, "1") for i in (4, 5, 6)]
+    rows += [("a", 7, "2")] + [("b", i, "3") for i in (9, 10, 11, 12, 13)]
+    inter = pd.DataFrame(rows, columns=["user_id:token", "item_id:token", "timestamp:float"]).astype(str)
+    key = ["user_id:token", "timestamp:float"]
+
+    shuffled = bench.shuffle_ties(inter, *key, seed=0)
+    as_set = lambda df: sorted(map(tuple, df.to_numpy().tolist()))  # noqa: E731
+    assert as_set(shuffled) == as_set(inter)  # the same rows, every column unchanged
+    groups = lambda df: {k: list(g["item_id:token"]) for k, g in df.groupby(key, sort=False)}  # noqa: E731
+    before, after = groups(inter), groups(shuffled)
+    assert {k: sorted(v) for k, v in after.items()} == {k: sorted(v) for k, v in before.items()}
+    assert after[("a", "2")] == ["7"] and after[("b", "1")] == ["8"]  # single rows stay
+    assert after[("a", "1")] != before[("a", "1")] or after[("b", "3")] != before[("b", "3")]  # an order changed
+    # the within-group orders are a random draw: other seeds give other orders, the same seed the same one
+    draws = {tuple(groups(bench.shuffle_ties(inter, *key, seed=s))[("a", "1")]) for s in range(20)}
+    assert len(draws) > 10
+    pd.testing.assert_frame_equal(bench.shuffle_ties(inter, *key, seed=0), shuffled)
+    assert bench.tie_share(inter, *key) == pytest.approx(11 / 13)
+
+    # the command: the copy under its new name, the .item file beside it
+    (tmp_path / "src" / "toy").mkdir(parents=True)
+    inter.to_csv(tmp_path / "src" / "toy" / "toy.inter", sep="\t", index=False)
+    (tmp_path / "src" / "toy" / "toy.item").write_text("item_id:token\tname:token\n1\tx\n", encoding="utf-8")
+    assert bench.main(["--data-path", str(tmp_path / "src"), "--dataset", "toy", "--out-path",
+                       str(tmp_path / "out")]) == 0
+    written = pd.read_csv(tmp_path / "out" / "toy_shuffled" / "toy_shuffled.inter", sep="\t", dtype=str)
+    pd.testing.assert_frame_equal(written, shuffled)
+    assert (tmp_path / "out" / "toy_shuffled" / "toy_shuffled.item").read_text().endswith("1\tx\n")

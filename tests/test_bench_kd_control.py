@@ -100,6 +100,15 @@ def test_control_with_cross_fitted_lists_end_to_end(tmp_path, capsys):
         os.path.join("teacher-sasrec-1x16-h20-e1p5", "results.json"),
         os.path.join("teacher-sasrec-1x16-h20-e1p5", "SASRec8-dllm2rec-noed-seed2020-e1p5", "results.json")}
 
+    # students with another budget from the same teacher (--teacher-budget): the teacher and its folds are reused
+    argv_budget = [*argv[:argv.index("--epochs")], "--epochs", "2", "--teacher-budget", "1", "5",
+                   *argv[argv.index("--epochs") + 2:]]
+    assert bench.main(argv_budget) == 0
+    assert all(os.path.getmtime(path) == mtime for path, mtime in mtimes.items())
+    assert (out / "teacher-sasrec-1x16-e1p5-xfit2" / "SASRec8-dllm2rec-noed-seed2020-e2p5" / "results.json").is_file()
+    report = json.loads((out / "control-sasrec-1x16-xfit2-student8-e2p5-teacher-e1p5.json").read_text())
+    assert (report["meta"]["teacher"]["max_epochs"], [row["max_epochs"] for row in report["rows"]]) == (1, [2, 2])
+
 
 def test_control_rejects_a_teacher_history_shorter_than_the_example_keys(capsys):
     bench = _load_bench()
