@@ -10,7 +10,7 @@ interactions; a target in it is a head target. Per run and split:
 - the share of the run's top-10 items that are head items (how popularity-bound its recommendations are);
 - the mean overlap of its top-10 with the ``--reference`` run's (e.g. the teacher's), |A ∩ B| / 10;
 - with ``--ties``, NDCG@10 over the users whose target has the timestamp of their last history item (a tied
-  target) and over the others: on a dataset whose timestamps are coarse (Last.fm's are days), a tied target comes
+  target) and over the others: on a dataset whose timestamps are coarse (Last.fm's are months), a tied target comes
   after the last history item only in the file's order, which a sequential model can learn as if it were behaviour.
 
     .venv/bin/python benchmarks/bench_head_tail.py --runs teacher=<run dir> plain=<run dir> kd=<run dir>

@@ -225,7 +225,6 @@ class Pipeline:
         self.overrides = dict(overrides or {})
         self.ignored_keys = self._benchmark_ignored_keys()
         self.overrides = {key: value for key, value in self.overrides.items() if key not in self.ignored_keys}
-        os.makedirs(self.run_dir, exist_ok=True)
         self.steps_reused: List[str] = []
         self.steps_run: List[str] = []
 
@@ -522,6 +521,7 @@ class Pipeline:
     # ----- the job ----------------------------------------------------------------------------------
     def run(self) -> dict:
         steps = self.validate()
+        os.makedirs(self.run_dir, exist_ok=True)  # only once the job is possible: a refused one writes nothing
         ignored = self.report_ignored_keys()
         if ignored:  # once, here and in the report
             print(f"recbole_llmkd pipeline: {ignored}", file=sys.stderr, flush=True)
