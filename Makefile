@@ -1,6 +1,6 @@
 # The two commands of the README: `make demo` (the main job on the embedded default: ml-100k + SmolLM2) and
 # `make test`. Both create .venv and install everything on first use; afterwards they only run.
-#   make demo                  profile auto: cpu here (~20 min on 2 cores), full on a machine with a GPU
+#   make demo                  profile auto: cpu here (~15 min on 2 cores, ~17 with set-up), full on a machine with a GPU
 #   make demo PROFILE=tiny     smoke test (~1 min); PROFILE=cpu|full|path/to/profile.yaml, RUN_DIR=... also work
 #   make demo-sasrec           the plain SASRec baseline alone (properties/demo_cpu.yaml)
 PYTHON ?= python3
