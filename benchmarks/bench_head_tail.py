@@ -14,11 +14,12 @@ interactions; a target in it is a head target. Per run and split:
   after the last history item only in the file's order, which a sequential model can learn as if it were behaviour.
 
     .venv/bin/python benchmarks/bench_head_tail.py --runs teacher=<run dir> plain=<run dir> kd=<run dir>
-        [--reference teacher] [--head 100] [--ties]
+        [--reference teacher] [--head 100] [--ties] [--json FILE]
 
 Every run must be of the same dataset and splits (the first run's data are used for all). Not part of ``make test``.
 """
 import argparse
+import json
 import os
 import sys
 from datetime import datetime, timezone
@@ -40,6 +41,8 @@ def parse_args(argv=None):
     parser.add_argument("--head", type=int, default=100, help="the most-interacted items that make the head")
     parser.add_argument("--ties", action="store_true",
                         help="also split by targets whose timestamp is their last history item's (tied targets)")
+    parser.add_argument("--json", default=None, metavar="FILE",
+                        help="also write every run's and split's figures here (the table's, unrounded)")
     args = parser.parse_args(argv)
     runs = {}
     for spec in args.runs:
@@ -152,9 +155,15 @@ def main(argv=None) -> int:
             results[(name, split)] = row
         print(f"{name}: done", file=sys.stderr, flush=True)
 
-    date = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    print(f"\n{date}, commit {git_commit()}, {device_description(torch_threads=True)}; head = the {args.head} items "
+    date, commit, device = datetime.now(timezone.utc).isoformat(timespec="seconds"), git_commit(), device_description(
+        torch_threads=True)
+    print(f"\n{date}, commit {commit}, {device}; head = the {args.head} items "
           f"with the most training interactions ({is_head[1:].sum()} of {n_items - 1})\n")
+    if args.json:
+        rows = [{"run": name, "run_dir": args.runs[name], "split": split, **results[(name, split)]}
+                for name in order for split in splits]
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"date": date, "commit": commit, "device": device, "head": args.head, "rows": rows}, f, indent=2)
     overlap_column = f" | top-10 overlap with {args.reference}" if args.reference else ""
     ties_columns = " | tied targets | other targets" if args.ties else ""
     print(f"| run | split | NDCG@10 | head targets | tail targets | top-10 items in the head{overlap_column}"

@@ -314,3 +314,24 @@ def test_export_from_a_recbole_model_rejects_what_it_cannot_give(sasrec_run, tmp
     assert main([f"--export-teacher={garbage}", f"--export-output={tmp_path / 'd.safetensors'}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("run_recbole_llmkd.py: error: ") and "garbage.pth" in err[-1]
+
+
+def test_head_tail_bench_on_a_trained_run_matches_its_recorded_test_ndcg(sasrec_run, tmp_path, capsys):
+    """benchmarks/bench_head_tail.py end to end: its NDCG@10 over all test users is the run's own (RecBole's full
+    ranking), a run compared with itself overlaps fully, and the tie split covers every user (--json)."""
+    import json
+
+    from tests.benches import load_bench
+
+    out = tmp_path / "head_tail.json"
+    run = sasrec_run["run_dir"]
+    assert load_bench("bench_head_tail").main(["--runs", f"a={run}", f"b={run}", "--reference", "a", "--ties",
+                                               "--head", "5", "--json", str(out)]) == 0
+    assert "| b | test |" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    rows = {(row["run"], row["split"]): row for row in report["rows"]}
+    assert set(rows) == {(run_name, split) for run_name in "ab" for split in ("valid", "test")}
+    test = rows[("b", "test")]
+    assert test["all"] == pytest.approx(sasrec_run["test_result"]["ndcg@10"], abs=1e-4)  # RecBole rounds to 4 places
+    assert test["overlap"] == pytest.approx(1.0) and test == {**rows[("a", "test")], "run": "b"}
+    assert test["n_tied"] + test["n_untied"] == test["n_head"] + test["n_tail"] == N_USERS
