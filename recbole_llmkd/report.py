@@ -7,6 +7,7 @@ directory (``write_pipeline_report``): ``report.md``, ``report.csv``, ``report.j
 """
 import csv
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -154,6 +155,8 @@ def read_scalars(run_dir: str) -> Dict[str, List[tuple]]:
     if not os.path.isdir(tb_dir):
         return series
     accumulator = EventAccumulator(tb_dir, size_guidance={"scalars": 0})
+    # RecBole's root logger is at INFO: TensorBoard's reader would log one "No path found after ..." per run
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)
     accumulator.Reload()
     for tag in accumulator.Tags().get("scalars", []):
         series[tag] = [(event.step, event.value) for event in accumulator.Scalars(tag)]

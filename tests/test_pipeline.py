@@ -360,3 +360,22 @@ def test_report_states_the_gain_or_its_absence_per_distilled_model():
     markdown = render_report_markdown(table, meta, verdicts)
     assert "## Does distillation help?" in markdown and verdicts[1] in markdown and "seeds [2020]" in markdown
     assert "Does distillation help" not in render_report_markdown(table, meta)  # no distilled model, no section
+
+
+def test_report_reads_a_runs_tensorboard_scalars_without_logging_tensorboards_chatter(tmp_path, caplog):
+    """The curves plot reads each run's TensorBoard events; under RecBole's INFO root logger TensorBoard's reader
+    logged "No path found after <event file>" once per run at the pipeline's end."""
+    import logging
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from recbole_llmkd.report import read_scalars
+
+    writer = SummaryWriter(str(tmp_path / "run" / "tensorboard"))
+    for epoch, value in enumerate([0.5, 0.25]):
+        writer.add_scalar("Loss/Train", value, epoch)
+    writer.close()
+    with caplog.at_level(logging.INFO):
+        series = read_scalars(str(tmp_path / "run"))
+    assert series == {"Loss/Train": [(0, 0.5), (1, 0.25)]}
+    assert not [record for record in caplog.records if record.name.startswith("tensorboard")]
