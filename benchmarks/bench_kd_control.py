@@ -15,7 +15,7 @@ Every run has its own directory under ``--out-dir``; a run whose ``results.json`
 interrupted benchmark continues where it stopped. ``--teacher-kind sasrec`` (ID only) or ``semantic`` (the same
 SASRec with its item table initialised from MiniLM title embeddings, and those embeddings as the ED source);
 ``--ed-source item_table|text_encoder`` exports the same teacher with the other ED source, an artifact of its own.
-Writes ``control-<kind>[-<layers>x<hidden>][-h<history>][-xfit<K>][-ed<source>][-<student>][-student<hidden>][-e<epochs>p<patience>].json`` (every run, the
+Writes ``control-<kind>[-<layers>x<hidden>][-h<history>][-xfit<K>][-ed<source>][-<student>][-student<hidden>][-e<epochs>p<patience>][-teacher-e<epochs>p<patience>].json`` (every run, the
 teacher included; the optional parts when not the default) into out-dir, merges its rows into ``benchmarks/results/kd_quality.json`` (issue 14's format: dataset, student,
 kd_method, teacher, hidden_size, seed, ndcg@10, hit@10, ndcg@20, hit@20) and prints a markdown table: mean ± std
 over the seeds and the paired per-seed difference against the plain student. Protocol: ml-100k (the slice given),
@@ -367,6 +367,8 @@ def main(argv=None) -> int:
         artifact = cross_fitted_artifact(teacher_model, args.dataset, teacher_config, teacher_dir, args.cross_fit,
                                          args.topk, item_text, ed_suffix(args))
     name += lists_suffix(args)
+    if teacher_budget(args) != (args.epochs, args.stopping_step):  # the students' rows name the teacher's budget
+        name += "-e{}p{}".format(*teacher_budget(args))
 
     # 2. the small students
     rows = []

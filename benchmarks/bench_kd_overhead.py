@@ -139,6 +139,7 @@ def measure(args) -> dict:
         raise FileNotFoundError(f"{artifact} missing: the parent process writes it first")
     run = prepared_run(args, kd, artifact)
     config, train_data, model, trainer = run.config, run.train_data, run.model, run.trainer
+    torch.autograd.set_detect_anomaly(args.detect_anomaly)
     if args.warmup:
         trainer._train_epoch(FirstBatches(train_data, args.warmup), 0)
     timed = FirstBatches(train_data, args.batches)

@@ -41,11 +41,9 @@ def shuffle_ties(inter: pd.DataFrame, user_field: str, time_field: str, seed: in
     random order; the rows themselves (every column) are unchanged.
     """
     rng = np.random.default_rng(seed)
-    position = np.arange(len(inter))
-    group = inter.groupby([user_field, time_field], sort=False).ngroup().to_numpy()  # [N] group id, file order
+    # [N] group ids numbered in the order the groups first appear in the file
+    group = inter.groupby([user_field, time_field], sort=False).ngroup().to_numpy()
     order = np.lexsort((rng.permutation(len(inter)), group))  # by group, randomly within a group
-    first_row = pd.Series(position).groupby(group).transform("min").to_numpy()  # a group's first file position
-    order = order[np.argsort(first_row[order], kind="stable")]  # the groups where they start in the file
     return inter.iloc[order].reset_index(drop=True)
 
 

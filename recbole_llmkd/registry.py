@@ -99,9 +99,10 @@ def get_model(model_name: str) -> type:
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     if not models["recbole"]:
         hint += " (RecBole is not installed: pip install --no-deps recbole==1.2.1)"
+    builtins = "; RecBole's built-ins" if models["recbole"] else ""
     raise UnknownModelError(  # one line: the CLI prints it as its error; --list-models prints every name
-        f"Unknown model '{model_name}'.{hint} `run_recbole_llmkd.py --list-models` lists the {len(all_names)} "
-        f"available ones (recbole_llmkd: {', '.join(models['recbole_llmkd']) or 'none'}; RecBole's built-ins)"
+        f"Unknown model '{model_name}'.{hint} --list-models lists the {len(all_names)} available ones "
+        f"(recbole_llmkd: {', '.join(models['recbole_llmkd']) or 'none'}{builtins})"
     )
 
 

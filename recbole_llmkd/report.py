@@ -155,7 +155,7 @@ def read_scalars(run_dir: str) -> Dict[str, List[tuple]]:
     if not os.path.isdir(tb_dir):
         return series
     accumulator = EventAccumulator(tb_dir, size_guidance={"scalars": 0})
-    # RecBole's root logger is at INFO: TensorBoard's reader would log one "No path found after ..." per run
+    # a run's logger puts the root logger at INFO: TensorBoard's reader would log "No path found after ..." per run
     logging.getLogger("tensorboard").setLevel(logging.WARNING)
     accumulator.Reload()
     for tag in accumulator.Tags().get("scalars", []):

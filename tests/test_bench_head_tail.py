@@ -71,6 +71,10 @@ def test_shuffle_ties_permutes_only_within_a_users_timestamp(tmp_path):
     before, after = groups(inter), groups(shuffled)
     assert {k: sorted(v) for k, v in after.items()} == {k: sorted(v) for k, v in before.items()}
     assert after[("a", "2")] == ["7"] and after[("b", "1")] == ["8"]  # single rows stay
+    # the groups in the order they first appear in the file, each one contiguous
+    assert list(shuffled[key].drop_duplicates().itertuples(index=False, name=None)) == [
+        ("a", "1"), ("b", "1"), ("a", "2"), ("b", "3")]
+    assert len(shuffled[key].drop_duplicates()) == shuffled.groupby(key).ngroups
     assert after[("a", "1")] != before[("a", "1")] or after[("b", "3")] != before[("b", "3")]  # an order changed
     # the within-group orders are a random draw: other seeds give other orders, the same seed the same one
     draws = {tuple(groups(bench.shuffle_ties(inter, *key, seed=s))[("a", "1")]) for s in range(20)}

@@ -108,6 +108,13 @@ def test_control_with_cross_fitted_lists_end_to_end(tmp_path, capsys):
     assert (out / "teacher-sasrec-1x16-e1p5-xfit2" / "SASRec8-dllm2rec-noed-seed2020-e2p5" / "results.json").is_file()
     report = json.loads((out / "control-sasrec-1x16-xfit2-student8-e2p5-teacher-e1p5.json").read_text())
     assert (report["meta"]["teacher"]["max_epochs"], [row["max_epochs"] for row in report["rows"]]) == (1, [2, 2])
+    assert report["rows"][1]["teacher"] == "SASRec-1x16-xfit2-e1p5"  # not the rows of a teacher with the students' budget
+    # a teacher trained with its own budget: 2 epochs while the students have 1
+    assert bench.main([*argv, "--teacher-budget", "2", "5"]) == 0
+    teacher_log = (out / "teacher-sasrec-1x16-e2p5" / "run.log").read_text(encoding="utf-8")
+    assert "epochs = 2" in teacher_log and "epoch 1 training" in teacher_log
+    for fold in range(2):
+        assert "epochs = 2" in (out / f"teacher-sasrec-1x16-e2p5-fold{fold}of2" / "run.log").read_text(encoding="utf-8")
 
 
 def test_control_rejects_a_teacher_history_shorter_than_the_example_keys(capsys):

@@ -23,6 +23,23 @@ def test_importing_the_package_installs_the_patches_without_importing_recbole():
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+def test_anomaly_detection_is_off_when_recbole_was_imported_before_the_plugin():
+    """RecBole's sine.py switches anomaly detection on at import; imported before the plugin, install() undoes it
+    once, and a later install() leaves a user's own set_detect_anomaly(True) alone."""
+    code = (
+        "import torch, recbole.model.sequential_recommender\n"
+        "assert torch.is_anomaly_enabled()  # RecBole's doing\n"
+        "import recbole_llmkd\n"
+        "from recbole_llmkd import compat\n"
+        "assert not torch.is_anomaly_enabled()\n"
+        "torch.autograd.set_detect_anomaly(True)  # the user's own choice\n"
+        "compat.install()\n"
+        "assert torch.is_anomaly_enabled()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def test_install_is_idempotent():
     import recbole.trainer.trainer as trainer
 

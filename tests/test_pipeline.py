@@ -362,7 +362,7 @@ def test_report_states_the_gain_or_its_absence_per_distilled_model():
     assert "Does distillation help" not in render_report_markdown(table, meta)  # no distilled model, no section
 
 
-def test_report_reads_a_runs_tensorboard_scalars_without_logging_tensorboards_chatter(tmp_path, caplog):
+def test_report_reads_tensorboard_scalars_without_logging_tensorboards_chatter(tmp_path, caplog, monkeypatch):
     """The curves plot reads each run's TensorBoard events; under RecBole's INFO root logger TensorBoard's reader
     logged "No path found after <event file>" once per run at the pipeline's end."""
     import logging
@@ -371,6 +371,9 @@ def test_report_reads_a_runs_tensorboard_scalars_without_logging_tensorboards_ch
 
     from recbole_llmkd.report import read_scalars
 
+    tensorboard_logger = logging.getLogger("tensorboard")
+    monkeypatch.setattr(tensorboard_logger, "level", tensorboard_logger.level)  # restored after the test
+    tensorboard_logger.setLevel(logging.NOTSET)  # as in a fresh process, whatever an earlier test read
     writer = SummaryWriter(str(tmp_path / "run" / "tensorboard"))
     for epoch, value in enumerate([0.5, 0.25]):
         writer.add_scalar("Loss/Train", value, epoch)
