@@ -318,7 +318,7 @@ def test_logit_weight_adds_logit_kd_beside_the_ranking_loss(sasrec_data, kd_meth
     logits = both.full_sort_predict(batch)  # [B, n_items]
     expected_logit = ranking.logit_kd_loss(logits, batch[TEACHER_TOPK_FIELD], batch[TEACHER_SCORE_FIELD])
     torch.testing.assert_close(losses[2], 0.3 * expected_logit, rtol=1e-5, atol=1e-6)
-    assert float(losses[2]) > 0 and both.kd_terms["logit_aux"] == pytest.approx(float(expected_logit), rel=1e-5)
+    assert losses[2].item() > 0 and both.kd_terms["logit_aux"] == pytest.approx(expected_logit.item(), rel=1e-5)
 
 
 @pytest.mark.parametrize("kd_method, reason", [("logit", "is that loss already"), ("none", "has no teacher")])
