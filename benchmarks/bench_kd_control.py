@@ -354,6 +354,7 @@ def main(argv=None) -> int:
     # 1. the teacher: a large SASRec trained to convergence, exported like any teacher
     teacher_dir = os.path.join(out_dir, teacher_dir_name(args))
     teacher_epochs, teacher_patience = teacher_budget(args)
+    own_budget = (teacher_epochs, teacher_patience) != (args.epochs, args.stopping_step)  # not the students'
     teacher_config = {**common, **sasrec_size(args.teacher_hidden, args.teacher_layers), **teacher_extra, "seed": 2020,
                       "MAX_ITEM_LIST_LENGTH": args.teacher_history, "epochs": teacher_epochs,
                       "stopping_step": teacher_patience}
@@ -367,8 +368,8 @@ def main(argv=None) -> int:
         artifact = cross_fitted_artifact(teacher_model, args.dataset, teacher_config, teacher_dir, args.cross_fit,
                                          args.topk, item_text, ed_suffix(args))
     name += lists_suffix(args)
-    if teacher_budget(args) != (args.epochs, args.stopping_step):  # the students' rows name the teacher's budget
-        name += "-e{}p{}".format(*teacher_budget(args))
+    if own_budget:  # the students' rows name the teacher's budget
+        name += f"-e{teacher_epochs}p{teacher_patience}"
 
     # 2. the small students
     rows = []
@@ -390,8 +391,8 @@ def main(argv=None) -> int:
         f"-{args.student.lower()}" if args.student != "SASRec" else "") + (
         f"-student{args.student_hidden}" if args.student_hidden != 32 else "") + budget_suffix(args) + selection_suffix(
         args)  # one file per setting
-    if teacher_budget(args) != (args.epochs, args.stopping_step):
-        suffix += "-teacher-e{}p{}".format(*teacher_budget(args))
+    if own_budget:
+        suffix += f"-teacher-e{teacher_epochs}p{teacher_patience}"
     control_json = f"control-{teacher_tag(args)}{suffix}.json"
     with open(os.path.join(out_dir, control_json), "w", encoding="utf-8") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=2)

@@ -29,6 +29,17 @@ from recbole_llmkd.errors import RecboleLLMKDError
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
+def unknown_keys_with_hints(unknown: Iterable[str], known: Iterable[str]) -> str:
+    """``--key (did you mean --a, --b?); --other`` for command-line keys that nothing defines, each with its
+    close matches among ``known``."""
+    known = sorted(known)
+    problems = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, known, n=3, cutoff=0.75)
+        problems.append(f"--{key}" + (f" (did you mean {', '.join('--' + c for c in close)}?)" if close else ""))
+    return "; ".join(problems)
+
+
 class ConfigFileError(RecboleLLMKDError, ValueError):
     """A property or config file that cannot be read as a yaml mapping."""
 
@@ -217,13 +228,8 @@ class Config(RecBoleConfig):
         unknown = self.unknown_cmd_keys()
         if not unknown:
             return
-        known = sorted(self.known_keys())
-        problems = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, known, n=3, cutoff=0.75)
-            hint = f" (did you mean {', '.join('--' + c for c in close)}?)" if close else ""
-            problems.append(f"--{key}{hint}")
         raise UnknownConfigKeyError(
-            f"unknown config key(s) for {self['model']} on {self['dataset']}: {'; '.join(problems)}. No RecBole "
-            "argument, property file or --config_files entry defines them"
+            f"unknown config key(s) for {self['model']} on {self['dataset']}: "
+            f"{unknown_keys_with_hints(unknown, self.known_keys())}. No RecBole argument, property file or "
+            "--config_files entry defines them"
         )

@@ -29,7 +29,6 @@ exist is reused, each input is read from the outputs of the earlier step, and th
 writes, before anything trains.
 """
 import copy
-import difflib
 import json
 import logging
 import os
@@ -44,7 +43,7 @@ import yaml
 from tqdm import tqdm
 
 from recbole_llmkd import compat
-from recbole_llmkd.config import load_yaml_file, properties_dir
+from recbole_llmkd.config import load_yaml_file, properties_dir, unknown_keys_with_hints
 from recbole_llmkd.data.paths import TEACHER_RUN_ARTIFACT, diagnostics_path
 from recbole_llmkd.errors import Interrupted, RecboleLLMKDError
 from recbole_llmkd.measure import device_description, git_commit
@@ -463,11 +462,8 @@ class Pipeline:
                 )
         unknown_overrides = sorted(key for key in self.overrides if key not in known_anywhere)
         if unknown_overrides:
-            problems = []
-            for key in unknown_overrides:
-                close = difflib.get_close_matches(key, sorted(known_anywhere), n=3, cutoff=0.75)
-                problems.append(f"--{key}" + (f" (did you mean {', '.join('--' + c for c in close)}?)" if close else ""))
-            raise PipelineError(f"command line: {'; '.join(problems)}: a key of no step's model")
+            raise PipelineError(f"command line: {unknown_keys_with_hints(unknown_overrides, known_anywhere)}: a key of no "
+                                "step's model")
 
         first_step = next(iter(configs))
         try:

@@ -91,3 +91,14 @@ def test_shuffle_ties_permutes_only_within_a_users_timestamp(tmp_path):
     written = pd.read_csv(tmp_path / "out" / "toy_shuffled" / "toy_shuffled.inter", sep="\t", dtype=str)
     pd.testing.assert_frame_equal(written, shuffled)
     assert (tmp_path / "out" / "toy_shuffled" / "toy_shuffled.item").read_text().endswith("1\tx\n")
+
+
+def test_shuffle_ties_refuses_a_missing_file_or_column_in_one_line(tmp_path):
+    bench = load_bench("shuffle_ties")
+    with pytest.raises(SystemExit, match=r"^error: .*toy\.inter not found"):
+        bench.main(["--data-path", str(tmp_path), "--dataset", "toy", "--out-path", str(tmp_path / "out")])
+    (tmp_path / "toy").mkdir()
+    (tmp_path / "toy" / "toy.inter").write_text("user_id:token\titem_id:token\n1\t2\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"^error: .*has no column 'timestamp:float'"):
+        bench.main(["--data-path", str(tmp_path), "--dataset", "toy", "--out-path", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()  # nothing written
