@@ -152,6 +152,7 @@ def start_run_dir(config) -> str:
     """The run directory of ``config``, ready: its dataset files checked (before anything is created), the
     directory created with checkpoints routed into it, and the log going to its ``run.log``. Returns its path."""
     check_dataset_files(config)
+    check_model_inputs(config)
     run_dir = prepare_run_dir(config)
     init_run_logger(config, run_dir)
     return run_dir
@@ -385,6 +386,22 @@ def slm_teacher(config, dataset):
     return teacher
 
 
+def check_model_inputs(config) -> None:
+    """What ``model_inputs`` checks without the data: the model class's keys (``check_options``, every plugin model
+    has one) and, for a ``Distiller`` student that learns from a teacher, that ``config["teacher"]`` names an
+    artifact file or a teacher run directory holding one. ``start_run_dir`` calls it, so that such an error comes
+    before the run directory is made and the dataset is loaded, not after RecBole's log of both."""
+    from recbole_llmkd.model.distiller import Distiller
+
+    model_class = config.model_class
+    if hasattr(model_class, "check_options"):
+        model_class.check_options(config)
+    if issubclass(model_class, Distiller) and Distiller.needs_teacher_artifacts(config) and config["teacher"]:
+        from recbole_llmkd.data.artifacts import resolve_teacher_artifacts
+
+        resolve_teacher_artifacts(config["teacher"])
+
+
 def model_inputs(config, dataset) -> dict:
     """The keyword arguments ``config.model_class`` is built with: what it needs from disk, read here after the
     class's ``check_options(config)`` (every plugin model has one) has checked its keys.
@@ -404,8 +421,7 @@ def model_inputs(config, dataset) -> dict:
     from recbole_llmkd.model.slmrec import SLMRec
 
     model_class = config.model_class
-    if hasattr(model_class, "check_options"):
-        model_class.check_options(config)
+    check_model_inputs(config)
     if issubclass(model_class, Distiller):
         from recbole_llmkd.data.artifacts import load_artifacts, resolve_teacher_artifacts
 

@@ -165,6 +165,17 @@ def test_the_real_script_prints_one_line_without_traceback(kd_inputs):
     assert_one_error_line(lines, r"nowhere\.st")
 
 
+def test_a_missing_teacher_is_refused_before_the_run_dir_and_the_dataset(kd_inputs, capsys, tmp_path):
+    """The teacher's path is checked with the config (``run.check_model_inputs``): the error is not preceded by
+    RecBole's log of the dataset, and no run directory is left behind."""
+    run_dir = tmp_path / "never_made"
+    status, lines = run_cli(capsys, *kd_args(kd_inputs, "--teacher=nowhere.st", f"--run_dir={run_dir}"))
+    assert status == 2
+    assert_one_error_line(lines, r"teacher artifact not found: .*nowhere\.st")
+    assert not run_dir.exists()
+    assert not any("The number of users" in line for line in lines), "\n".join(lines)
+
+
 def test_ctrl_c_is_one_line_and_exit_130_wherever_it_lands(monkeypatch, capsys, tmp_path):
     """Ctrl-C while the dataset loads (before any checkpoint) says to start again; a Ctrl-C no job turned into its
     own message (e.g. in a data job) is still one line and exit 130, never a traceback."""
