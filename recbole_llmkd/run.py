@@ -148,9 +148,21 @@ def init_run_logger(config, run_dir: str) -> str:
     return log_file
 
 
+def detach_earlier_run_logs() -> None:
+    """Stop writing to the ``run.log`` of an earlier run of this process (the pipeline, a sweep's worker, the
+    benchmarks run several), so that an error found before this run's log exists is not written into another's."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)
+                    and os.path.basename(h.baseFilename) == RUN_LOG]:
+        root.removeHandler(handler)
+        handler.close()
+
+
 def start_run_dir(config) -> str:
-    """The run directory of ``config``, ready: its dataset files checked (before anything is created), the
-    directory created with checkpoints routed into it, and the log going to its ``run.log``. Returns its path."""
+    """The run directory of ``config``, ready: its dataset files and the model's inputs checked (before anything is
+    created; ``check_model_inputs``), the directory created with checkpoints routed into it, and the log going to
+    its ``run.log``. Returns its path."""
+    detach_earlier_run_logs()
     check_dataset_files(config)
     check_model_inputs(config)
     run_dir = prepare_run_dir(config)

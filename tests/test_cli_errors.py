@@ -2,7 +2,8 @@
 
 Every front end goes through ``recbole_llmkd.errors.run_reporting_errors``: a plugin error or a file error is one line
 on stderr (exit 2 for bad input, 1 for a run stopped by a KD term), the traceback goes to the failed run's
-``run.log`` and, with ``--debug``, to stderr. Most cases run ``cli.main`` in-process (the same function the script
+``run.log`` (when the error comes after the run directory is made; a missing dataset or teacher file is found
+before) and, with ``--debug``, to stderr. Most cases run ``cli.main`` in-process (the same function the script
 calls); one runs the real script in a subprocess.
 """
 import glob
@@ -174,6 +175,18 @@ def test_a_missing_teacher_is_refused_before_the_run_dir_and_the_dataset(kd_inpu
     assert_one_error_line(lines, r"teacher artifact not found: .*nowhere\.st")
     assert not run_dir.exists()
     assert not any("The number of users" in line for line in lines), "\n".join(lines)
+
+
+def test_an_early_error_is_not_written_into_the_log_of_the_previous_run(kd_inputs, capsys, tmp_path):
+    """A process that runs several runs (the pipeline, a sweep worker): an error found before the run's own log
+    exists (here a missing teacher) must not land in the run.log the previous run left open."""
+    first = tmp_path / "first"
+    status, _ = run_cli(capsys, *kd_args(kd_inputs, f"--teacher={kd_inputs['other_dataset']}", f"--run_dir={first}"))
+    assert status == 2 and (first / "run.log").is_file()
+    status, lines = run_cli(capsys, *kd_args(kd_inputs, "--teacher=nowhere.st", f"--run_dir={tmp_path / 'second'}"))
+    assert status == 2
+    assert_one_error_line(lines, r"nowhere\.st")
+    assert "nowhere.st" not in (first / "run.log").read_text(encoding="utf-8")
 
 
 def test_ctrl_c_is_one_line_and_exit_130_wherever_it_lands(monkeypatch, capsys, tmp_path):
