@@ -400,17 +400,19 @@ def slm_teacher(config, dataset):
 
 def check_model_inputs(config) -> None:
     """What ``model_inputs`` checks without the data: the model class's keys (``check_options``, every plugin model
-    has one) and, for a ``Distiller`` student that learns from a teacher, that ``config["teacher"]`` names an
-    artifact file or a teacher run directory holding one. ``start_run_dir`` calls it, so that such an error comes
+    has one) and, for a ``Distiller`` student that learns from a teacher, that ``config["teacher"]`` is given and
+    names an artifact file or a teacher run directory holding one. ``start_run_dir`` calls it, so that such an error comes
     before the run directory is made and the dataset is loaded, not after RecBole's log of both."""
     from recbole_llmkd.model.distiller import Distiller
 
     model_class = config.model_class
     if hasattr(model_class, "check_options"):
         model_class.check_options(config)
-    if issubclass(model_class, Distiller) and Distiller.needs_teacher_artifacts(config) and config["teacher"]:
+    if issubclass(model_class, Distiller) and Distiller.needs_teacher_artifacts(config):
         from recbole_llmkd.data.artifacts import resolve_teacher_artifacts
 
+        if not config["teacher"]:
+            raise Distiller.no_teacher_error(config["kd_method"])
         resolve_teacher_artifacts(config["teacher"])
 
 

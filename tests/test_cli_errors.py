@@ -166,13 +166,19 @@ def test_the_real_script_prints_one_line_without_traceback(kd_inputs):
     assert_one_error_line(lines, r"nowhere\.st")
 
 
-def test_a_missing_teacher_is_refused_before_the_run_dir_and_the_dataset(kd_inputs, capsys, tmp_path):
-    """The teacher's path is checked with the config (``run.check_model_inputs``): the error is not preceded by
-    RecBole's log of the dataset, and no run directory is left behind."""
+@pytest.mark.parametrize(
+    "teacher_args, pattern",
+    [(["--teacher=nowhere.st"], r"teacher artifact not found: .*nowhere\.st"),
+     ([], r"kd_method='dllm2rec' needs a teacher: pass --teacher=")],
+)
+def test_a_missing_teacher_is_refused_before_the_run_dir_and_the_dataset(kd_inputs, capsys, tmp_path, teacher_args,
+                                                                          pattern):
+    """The teacher is checked with the config (``run.check_model_inputs``): the error is not preceded by RecBole's log
+    of the dataset, and no run directory is left behind."""
     run_dir = tmp_path / "never_made"
-    status, lines = run_cli(capsys, *kd_args(kd_inputs, "--teacher=nowhere.st", f"--run_dir={run_dir}"))
+    status, lines = run_cli(capsys, *kd_args(kd_inputs, *teacher_args, f"--run_dir={run_dir}"))
     assert status == 2
-    assert_one_error_line(lines, r"teacher artifact not found: .*nowhere\.st")
+    assert_one_error_line(lines, pattern)
     assert not run_dir.exists()
     assert not any("The number of users" in line for line in lines), "\n".join(lines)
 

@@ -125,6 +125,12 @@ class Distiller(KDTermReporter):
         return read_config(config, "kd_method", TeacherConfigError) != "none"
 
     @staticmethod
+    def no_teacher_error(kd_method: str) -> TeacherConfigError:
+        """The error for a student whose ``kd_method`` reads a teacher, given none."""
+        return TeacherConfigError(f"kd_method={kd_method!r} needs a teacher: pass --teacher=<artifact file or teacher "
+                                  "run dir> (or kd_method: none for the plain student)")
+
+    @staticmethod
     def check_options(config) -> Dict[str, object]:
         """Every distillation key of ``config`` (``KD_OPTIONS``), checked by the schema and against each other before
         anything is loaded (``run.build_model`` calls it first); returns ``{attribute: value}``."""
@@ -179,10 +185,7 @@ class Distiller(KDTermReporter):
         object.__setattr__(self, "teacher_artifacts", None)
         if self.needs_teacher_artifacts(config):
             if not teacher_path:
-                raise TeacherConfigError(
-                    f"kd_method={self.kd_method!r} needs a teacher: pass --teacher=<artifact file or teacher run dir> "
-                    "(or kd_method: none for the plain student)"
-                )
+                raise self.no_teacher_error(self.kd_method)
             if teacher is None:
                 raise TeacherConfigError(
                     f"{type(self).__name__} was built without its teacher artifacts: build KD students with "
