@@ -400,14 +400,19 @@ def slm_teacher(config, dataset):
 
 def check_model_inputs(config) -> None:
     """What ``model_inputs`` checks without the data: the model class's keys (``check_options``, every plugin model
-    has one) and, for a ``Distiller`` student that learns from a teacher, that ``config["teacher"]`` is given and
-    names an artifact file or a teacher run directory holding one. ``start_run_dir`` calls it, so that such an error comes
+    has one); for a ``Distiller`` student that learns from a teacher, that ``config["teacher"]`` is given and
+    names an artifact file or a teacher run directory holding one; for an offline ``SLMRec``, that it names a
+    checkpoint or a run directory holding one. ``start_run_dir`` calls it, so that such an error comes
     before the run directory is made and the dataset is loaded, not after RecBole's log of both."""
+    from recbole_llmkd.config_schema import read_config
     from recbole_llmkd.model.distiller import Distiller
+    from recbole_llmkd.model.slmrec import SLMRec
 
     model_class = config.model_class
     if hasattr(model_class, "check_options"):
         model_class.check_options(config)
+    if issubclass(model_class, SLMRec) and read_config(config, "kd_mode") == "offline" and config["teacher"]:
+        resolve_checkpoint(config["teacher"])  # the trained LLMRec teacher's checkpoint (slm_teacher reads it)
     if issubclass(model_class, Distiller) and Distiller.needs_teacher_artifacts(config):
         from recbole_llmkd.data.artifacts import resolve_teacher_artifacts
 
