@@ -445,7 +445,7 @@ def model_inputs(config, dataset) -> dict:
         from recbole_llmkd.data.artifacts import load_artifacts, resolve_teacher_artifacts
 
         inputs = {}
-        if Distiller.needs_teacher_artifacts(config) and config["teacher"]:
+        if Distiller.needs_teacher_artifacts(config):  # check_model_inputs refused a missing teacher
             inputs["teacher"] = load_artifacts(resolve_teacher_artifacts(config["teacher"])).only("train")
         if read_config(config, "item_init", TeacherConfigError) == "text_encoder":
             inputs["item_text_vectors"] = _text_vectors(dataset, config)
