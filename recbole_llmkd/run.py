@@ -323,15 +323,21 @@ def _text_vectors(dataset, config) -> torch.Tensor:
         return item_text_embeddings(dataset, str(read_config(config, "text_encoder")))
 
 
+def check_item_table_file(path: str) -> None:
+    """LLMRec's ``item_table: <checkpoint>`` must name an existing file (checked with the config, and again when read)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"item_table={path!r}: no such file; expected 'trainable', 'text_encoder' or the path of a RecBole SASRec "
+            "checkpoint (.pth)"
+        )
+
+
 def pretrained_item_table(path: str, config, dataset) -> Tuple[torch.Tensor, str]:
     """``(item_embedding.weight [n_items, d_item], sha256 of the file)`` of a RecBole SASRec checkpoint trained on
     this dataset (LLMRec's ``item_table: <checkpoint>``, frozen E4SRec-style)."""
     from recbole_llmkd.llm import sha256_file
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"item_table={path!r}: no such file; expected 'trainable' or the path of a RecBole SASRec checkpoint (.pth)"
-        )
+    check_item_table_file(path)
     checkpoint = compat.load_checkpoint(path, map_location="cpu")
     state_dict = checkpoint.get("state_dict", {}) if isinstance(checkpoint, dict) else {}
     if "item_embedding.weight" not in state_dict:
@@ -402,15 +408,21 @@ def check_model_inputs(config) -> None:
     """What ``model_inputs`` checks without the data: the model class's keys (``check_options``, every plugin model
     has one); for a ``Distiller`` student that learns from a teacher, that ``config["teacher"]`` is given and
     names an artifact file or a teacher run directory holding one; for an offline ``SLMRec``, that it names a
-    checkpoint or a run directory holding one. ``start_run_dir`` calls it, so that such an error comes
+    checkpoint or a run directory holding one; for an LLM recommender reading a pretrained item table
+    (``item_table: <checkpoint>``), that the file exists. ``start_run_dir`` calls it, so that such an error comes
     before the run directory is made and the dataset is loaded, not after RecBole's log of both."""
     from recbole_llmkd.config_schema import read_config
     from recbole_llmkd.model.distiller import Distiller
+    from recbole_llmkd.model.llmrec import ITEM_TABLE_TEXT_ENCODER, ITEM_TABLE_TRAINABLE, LLMRec
     from recbole_llmkd.model.slmrec import SLMRec
 
     model_class = config.model_class
     if hasattr(model_class, "check_options"):
         model_class.check_options(config)
+    if issubclass(model_class, LLMRec):  # and SLMRec; BIGRec reads no item table
+        table = read_config(config, "item_table")
+        if table not in (ITEM_TABLE_TRAINABLE, ITEM_TABLE_TEXT_ENCODER):
+            check_item_table_file(str(table))
     if issubclass(model_class, SLMRec) and read_config(config, "kd_mode") == "offline" and config["teacher"]:
         resolve_checkpoint(config["teacher"])  # the trained LLMRec teacher's checkpoint (slm_teacher reads it)
     if issubclass(model_class, Distiller) and Distiller.needs_teacher_artifacts(config):

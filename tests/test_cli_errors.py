@@ -195,6 +195,19 @@ def test_a_missing_slmrec_teacher_checkpoint_is_refused_before_the_run_dir(capsy
     assert not run_dir.exists()
 
 
+def test_a_missing_llmrec_item_table_is_refused_before_the_run_dir(capsys, tmp_path):
+    run_dir = tmp_path / "never_made"
+    status, lines = run_cli(
+        capsys, "--model=LLMRec", "--dataset=ml-100k", "--llm_backbone=tiny", "--item_table=no_such_sasrec.pth",
+        "--llm_n_layers=1", "--gpu_id=", "--epochs=1", "--user_inter_num_interval=[20,24]",
+        "--MAX_ITEM_LIST_LENGTH=10", f"--run_dir={run_dir}",
+    )
+    assert status == 2
+    assert_one_error_line(lines, r"item_table='no_such_sasrec\.pth': no such file")
+    assert not run_dir.exists()
+    assert not any("The number of users" in line for line in lines), "\n".join(lines)
+
+
 def test_an_early_error_is_not_written_into_the_log_of_the_previous_run(kd_inputs, capsys, tmp_path):
     """A process that runs several runs (the pipeline, a sweep worker): an error found before the run's own log
     exists (here a missing teacher) must not land in the run.log the previous run left open."""
