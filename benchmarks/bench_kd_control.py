@@ -64,6 +64,8 @@ METHODS = {
     "dllm2rec": {"kd_method": "dllm2rec"},  # importance-aware RD + ED at the defaults (ed_scale: fixed)
     "dllm2rec-noed": {"kd_method": "dllm2rec", "ed_weight": 0.0},  # ranking distillation only
     "dllm2rec-idnorm": {"kd_method": "dllm2rec", "ed_scale": "id_norm"},  # ED offset sized by the ID table
+    # ED offset sized by the ID table times a learned scalar that starts at 0.1 (the offset starts at 0.02 × b)
+    "dllm2rec-learned": {"kd_method": "dllm2rec", "ed_scale": "learned"},
     # ranking distillation only, the teacher's lists without the target and the history items (rd_filter_candidates)
     "dllm2rec-noed-filter": {"kd_method": "dllm2rec", "ed_weight": 0.0, "rd_filter_candidates": True},
     "dllm2rec-filter": {"kd_method": "dllm2rec", "rd_filter_candidates": True},  # the same, with ED

@@ -25,7 +25,7 @@ KD_METHODS = ("none", "logit", "rd", "dllm2rec")
 ED_PROJECTORS = ("linear", "mlp")
 ED_APPLY_TO = ("input", "input_and_output")
 ED_MODES = ("offset", "replace")
-ED_SCALES = ("fixed", "id_norm")
+ED_SCALES = ("fixed", "id_norm", "learned")
 ITEM_INITS = ("random", "text_encoder")
 BASE_LOSSES = ("native", "bce1")
 SELECT_ON = ("valid", "test")
@@ -159,6 +159,7 @@ SCHEMA: Dict[str, Key] = {
     "ed_apply_to": _choice(ED_APPLY_TO),
     "ed_mode": _choice(ED_MODES),
     "ed_scale": _choice(ED_SCALES),
+    "ed_scale_init": _POSITIVE,
     "item_init": _choice(ITEM_INITS),
     "text_encoder": Key("path"),
     "ed_folded": _FLAG,

@@ -370,14 +370,18 @@ def _load_plain(path, dataset):
     return model.eval(), checkpoint
 
 
-@pytest.mark.parametrize("ed_apply_to", ["input_and_output", "input"])
-def test_fold_gives_identical_scores_with_and_without_the_teacher_file(sasrec_data, tmp_path, ed_apply_to):
+@pytest.mark.parametrize("ed_apply_to, ed_scale",
+                         [("input_and_output", "fixed"), ("input", "fixed"), ("input_and_output", "learned"),
+                          ("input", "learned")])
+def test_fold_gives_identical_scores_with_and_without_the_teacher_file(sasrec_data, tmp_path, ed_apply_to, ed_scale):
     config, train_data, test_data = sasrec_data[0], sasrec_data[1], sasrec_data[3]
     artifact = write_synthetic_artifact(train_data._dataset, tmp_path / "t.safetensors", seed=5)
     model = make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact), ed_apply_to=ed_apply_to,
-                       ed_weight=0.5)
-    with torch.no_grad():  # a trained-looking projector, not the init
+                       ed_weight=0.5, ed_scale=ed_scale)
+    with torch.no_grad():  # a trained-looking projector (and gate), not the init
         model.item_embedding.ed_projector.bias.normal_()
+        if ed_scale == "learned":
+            model.item_embedding.ed_gate.fill_(0.7)
     model.eval()
     batch = _eval_batch(test_data)
     with torch.no_grad():
@@ -450,6 +454,36 @@ def test_ed_scale_id_norm_sizes_the_offset_by_the_id_table(sasrec_data):
         before = scaled.full_sort_predict(batch)
         scaled.fold_teacher()
         torch.testing.assert_close(scaled.full_sort_predict(batch), before, rtol=1e-5, atol=1e-5)
+
+
+def test_ed_scale_learned_starts_small_learns_and_folds_away(sasrec_data):
+    """ed_scale: learned -> the offset starts at ed_weight · ed_scale_init × the ID rows' mean norm; its scalar
+    gate is a parameter the loss trains; folding bakes it in (same predictions) and leaves no gate behind."""
+    config, train_data, test_data, artifact = sasrec_data[0], sasrec_data[1], sasrec_data[3], sasrec_data[4]
+    model = make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact), ed_scale="learned",
+                       ed_scale_init=0.05, ed_weight=0.2)
+    ed = model.item_embedding
+    text_rows = ed.has_text.squeeze(-1).bool()
+    with torch.no_grad():
+        offset = 0.2 * ed.projected_table()[text_rows]  # [n_text, H]
+        ratio = offset.norm(dim=-1).mean() / ed.weight[text_rows].norm(dim=-1).mean()
+    assert float(ratio) == pytest.approx(0.2 * 0.05, rel=1e-4)
+    assert float(ed.ed_gate.detach()) == pytest.approx(0.05)
+    gradients, losses = _gradients(model, first_batch(model, train_data))
+    assert all(torch.isfinite(loss) for loss in losses)
+    gate_grad = gradients["item_embedding.ed_gate"]
+    assert torch.isfinite(gate_grad) and float(gate_grad.abs()) > 0
+    assert model.kd_terms["ed_ratio"] > 0
+    with pytest.raises(TeacherConfigError, match="ed_scale_init"):
+        make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact), ed_scale="learned",
+                   ed_scale_init=0.0)
+    batch = _eval_batch(test_data)
+    model.eval()
+    with torch.no_grad():
+        before = model.full_sort_predict(batch)
+        model.fold_teacher()
+        torch.testing.assert_close(model.full_sort_predict(batch), before, rtol=1e-5, atol=1e-5)
+    assert not any("ed_gate" in key for key in model.state_dict())
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -96,7 +96,8 @@ KD_OPTIONS = {
     "gamma_c": "gamma_c", "gamma_o": "gamma_o", "rd_weight": "rd_weight", "rd_weight_norm": "rd_weight_norm",
     "rd_neg_term": "rd_neg_term", "confidence_mode": "confidence_mode", "confidence_temp": "confidence_temp",
     "rd_filter_candidates": "rd_filter_candidates", "ed_weight": "ed_weight", "ed_projector_kind": "ed_projector",
-    "ed_apply_to": "ed_apply_to", "ed_mode": "ed_mode", "ed_scale": "ed_scale", "ed_folded": "ed_folded",
+    "ed_apply_to": "ed_apply_to", "ed_mode": "ed_mode", "ed_scale": "ed_scale", "ed_scale_init": "ed_scale_init",
+    "ed_folded": "ed_folded",
     "base_loss": "base_loss", "kd_temperature": "kd_temperature", "logit_weight": "logit_weight",
     "tw_lambda": "tw_lambda", "tw_mu": "tw_mu",
     "tw_weighting": "tw_weighting", "select_on": "select_on", "item_init": "item_init",
@@ -261,7 +262,7 @@ class Distiller(KDTermReporter):
         self.item_embedding = EDItemEmbedding(
             self.item_embedding, self.n_items, None if self.ed_folded else self.teacher.item_text_emb, self.kd_terms,
             ed_weight=self.ed_weight, projector=self.ed_projector_kind, mode=self.ed_mode, scale=self.ed_scale,
-            apply_to=self.ed_apply_to,
+            scale_init=self.ed_scale_init, apply_to=self.ed_apply_to,
         )
         self.register_load_state_dict_pre_hook(upgrade_pre_module_keys)  # KD checkpoints written before the module
 

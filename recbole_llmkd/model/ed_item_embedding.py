@@ -31,7 +31,7 @@ class EDItemEmbedding(nn.Module):
 
     def __init__(
         self, id_embedding: nn.Embedding, n_items: int, item_text_emb: Optional[Tensor], terms: Dict[str, Tensor], *,
-        ed_weight: float, projector: str, mode: str, scale: str, apply_to: str,
+        ed_weight: float, projector: str, mode: str, scale: str, apply_to: str, scale_init: float = 0.1,
     ):
         super().__init__()
         self.id_embedding = id_embedding  # b: [rows, H]
@@ -44,6 +44,8 @@ class EDItemEmbedding(nn.Module):
         if item_text_emb is None:
             self.folded_input = nn.Embedding(rows, width, padding_idx=0)  # b + ed·g(z), loaded with the state dict
             return
+        if scale == "learned":  # a scalar the optimiser moves, starting small (a ReZero-style gate on the offset)
+            self.ed_gate = nn.Parameter(torch.tensor(float(scale_init)))
         text_emb = item_text_emb.float()  # [n_items, d_llm], row 0 zeros
         d_llm = text_emb.shape[1]
         padded = torch.zeros(rows, d_llm)  # [rows, d_llm]; a mask-token row has no text
@@ -62,14 +64,18 @@ class EDItemEmbedding(nn.Module):
 
         ``ed_scale: id_norm`` rescales it to the ID table's size, ``g(z_i) · mean_j ‖b_j‖ / mean_j ‖g(z_j)‖`` (both
         means over the text rows, detached), so the offset ``ed_weight · g(z)`` is ``ed_weight`` times the ID
-        embeddings' size from the first step on; ``fixed`` (the official code) leaves ``g(z)`` as it comes.
+        embeddings' size from the first step on; ``learned`` multiplies that by a learned scalar ``ed_gate`` that
+        starts at ``ed_scale_init``, so the offset starts at ``ed_weight · ed_scale_init`` times the ID embeddings'
+        size and grows or shrinks as the loss asks; ``fixed`` (the official code) leaves ``g(z)`` as it comes.
         """
         projected = self.ed_projector(self.item_text_emb) * self.has_text  # [rows, H]
-        if self.scale == "id_norm":
+        if self.scale in ("id_norm", "learned"):
             text_rows = self.has_text.squeeze(-1).bool()  # [rows]
             id_norm = self.id_embedding.weight[text_rows].detach().norm(dim=-1).mean()
             text_norm = projected[text_rows].detach().norm(dim=-1).mean().clamp_min(1e-12)
             projected = projected * (id_norm / text_norm)
+        if self.scale == "learned":
+            projected = projected * self.ed_gate
         return projected
 
     def enriched_table(self, projected: Tensor) -> Tensor:
@@ -119,6 +125,8 @@ class EDItemEmbedding(nn.Module):
         self.folded_input = nn.Embedding(*enriched.shape, padding_idx=0).to(enriched.device)
         self.folded_input.weight.copy_(enriched)
         self.ed_projector = None
+        if self.scale == "learned":
+            del self.ed_gate
         del self.item_text_emb
         del self.has_text
         return self
