@@ -430,6 +430,14 @@ def test_ed_replace_mode_and_mlp_projector(sasrec_data, tmp_path):
         assert torch.allclose(model.full_sort_predict(batch), before, atol=1e-5)
 
 
+@torch.no_grad()
+def _offset_ratio(ed, ed_weight):
+    """mean ‖ed_weight·g(z_i)‖ / mean ‖b_i‖ over the rows with text of an ``EDItemEmbedding``."""
+    text_rows = ed.has_text.squeeze(-1).bool()
+    offset = ed_weight * ed.projected_table()[text_rows]  # [n_text, H]
+    return offset.norm(dim=-1).mean() / ed.weight[text_rows].norm(dim=-1).mean()
+
+
 def test_ed_scale_id_norm_sizes_the_offset_by_the_id_table(sasrec_data):
     """ed_scale: id_norm -> mean ‖ed_weight·g(z_i)‖ = ed_weight · mean ‖b_i‖ over the text rows, from the start;
     fixed leaves g(z) as the projector makes it. Folding keeps the predictions either way."""
@@ -437,13 +445,7 @@ def test_ed_scale_id_norm_sizes_the_offset_by_the_id_table(sasrec_data):
     scaled = make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact), ed_scale="id_norm",
                         ed_weight=0.2)
     fixed = make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact), ed_weight=0.2)
-    text_rows = scaled.item_embedding.has_text.squeeze(-1).bool()
-    with torch.no_grad():
-        offset = 0.2 * scaled.item_embedding.projected_table()[text_rows]  # [n_text, H]
-        id_rows = scaled.item_embedding.weight[text_rows]
-        ratio = offset.norm(dim=-1).mean() / id_rows.norm(dim=-1).mean()
-        fixed_offset = 0.2 * fixed.item_embedding.projected_table()[text_rows]  # [n_text, H]
-        fixed_ratio = fixed_offset.norm(dim=-1).mean() / id_rows.norm(dim=-1).mean()
+    ratio, fixed_ratio = _offset_ratio(scaled.item_embedding, 0.2), _offset_ratio(fixed.item_embedding, 0.2)
     assert float(ratio) == pytest.approx(0.2, abs=1e-5)
     assert abs(float(fixed_ratio) - 0.2) > 0.01  # the official scaling is not calibrated to the ID table
     with pytest.raises(TeacherConfigError, match="ed_scale"):
@@ -463,11 +465,7 @@ def test_ed_scale_learned_starts_small_learns_and_folds_away(sasrec_data):
     model = make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact), ed_scale="learned",
                        ed_scale_init=0.05, ed_weight=0.2)
     ed = model.item_embedding
-    text_rows = ed.has_text.squeeze(-1).bool()
-    with torch.no_grad():
-        offset = 0.2 * ed.projected_table()[text_rows]  # [n_text, H]
-        ratio = offset.norm(dim=-1).mean() / ed.weight[text_rows].norm(dim=-1).mean()
-    assert float(ratio) == pytest.approx(0.2 * 0.05, rel=1e-4)
+    assert float(_offset_ratio(ed, 0.2)) == pytest.approx(0.2 * 0.05, rel=1e-4)
     assert float(ed.ed_gate.detach()) == pytest.approx(0.05)
     gradients, losses = _gradients(model, first_batch(model, train_data))
     assert all(torch.isfinite(loss) for loss in losses)
