@@ -8,6 +8,9 @@ Time: the plain model (RecBole's own SASRec/GRU4Rec/BERT4Rec with RecBole's Trai
 are trained in ONE process, one batch each in turn, so both see the same machine load (the development machine is
 shared); per-batch seconds include data loading, forward, backward and the optimizer step. --batches timed batches per
 mode (0 = a whole epoch) after --warmup untimed ones. Memory: peak RSS of a fresh subprocess per mode (2 batches).
+Serving (after the timed batches): full-ranking users/s on the test split of the plain model, the KD student as
+trained (ED computes ``g(z)`` for the whole table in every forward) and the same student folded (``fold_teacher``:
+what is served), --serving-repeats rounds, the three models in turn within each round.
 
     .venv/bin/python benchmarks/bench_kd_overhead.py --help
     .venv/bin/python benchmarks/bench_kd_overhead.py --max-len 10 --batches 10      # CPU, a few minutes
@@ -43,6 +46,8 @@ def parse_args(argv=None):
     parser.add_argument("--detect-anomaly", action="store_true",
                         help="time with autograd's anomaly detection on, as every run before commit 3227390 was "
                              "(RecBole's sine.py switches it on at import; compat now switches it off)")
+    parser.add_argument("--serving-repeats", type=int, default=5,
+                        help="rounds of full-ranking throughput on the test split: plain, KD, KD folded (0 = skip)")
     parser.add_argument("--out", default="", help="write the summary JSON here")
     parser.add_argument("--_mode", choices=["plain", "kd"], help=argparse.SUPPRESS)
     parser.add_argument("--_workdir", help=argparse.SUPPRESS)
@@ -205,13 +210,14 @@ def interleaved_times(args, workdir: str) -> dict:
         torch.set_num_threads(args.threads)
     os.chdir(workdir)
     artifact = artifact_path(args, workdir)
-    runs = {}
+    runs, test_data = {}, {}
     for mode in ("plain", "kd"):
         kd = mode == "kd"
         run = prepared_run(args, kd, artifact)
         config, train_data, model, trainer = run.config, run.train_data, run.model, run.trainer
         loss_func = monitored_kd_loss(trainer) if kd else model.calculate_loss
         runs[mode] = (config, model, trainer, loss_func, iter(train_data), len(train_data))
+        test_data[mode] = run.test_data
     torch.autograd.set_detect_anomaly(args.detect_anomaly)
     n_batches = args.batches or min(n for *_, n in runs.values())
     times = {"plain": [], "kd": []}
@@ -229,8 +235,41 @@ def interleaved_times(args, workdir: str) -> dict:
                 torch.cuda.synchronize()
             if index >= args.warmup:
                 times[mode].append(time.perf_counter() - start)
+    serving = serving_throughput(runs["plain"][1], runs["kd"][1], test_data["plain"], runs["plain"][0]["device"],
+                                 args.serving_repeats)
     return {"times": times, "epoch_batches": runs["plain"][5], "device": str(runs["plain"][0]["device"]),
-            "torch_threads": torch.get_num_threads(), "anomaly_detection": torch.is_anomaly_enabled()}
+            "torch_threads": torch.get_num_threads(), "anomaly_detection": torch.is_anomaly_enabled(),
+            "serving": serving}
+
+
+def serving_throughput(plain_model, kd_model, test_data, device, repeats: int) -> dict:
+    """Full-ranking users/s on ``test_data`` of the plain model, the KD student as trained and the same student
+    folded (a copy, ``fold_teacher``): ``repeats`` rounds, the three in turn within a round (same machine load);
+    the medians and the ratios to the plain model. The folded copy's scores are checked against the unfolded ones."""
+    import copy
+
+    import torch
+
+    from recbole_llmkd.measure import full_ranking_throughput
+
+    if repeats <= 0:
+        return {}
+    folded_model = copy.deepcopy(kd_model)
+    folded_model.fold_teacher()
+    models = {"plain": plain_model, "kd": kd_model, "kd_folded": folded_model}
+    batch = next(iter(test_data))[0].to(device)
+    kd_model.eval(), folded_model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(folded_model.full_sort_predict(batch), kd_model.full_sort_predict(batch),
+                                   rtol=1e-4, atol=1e-4)
+    users_per_s = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            users_per_s[name].append(full_ranking_throughput(model, test_data, device)["throughput_users_per_s"])
+    medians = {name: statistics.median(values) for name, values in users_per_s.items()}
+    return {"users_per_s": users_per_s, "median_users_per_s": medians,
+            "kd_over_plain": medians["kd"] / medians["plain"],
+            "kd_folded_over_plain": medians["kd_folded"] / medians["plain"]}
 
 
 def prepare_artifact(args, workdir: str) -> None:
@@ -286,6 +325,7 @@ def main(argv=None):
         "device": timing["device"],
         "torch_threads": timing["torch_threads"],
         "anomaly_detection": timing["anomaly_detection"],
+        "serving": timing["serving"],
     }
     results = {mode: [result] for mode, result in results.items()}
     for key in ("peak_cuda_mib", "gpu"):

@@ -53,7 +53,7 @@ from recbole_llmkd.run import RESULTS_FILE, RunInterrupted
 logger = logging.getLogger("recbole_llmkd")
 
 PROFILE_KEYS = {"profile", "description", "dataset", "common", "teacher_model", "teacher", "export", "students", "kd",
-                "slmrec"}
+                "slmrec", "seed_noise_pct"}
 TEACHER_MODELS = ("LLMRec", "BIGRec")  # teacher_model: the LLM teacher of the profile
 
 
@@ -171,6 +171,9 @@ def load_profile(path: str) -> dict:
     unknown = sorted(set(profile) - PROFILE_KEYS)
     if unknown:
         raise PipelineError(f"{path}: unknown profile key(s) {unknown}; allowed: {sorted(PROFILE_KEYS)}")
+    noise = profile.get("seed_noise_pct")
+    if noise is not None and (isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0):
+        raise PipelineError(f"{path}: seed_noise_pct must be a number >= 0 (a percentage of NDCG@10), got {noise!r}")
     teacher_model = profile.setdefault("teacher_model", "LLMRec")
     if teacher_model not in TEACHER_MODELS:
         raise PipelineError(f"{path}: teacher_model must be one of {list(TEACHER_MODELS)}, got {teacher_model!r}")
@@ -540,6 +543,7 @@ class Pipeline:
             "profile": profile.get("profile"),
             "teacher_model": profile["teacher_model"],
             "profile_description": profile.get("description", ""),
+            "seed_noise_pct": profile.get("seed_noise_pct"),
             "profile_file": self.profile_path,
             "dataset": self.dataset,
             "device": device_description(),

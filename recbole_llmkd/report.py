@@ -199,9 +199,12 @@ def plot_curves(run_dirs: Dict[str, str], path: str) -> None:
     plt.close(fig)
 
 
-def distillation_verdicts(rows: List[ReportRow], table: List[dict]) -> List[str]:
+def distillation_verdicts(rows: List[ReportRow], table: List[dict], seed_noise_pct: Optional[float] = None) -> List[str]:
     """One sentence per distilled model (a row with a plain twin): its NDCG@10 against the twin's, the relative
-    change, ``gain`` or ``no gain``, and its share of the teacher's NDCG@10; the report's answer to "did it help?"."""
+    change, the verdict, and its share of the teacher's NDCG@10; the report's answer to "did it help?".
+
+    The verdict is ``gain`` or ``no gain``; with ``seed_noise_pct`` (the profile's measured spread of the NDCG@10
+    change between two runs that differ only in their seed), a change within ±that is ``within seed noise``."""
     by_model = {entry["model"]: entry for entry in table}
     names = {row.name: row for row in rows}
     lines = []
@@ -211,7 +214,10 @@ def distillation_verdicts(rows: List[ReportRow], table: List[dict]) -> List[str]
         gain = entry.get("ndcg@10_gain_vs_twin_%")
         if twin is None or gain is None:
             continue
-        verdict = "**gain**" if gain > 0 else "**no gain**"
+        if seed_noise_pct is not None and abs(gain) <= seed_noise_pct:
+            verdict = f"**within seed noise** (±{seed_noise_pct:g} %)"
+        else:
+            verdict = "**gain**" if gain > 0 else "**no gain**"
         line = (f"- {row.name} vs {twin.name}: NDCG@10 {_fmt(row.metric('ndcg@10'))} against "
                 f"{_fmt(twin.metric('ndcg@10'))}, {gain:+.1f} %: {verdict}")
         if entry.get("ndcg@10_vs_teacher_%") is not None:
@@ -249,8 +255,12 @@ def render_report_markdown(table: List[dict], meta: dict, verdicts: Optional[Lis
         "",
     ]
     if verdicts:
+        noise = meta.get("seed_noise_pct")
+        noise_note = (f"a change within ±{noise:g} % (the profile's `seed_noise_pct`: how far two runs that differ only "
+                      "in their seed lie apart, measured) is within seed noise" if noise is not None
+                      else "a difference of a few percent is within seed noise")
         lines += ["## Does distillation help? (each model against its plain twin, test)", "", *verdicts, "",
-                  f"One run per model (seeds {meta['seeds']}): a difference of a few percent is within seed noise; "
+                  f"One run per model (seeds {meta['seeds']}): {noise_note}; "
                   "`benchmarks/bench_kd_quality.py` repeats the comparison over seeds.", ""]
     if any(entry.get("sampled_hit@1") is not None for entry in table):
         lines += ["## SLMRec protocol (1 positive + 999 sampled negatives; not comparable with full ranking)", "",
@@ -276,7 +286,8 @@ def write_pipeline_report(run_dir: str, rows: List[ReportRow], meta: dict) -> di
     step_dirs = {row.name: row.result["run_dir"] for row in rows}
     plot_curves(step_dirs, curves_path)
     with open(md_path, "w", encoding="utf-8") as f:
-        f.write(render_report_markdown(table, meta, distillation_verdicts(rows, table)))
+        verdicts = distillation_verdicts(rows, table, meta.get("seed_noise_pct"))
+        f.write(render_report_markdown(table, meta, verdicts))
     with open(os.path.join(run_dir, "report.json"), "w", encoding="utf-8") as f:
         json.dump({"meta": meta, "table": table}, f, indent=2)
     return {"report_md": md_path, "report_csv": csv_path, "plot": png_path, "curves": curves_path,

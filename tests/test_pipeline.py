@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from recbole_llmkd.pipeline import Pipeline, PipelineError, Ref, checkpoint_placeholder, resolve_profile
+from recbole_llmkd.pipeline import Pipeline, PipelineError, Ref, checkpoint_placeholder, load_profile, resolve_profile
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENTRY_POINT = os.path.join(REPO_ROOT, "run_recbole_llmkd.py")
@@ -360,6 +360,32 @@ def test_report_states_the_gain_or_its_absence_per_distilled_model():
     markdown = render_report_markdown(table, meta, verdicts)
     assert "## Does distillation help?" in markdown and verdicts[1] in markdown and "seeds [2020]" in markdown
     assert "Does distillation help" not in render_report_markdown(table, meta)  # no distilled model, no section
+
+
+def test_report_calls_a_change_within_the_profiles_seed_noise_neither_gain_nor_loss(tmp_path):
+    from recbole_llmkd.report import ReportRow, distillation_verdicts, render_report_markdown, report_table
+
+    def result(ndcg):
+        return {"test_result": {"ndcg@10": ndcg}, "run_dir": "/nowhere"}
+
+    rows = [ReportRow("LLMRec (teacher)", "teacher", result(0.08)),
+            ReportRow("SASRec", "student", result(0.06)), ReportRow("GRU4Rec", "student", result(0.05)),
+            ReportRow("BERT4Rec", "student", result(0.05)),
+            ReportRow("KDSASRec", "kd-student", result(0.0624), plain_twin="SASRec"),  # +4 %
+            ReportRow("KDGRU4Rec", "kd-student", result(0.0470), plain_twin="GRU4Rec"),  # -6 %
+            ReportRow("KDBERT4Rec", "kd-student", result(0.0530), plain_twin="BERT4Rec")]  # +6 %
+    table = report_table(rows, teacher_name="LLMRec (teacher)")
+    verdicts = [line.split(", ", 1)[1].split(";")[0] for line in distillation_verdicts(rows, table, 5)]
+    assert verdicts == ["+4.0 %: **within seed noise** (±5 %)", "-6.0 %: **no gain**", "+6.0 %: **gain**"]
+    meta = {"dataset": "d", "profile": "p", "device": "cpu", "date": "today", "commit": "c", "seeds": [2020],
+            "profile_description": "", "steps_run": [], "steps_reused": [], "seed_noise_pct": 5}
+    assert "within ±5 % (the profile's `seed_noise_pct`" in render_report_markdown(table, meta, verdicts)
+    for bad in ("-1", "'five'", "true"):
+        profile = tmp_path / "p.yaml"
+        profile.write_text(open(resolve_profile("tiny")).read() + f"seed_noise_pct: {bad}\n")
+        with pytest.raises(PipelineError, match="seed_noise_pct must be a number"):
+            load_profile(str(profile))
+    assert load_profile(resolve_profile("cpu"))["seed_noise_pct"] == 5
 
 
 def test_report_reads_tensorboard_scalars_without_logging_tensorboards_chatter(tmp_path, caplog, monkeypatch):
