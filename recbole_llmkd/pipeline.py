@@ -31,6 +31,7 @@ writes, before anything trains.
 import copy
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -172,7 +173,7 @@ def load_profile(path: str) -> dict:
     if unknown:
         raise PipelineError(f"{path}: unknown profile key(s) {unknown}; allowed: {sorted(PROFILE_KEYS)}")
     noise = profile.get("seed_noise_pct")
-    if noise is not None and (isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0):
+    if noise is not None and (isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < math.inf):
         raise PipelineError(f"{path}: seed_noise_pct must be a number >= 0 (a percentage of NDCG@10), got {noise!r}")
     teacher_model = profile.setdefault("teacher_model", "LLMRec")
     if teacher_model not in TEACHER_MODELS:

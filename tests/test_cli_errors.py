@@ -96,6 +96,7 @@ def test_the_traceback_is_in_the_run_log_and_with_debug(kd_inputs, capsys):
     [
         (["--rd_weight=-1"], r"rd_weight.*-1"),
         (["--rd_topk=30"], r"rd_topk.*30.*20|K=20"),
+        (["--ed_scale=learned", "--ed_mode=replace"], r"ed_mode: replace has no offset"),
     ],
 )
 def test_impossible_kd_config_is_one_line_exit_2(kd_inputs, capsys, extra, pattern):

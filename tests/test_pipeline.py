@@ -380,7 +380,7 @@ def test_report_calls_a_change_within_the_profiles_seed_noise_neither_gain_nor_l
     meta = {"dataset": "d", "profile": "p", "device": "cpu", "date": "today", "commit": "c", "seeds": [2020],
             "profile_description": "", "steps_run": [], "steps_reused": [], "seed_noise_pct": 5}
     assert "within ±5 % (the profile's `seed_noise_pct`" in render_report_markdown(table, meta, verdicts)
-    for bad in ("-1", "'five'", "true"):
+    for bad in ("-1", "'five'", "true", ".nan", ".inf"):
         profile = tmp_path / "p.yaml"
         profile.write_text(open(resolve_profile("tiny")).read() + f"seed_noise_pct: {bad}\n")
         with pytest.raises(PipelineError, match="seed_noise_pct must be a number"):

@@ -146,6 +146,11 @@ class Distiller(KDTermReporter):
                    else " has no teacher")
                 + ": use logit_weight: 0"
             )
+        if options["ed_scale"] != "fixed" and options["ed_mode"] == "replace":
+            raise TeacherConfigError(
+                f"ed_scale: {options['ed_scale']} sizes ED's offset b_i + ed_weight·g(z_i) against the ID rows b; "
+                "ed_mode: replace has no offset (e_i = g(z_i)): use ed_scale: fixed with it"
+            )
         loss_type = config["loss_type"] if "loss_type" in config else "CE"
         if loss_type not in (None, "CE") and options["base_loss"] == "native":
             raise TeacherConfigError(
