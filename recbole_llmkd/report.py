@@ -203,8 +203,9 @@ def distillation_verdicts(rows: List[ReportRow], table: List[dict], seed_noise_p
     """One sentence per distilled model (a row with a plain twin): its NDCG@10 against the twin's, the relative
     change, the verdict, and its share of the teacher's NDCG@10; the report's answer to "did it help?".
 
-    The verdict is ``gain`` or ``no gain``; with ``seed_noise_pct`` (the profile's measured spread of the NDCG@10
-    change between two runs that differ only in their seed), a change within ±that is ``within seed noise``."""
+    The verdict is ``gain`` or ``no gain``; with ``seed_noise_pct`` (the profile's band for the NDCG@10 change
+    between two runs that differ only in their seed: about 95 % of such changes fall within it, 2·√2 × the plain
+    students' seed std, measured), a change within ±that is ``within seed noise``."""
     by_model = {entry["model"]: entry for entry in table}
     names = {row.name: row for row in rows}
     lines = []
@@ -256,8 +257,9 @@ def render_report_markdown(table: List[dict], meta: dict, verdicts: Optional[Lis
     ]
     if verdicts:
         noise = meta.get("seed_noise_pct")
-        noise_note = (f"a change within ±{noise:g} % (the profile's `seed_noise_pct`: how far two runs that differ only "
-                      "in their seed lie apart, measured) is within seed noise" if noise is not None
+        noise_note = (f"a change within ±{noise:g} % (the profile's `seed_noise_pct`: about 95 % of the changes between two "
+                      "runs that differ only in their seed fall within it, measured) is within seed noise"
+                      if noise is not None
                       else "a difference of a few percent is within seed noise")
         lines += ["## Does distillation help? (each model against its plain twin, test)", "", *verdicts, "",
                   f"One run per model (seeds {meta['seeds']}): {noise_note}; "

@@ -385,7 +385,7 @@ def test_report_calls_a_change_within_the_profiles_seed_noise_neither_gain_nor_l
         profile.write_text(open(resolve_profile("tiny")).read() + f"seed_noise_pct: {bad}\n")
         with pytest.raises(PipelineError, match="seed_noise_pct must be a number"):
             load_profile(str(profile))
-    assert load_profile(resolve_profile("cpu"))["seed_noise_pct"] == 5
+    assert load_profile(resolve_profile("cpu"))["seed_noise_pct"] == 10
 
 
 def test_report_reads_tensorboard_scalars_without_logging_tensorboards_chatter(tmp_path, caplog, monkeypatch):
