@@ -431,6 +431,16 @@ def test_ed_replace_mode_and_mlp_projector(sasrec_data, tmp_path):
 
 
 @torch.no_grad()
+def _assert_folding_keeps_scores(model, test_data):
+    """``fold_teacher`` leaves the full-ranking scores of an eval batch as they were (float noise aside)."""
+    batch = _eval_batch(test_data)
+    model.eval()
+    before = model.full_sort_predict(batch)
+    model.fold_teacher()
+    torch.testing.assert_close(model.full_sort_predict(batch), before, rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
 def _offset_ratio(ed, ed_weight):
     """mean ‖ed_weight·g(z_i)‖ / mean ‖b_i‖ over the rows with text of an ``EDItemEmbedding``."""
     text_rows = ed.has_text.squeeze(-1).bool()
@@ -450,12 +460,7 @@ def test_ed_scale_id_norm_sizes_the_offset_by_the_id_table(sasrec_data):
     assert abs(float(fixed_ratio) - 0.2) > 0.01  # the official scaling is not calibrated to the ID table
     with pytest.raises(TeacherConfigError, match="ed_scale"):
         make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact), ed_scale="huge")
-    batch = _eval_batch(test_data)
-    scaled.eval()
-    with torch.no_grad():
-        before = scaled.full_sort_predict(batch)
-        scaled.fold_teacher()
-        torch.testing.assert_close(scaled.full_sort_predict(batch), before, rtol=1e-5, atol=1e-5)
+    _assert_folding_keeps_scores(scaled, test_data)
 
 
 def test_ed_scale_learned_starts_small_learns_and_folds_away(sasrec_data):
@@ -475,12 +480,7 @@ def test_ed_scale_learned_starts_small_learns_and_folds_away(sasrec_data):
     with pytest.raises(TeacherConfigError, match="ed_scale_init"):
         make_model(config, train_data, kd_method="dllm2rec", teacher=str(artifact), ed_scale="learned",
                    ed_scale_init=0.0)
-    batch = _eval_batch(test_data)
-    model.eval()
-    with torch.no_grad():
-        before = model.full_sort_predict(batch)
-        model.fold_teacher()
-        torch.testing.assert_close(model.full_sort_predict(batch), before, rtol=1e-5, atol=1e-5)
+    _assert_folding_keeps_scores(model, test_data)
     assert not any("ed_gate" in key for key in model.state_dict())
 
 
