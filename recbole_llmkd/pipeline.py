@@ -31,7 +31,6 @@ writes, before anything trains.
 import copy
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -45,6 +44,7 @@ from tqdm import tqdm
 
 from recbole_llmkd import compat
 from recbole_llmkd.config import load_yaml_file, properties_dir, unknown_keys_with_hints
+from recbole_llmkd.config_schema import Key
 from recbole_llmkd.data.paths import TEACHER_RUN_ARTIFACT, diagnostics_path
 from recbole_llmkd.errors import Interrupted, RecboleLLMKDError
 from recbole_llmkd.measure import device_description, git_commit
@@ -56,6 +56,7 @@ logger = logging.getLogger("recbole_llmkd")
 PROFILE_KEYS = {"profile", "description", "dataset", "common", "teacher_model", "teacher", "export", "students", "kd",
                 "slmrec", "seed_noise_pct"}
 TEACHER_MODELS = ("LLMRec", "BIGRec")  # teacher_model: the LLM teacher of the profile
+SEED_NOISE_PCT = Key("number", minimum=0.0)  # seed_noise_pct: the report's "within seed noise" band, % of NDCG@10
 
 
 # RecBole 1.2.1 skips Dataset._data_filtering when benchmark_filename is set: these keys have no effect on such data.
@@ -173,7 +174,7 @@ def load_profile(path: str) -> dict:
     if unknown:
         raise PipelineError(f"{path}: unknown profile key(s) {unknown}; allowed: {sorted(PROFILE_KEYS)}")
     noise = profile.get("seed_noise_pct")
-    if noise is not None and (isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < math.inf):
+    if noise is not None and not SEED_NOISE_PCT.accepts(noise):  # a finite number >= 0, not a bool
         raise PipelineError(f"{path}: seed_noise_pct must be a number >= 0 (a percentage of NDCG@10), got {noise!r}")
     teacher_model = profile.setdefault("teacher_model", "LLMRec")
     if teacher_model not in TEACHER_MODELS:
