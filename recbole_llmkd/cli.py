@@ -292,6 +292,21 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
         "--gpus-per-trial", type=float, metavar="G", help="GPUs per trial, fractions allowed (default: 1 if CUDA)"
     )
     group.add_argument("--search-alg", choices=["random", "grid", "optuna", "hyperopt"], help="search algorithm")
+    group.add_argument(
+        "--trial-seeds", type=_seed_list, metavar="S1,S2,...",
+        help="train every trial once per seed and compare trials on the mean validation metric; the best trial's "
+        "test split is read once per seed (the space file's search.seeds)",
+    )
+
+
+def _seed_list(text: str) -> List[int]:
+    """``--trial-seeds=2020,2021,2022`` -> [2020, 2021, 2022] (the space file's ``search.seeds`` rules)."""
+    from recbole_llmkd.tune.space import SpaceError, parse_run_seeds
+
+    try:
+        return parse_run_seeds("--trial-seeds", text)
+    except SpaceError as err:
+        raise argparse.ArgumentTypeError(str(err).split(": ", 1)[-1]) from None
 
 
 def run_tune(args, overrides: Dict[str, str]) -> int:
@@ -314,6 +329,7 @@ def run_tune(args, overrides: Dict[str, str]) -> int:
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
         search_alg=args.search_alg,
+        trial_seeds=args.trial_seeds,
         resume=args.resume,
     )
     print(format_metrics(result))
@@ -364,6 +380,9 @@ def format_metrics(result: dict) -> str:
     valid, test = result["best_valid_result"], result["test_result"]
     rows = [(metric, valid.get(metric), test.get(metric)) for metric in sorted(set(valid) | set(test))]
     header = f"{result['model']} on {result['dataset']} (best epoch on validation, test read once)"
+    if result.get("seeds"):
+        header = (f"{result['model']} on {result['dataset']} (mean over seeds {', '.join(map(str, result['seeds']))}: "
+                  "each seed's best epoch on validation, its test read once)")
     return header + "\n" + tabulate(rows, headers=["metric", "valid", "test"], floatfmt=".4f", tablefmt="github")
 
 

@@ -99,6 +99,12 @@ ONE_CHOICE = {"hidden_size": {"type": "choice", "values": [8]}}
         ({"space": {LR: {"type": "uniform", "low": 0, "high": 1}}, "search": {"alg": "grid"}},
          "space.learning_rate: search.alg grid needs a finite set of values"),
         ({"space": {}}, "'space:' must map at least one config key"),
+        ({"space": ONE_CHOICE, "search": {"seeds": []}}, "search.seeds: needs a non-empty list of integer seeds"),
+        ({"space": ONE_CHOICE, "search": {"seeds": [1, 2.5]}}, "search.seeds: needs a non-empty list of integer"),
+        ({"space": ONE_CHOICE, "search": {"seeds": [1, 2, 1]}}, "search.seeds: a seed is listed twice"),
+        ({"space": ONE_CHOICE, "search": {"seeds": "1,x"}}, "search.seeds: needs integers separated by commas"),
+        ({"space": {"seed": {"type": "choice", "values": [1, 2]}}, "search": {"seeds": [1, 2]}},
+         "space.seed: the seed is swept and search.seeds is set"),
     ],
 )
 def test_bad_space_file_is_rejected_naming_the_entry(tmp_path, content, message):

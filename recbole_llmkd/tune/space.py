@@ -21,6 +21,10 @@ A space file is a yaml mapping with three top-level keys (only ``space`` is requ
       max_t: ~                               # asha: stop every trial after this many evaluations (~ = never:
                                              #   trials train out their epochs unless ASHA stops them)
       seed: ~                                # sampling seed (~ = the config's seed)
+      seeds: ~                               # e.g. [2020, 2021, 2022]: every trial trains its values once per
+                                             #   seed and is compared on the mean of their best validation
+                                             #   metric; the best trial's test split is read once per seed
+                                             #   (~ = one run per trial, with the config's seed)
     resources:
       cpu: 1                                 # CPUs per trial
       gpu: ~                                 # GPUs per trial, fractions allowed (~ = 1 if CUDA is available, else 0)
@@ -48,7 +52,7 @@ SCHEDULERS = ("asha", "fifo")
 TOP_LEVEL_KEYS = ("space", "search", "resources")
 SEARCH_KEYS = (
     "alg", "num_samples", "max_concurrent", "metric", "mode", "scheduler", "grace_period", "reduction_factor",
-    "max_t", "seed",
+    "max_t", "seed", "seeds",
 )
 RESOURCE_KEYS = ("cpu", "gpu", "embedded_cpus")
 # The pip package each optional search algorithm needs (Ray's integration imports it).
@@ -114,6 +118,7 @@ class SweepSpec:
     reduction_factor: float = 2
     max_t: Optional[int] = None
     seed: Optional[int] = None
+    seeds: Optional[List[int]] = None  # the run seeds every trial trains with (None: one run, the config's seed)
     cpu: float = 1.0
     gpu: Optional[float] = None
     embedded_cpus: Optional[int] = None
@@ -193,6 +198,28 @@ def _non_negative(where: str, value, allow_none: bool = True) -> Optional[float]
     return float(value)
 
 
+def parse_run_seeds(where: str, value) -> Optional[List[int]]:
+    """``search.seeds``: None, or a non-empty list of distinct integers (a comma-separated string from the CLI)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = [int(part) for part in value.split(",") if part.strip()]
+        except ValueError:
+            raise SpaceError(
+                f"{where}: needs integers separated by commas, e.g. 2020,2021,2022, got {value!r}"
+            ) from None
+    if (
+        not isinstance(value, list)
+        or not value
+        or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in value)
+    ):
+        raise SpaceError(f"{where}: needs a non-empty list of integer seeds, e.g. [2020, 2021, 2022], got {value!r}")
+    if len(set(value)) != len(value):
+        raise SpaceError(f"{where}: a seed is listed twice in {value}; each seed is one run of every trial")
+    return [int(s) for s in value]
+
+
 def parse_space(content: dict, source: str = "<dict>", overrides: Optional[Dict[str, Any]] = None) -> SweepSpec:
     """Validate a space mapping; ``overrides`` (command-line options, None = not given) win over the file."""
     prefix = f"{source}: " if source != "<dict>" else ""
@@ -241,6 +268,9 @@ def parse_space(content: dict, source: str = "<dict>", overrides: Optional[Dict[
     seed = merged.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
         raise SpaceError(f"{prefix}search.seed: needs an integer, got {seed!r}")
+    seeds = parse_run_seeds(f"{prefix}search.seeds", merged.get("seeds"))
+    if seeds is not None and "seed" in params:
+        raise SpaceError(f"{prefix}space.seed: the seed is swept and search.seeds is set; keep one of them")
     cpu = _non_negative(f"{prefix}resources.cpu", merged.get("cpu", 1), allow_none=False)
     if cpu <= 0:
         raise SpaceError(f"{prefix}resources.cpu: needs a number > 0, got {cpu}")
@@ -257,6 +287,7 @@ def parse_space(content: dict, source: str = "<dict>", overrides: Optional[Dict[
         reduction_factor=float(reduction),
         max_t=_positive_int(f"{prefix}search.max_t", merged.get("max_t")),
         seed=None if seed is None else int(seed),
+        seeds=seeds,
         cpu=cpu,
         gpu=_non_negative(f"{prefix}resources.gpu", merged.get("gpu")),
         embedded_cpus=_positive_int(f"{prefix}resources.embedded_cpus", merged.get("embedded_cpus")),

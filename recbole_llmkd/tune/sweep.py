@@ -17,6 +17,13 @@
    error), ``metric_vs_params.png``, ``best.json``, ``sweep.json`` (what resume needs), ``run.log``, and
    Ray's experiment folder ``trials/`` (one folder per trial holding its RecBole run under ``run/``).
 
+Seeds per trial (``search.seeds`` / ``--trial-seeds``): a trial trains its values once per seed, each run in
+``trials/<trial>/run/seed-<seed>/``, and reports after each seed the mean, over the seeds done, of each seed's best
+validation result (ASHA's rungs then count seeds). Trials are compared on that mean over all their seeds (one
+seed's validation score is too noisy to choose on, RESULTS.md); the best trial's test split is read once per seed,
+and ``best.json`` gives the mean, the std and each seed's result. A seed's run writes ``seed_summary.json`` as its
+last act, so a resumed trial trains only the seeds it had not finished.
+
 Paths: every relative path the run's config names (``data_path``, config files, and any string value
 naming an existing file or folder, e.g. a teacher artifact file) is made absolute in the driver, so
 trials find them from Ray's per-trial working directories; the files are shared, never copied.
@@ -58,6 +65,7 @@ from recbole_llmkd.tune.space import SpaceError, SweepSpec, check_keys, load_spa
 EXPERIMENT_NAME = "trials"
 TRIAL_RUN_SUBDIR = "run"
 TRIAL_SUMMARY = "trial_summary.json"
+SEED_SUMMARY = "seed_summary.json"  # a seed's run of a trial (search.seeds) finished: in run/seed-<seed>/
 # keys each trial sets itself; the driver's values for them are not passed on.
 _TRIAL_OWNED_KEYS = ("run_dir", "checkpoint_dir", "gpu_id", "data_path")
 
@@ -83,6 +91,7 @@ class SweepSetup:
     metric: str  # lower-case result key, e.g. "ndcg@10"
     mode: str  # "max" | "min"
     swept_keys: List[str]
+    seeds: Optional[List[int]] = None  # search.seeds: every trial trains once per seed (None: one run)
 
     def trial_config(self, params: Dict[str, Any], run_dir: str, gpu_id: str):
         """The trial's Config: the driver's inputs, then the trial's values (they win), then its own paths."""
@@ -153,10 +162,11 @@ def write_json_atomic(path: str, content) -> None:
         raise
 
 
-def _read_summary(trial_dir: str) -> Optional[dict]:
-    """The trial's ``trial_summary.json``, or None when it is missing or cannot be parsed (a torn copy)."""
+def _read_summary(trial_dir: str, summary_file: str = TRIAL_SUMMARY) -> Optional[dict]:
+    """The trial's ``trial_summary.json`` (or another summary file under it), or None when it is missing or cannot
+    be parsed (a torn copy)."""
     try:
-        with open(os.path.join(trial_dir, TRIAL_SUMMARY), "r", encoding="utf-8") as f:
+        with open(os.path.join(trial_dir, summary_file), "r", encoding="utf-8") as f:
             summary = json.load(f)
     except (OSError, ValueError):
         return None
@@ -167,20 +177,25 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def finished_trial_summary(params: Dict[str, Any], trial_dirs: Iterable[Optional[str]]) -> Optional[Tuple[dict, str]]:
+def finished_trial_summary(
+    params: Dict[str, Any], trial_dirs: Iterable[Optional[str]], seeds: Optional[List[int]] = None,
+    summary_file: str = TRIAL_SUMMARY,
+) -> Optional[Tuple[dict, str]]:
     """``(summary, checkpoint)`` when one of ``trial_dirs`` holds the summary of a finished run of this trial, else None.
 
-    Finished means: ``trial_summary.json`` parses, has every field a finished trial writes, its ``params`` equal
-    ``params`` (as JSON reads them back), and its checkpoint resolves to an existing file (``_stored_checkpoint``:
-    the copy in that folder's ``run/``, else the path as written). Anything else (no file, a half-written or
-    unreadable one, another trial's values, a checkpoint that is gone) means the trial must train.
+    Finished means: ``summary_file`` parses, has every field a finished trial writes, its ``params`` equal
+    ``params`` (as JSON reads them back), its ``seeds`` equal ``seeds`` (search.seeds; a seed's own summary
+    holds its one seed), and its checkpoint resolves to an existing file (``_stored_checkpoint``: a path relative
+    to that folder, else the copy in its ``run/``, else the path as written). Anything else (no file, a
+    half-written or unreadable one, another trial's values or seeds, a checkpoint that is gone) means the trial
+    (or that seed's run) must train.
     """
     expected = _as_json(params)
     for trial_dir in trial_dirs:
         if not trial_dir:
             continue
-        summary = _read_summary(trial_dir)
-        if summary is None or summary.get("params") != expected:
+        summary = _read_summary(trial_dir, summary_file)
+        if summary is None or summary.get("params") != expected or summary.get("seeds") != seeds:
             continue
         result = summary.get("best_valid_result")
         if not (
@@ -200,9 +215,10 @@ def finished_trial_summary(params: Dict[str, Any], trial_dirs: Iterable[Optional
 
 def finished_trial_report(summary: dict, checkpoint: str) -> Dict[str, Any]:
     """What a trial that finished reported last, from its summary (the same keys as ``sweep_trainable``'s
-    reports): its best validation result, scores, last evaluated epoch and best checkpoint."""
+    reports): its best validation result, scores, last evaluated epoch and best checkpoint; with search.seeds the
+    means over its seeds and how many seeds it trained."""
     best_valid_score = float(summary["best_valid_score"])
-    return {
+    report = {
         **_float_dict(summary["best_valid_result"]),
         "valid_score": best_valid_score,
         "best_valid_score": best_valid_score,
@@ -210,34 +226,39 @@ def finished_trial_report(summary: dict, checkpoint: str) -> Dict[str, Any]:
         "epoch": int(summary.get("last_epoch", summary["epochs_run"] - 1)),
         "checkpoint": checkpoint,
     }
+    if summary.get("seeds") is not None:
+        report.update(seeds_done=len(summary["seeds"]), epochs_run=int(summary["epochs_run"]))
+    return report
 
 
-def sweep_trainable(params: Dict[str, Any], setup: SweepSetup, experiment_path: Optional[str] = None) -> None:
-    """One trial: train on the trial's values, report validation metrics after every evaluation.
+def seed_run_subdir(seed: int) -> str:
+    """Where a trial's run with one of search.seeds lives, relative to the trial's folder."""
+    return os.path.join(TRIAL_RUN_SUBDIR, f"seed-{seed}")
 
-    A trial that already finished (a resumed sweep whose saved state still called it unfinished) is not
-    trained again: it reports its finished result from its ``trial_summary.json`` and returns, touching no
-    file. ``experiment_path`` (the sweep's ``trials/`` folder) is where Ray keeps the trial's files between
-    runs; ``get_trial_dir()`` is Ray's staging folder of the current Ray session.
-    """
+
+def _mean_result(results: List[Dict[str, float]]) -> Dict[str, float]:
+    """Key by key mean of result dicts (the keys every one of them has)."""
+    keys = set.intersection(*(set(r) for r in results)) if results else set()
+    return {k: float(sum(r[k] for r in results) / len(results)) for k in sorted(keys)}
+
+
+def _std_result(results: List[Dict[str, float]]) -> Dict[str, float]:
+    """Key by key sample standard deviation (ddof 1; 0 for a single result)."""
+    means = _mean_result(results)
+    if len(results) < 2:
+        return {k: 0.0 for k in means}
+    return {k: math.sqrt(sum((r[k] - m) ** 2 for r in results) / (len(results) - 1)) for k, m in means.items()}
+
+
+def _train_trial_run(setup: "SweepSetup", params: Dict[str, Any], run_dir: str, on_evaluation=None) -> dict:
+    """Train one RecBole run of the trial's values into ``run_dir`` (validation only; the test split is never
+    touched); ``on_evaluation(epoch, valid_score, trainer)`` after every evaluation. Returns the run's summary
+    fields: best validation score and result, epochs run, last evaluated epoch, best checkpoint, training time."""
     from ray import tune
-
-    trial_dir = tune.get_context().get_trial_dir()
-    stored_dir = os.path.join(experiment_path, os.path.basename(trial_dir.rstrip("/"))) if experiment_path else None
-    finished = finished_trial_summary(params, [trial_dir, stored_dir])
-    if finished is not None:
-        summary, checkpoint = finished
-        getLogger(__name__).info(
-            f"sweep trial {tune.get_context().get_trial_id()}: finished in an earlier run ({TRIAL_SUMMARY}), "
-            f"reporting its result without training"
-        )
-        tune.report(finished_trial_report(summary, checkpoint))
-        return
 
     from recbole_llmkd.registry import get_trainer
     from recbole_llmkd.run import prepare, start_run_dir
 
-    run_dir = os.path.join(trial_dir, TRIAL_RUN_SUBDIR)
     config = setup.trial_config(params, run_dir, _trial_gpu_id())
     start_run_dir(config)
     logger = getLogger()
@@ -246,36 +267,125 @@ def sweep_trainable(params: Dict[str, Any], setup: SweepSetup, experiment_path: 
 
     run = prepare(config, trainer_class=recording_trainer(get_trainer(config["MODEL_TYPE"], config["model"])))
     trainer = run.trainer  # the test split (run.test_data) is never touched here
-    reported_epochs: List[int] = []
+    evaluated_epochs: List[int] = []
 
-    def report(epoch_idx: int, valid_score: float) -> None:
-        reported_epochs.append(int(epoch_idx))
-        tune.report(
-            {
-                **_float_dict(trainer.last_valid_result),
-                "valid_score": float(valid_score),
-                "best_valid_score": float(trainer.best_valid_score),
-                "epoch": int(epoch_idx),
-                "checkpoint": trainer.saved_model_file,
-            }
-        )
+    def callback(epoch_idx: int, valid_score: float) -> None:
+        evaluated_epochs.append(int(epoch_idx))
+        if on_evaluation is not None:
+            on_evaluation(int(epoch_idx), float(valid_score), trainer)
 
     start = time.perf_counter()
     best_valid_score, best_valid_result = trainer.fit(
-        run.train_data, run.valid_data, saved=True, show_progress=False, callback_fn=report
+        run.train_data, run.valid_data, saved=True, show_progress=False, callback_fn=callback
     )
     epochs_run = len(trainer.train_loss_dict)
-    summary = {
-        "params": params,
+    return {
         "best_valid_score": float(best_valid_score),
         "best_valid_result": _float_dict(best_valid_result),
         "epochs_run": epochs_run,
-        "last_epoch": reported_epochs[-1] if reported_epochs else epochs_run - 1,  # of the last report
+        "last_epoch": evaluated_epochs[-1] if evaluated_epochs else epochs_run - 1,  # of the last evaluation
         "checkpoint": trainer.saved_model_file,
         "train_time_s": time.perf_counter() - start,
     }
+
+
+def sweep_trainable(params: Dict[str, Any], setup: SweepSetup, experiment_path: Optional[str] = None) -> None:
+    """One trial: train on the trial's values, report validation metrics after every evaluation.
+
+    With ``setup.seeds`` (search.seeds) the trial trains its values once per seed (``_train_seeds``) and reports
+    after each seed instead. A trial that already finished (a resumed sweep whose saved state still called it
+    unfinished) is not trained again: it reports its finished result from its ``trial_summary.json`` and returns,
+    touching no file. ``experiment_path`` (the sweep's ``trials/`` folder) is where Ray keeps the trial's files
+    between runs; ``get_trial_dir()`` is Ray's staging folder of the current Ray session.
+    """
+    from ray import tune
+
+    trial_dir = tune.get_context().get_trial_dir()
+    stored_dir = os.path.join(experiment_path, os.path.basename(trial_dir.rstrip("/"))) if experiment_path else None
+    finished = finished_trial_summary(params, [trial_dir, stored_dir], setup.seeds)
+    if finished is not None:
+        summary, checkpoint = finished
+        getLogger(__name__).info(
+            f"sweep trial {tune.get_context().get_trial_id()}: finished in an earlier run ({TRIAL_SUMMARY}), "
+            f"reporting its result without training"
+        )
+        tune.report(finished_trial_report(summary, checkpoint))
+        return
+    if setup.seeds is not None:
+        summary = _train_seeds(params, setup, trial_dir, stored_dir)
+    else:
+
+        def report(epoch_idx: int, valid_score: float, trainer) -> None:
+            tune.report(
+                {
+                    **_float_dict(trainer.last_valid_result),
+                    "valid_score": valid_score,
+                    "best_valid_score": float(trainer.best_valid_score),
+                    "epoch": epoch_idx,
+                    "checkpoint": trainer.saved_model_file,
+                }
+            )
+
+        run_dir = os.path.join(trial_dir, TRIAL_RUN_SUBDIR)
+        summary = {"params": params, **_train_trial_run(setup, params, run_dir, report)}
     # The trial's last act, atomic: a summary that exists is complete, and means "finished" to a resume.
     write_json_atomic(os.path.join(trial_dir, TRIAL_SUMMARY), summary)
+
+
+def _train_seeds(params: Dict[str, Any], setup: SweepSetup, trial_dir: str, stored_dir: Optional[str]) -> dict:
+    """search.seeds: train the trial's values once per seed, each run in ``run/seed-<seed>/``, in the order given.
+
+    After each seed the trial reports the mean, over the seeds done so far, of each seed's best validation result
+    (so ASHA's rungs count seeds: a trial is compared after its ``grace_period``-th seed). A seed's run writes
+    ``seed_summary.json`` as its last act; a resumed trial reuses the seeds whose summary is complete (same values,
+    same seed, checkpoint present) and trains the others. Returns the trial's summary: the means, the seeds'
+    own results under ``per_seed``, checkpoints relative to the trial's folder.
+    """
+    from ray import tune
+
+    per_seed: List[dict] = []
+    for seed in setup.seeds:
+        subdir = seed_run_subdir(seed)
+        done = finished_trial_summary(params, [trial_dir, stored_dir], [seed], os.path.join(subdir, SEED_SUMMARY))
+        if done is not None:
+            record = done[0]
+            getLogger(__name__).info(f"sweep trial {tune.get_context().get_trial_id()}: seed {seed} finished in an "
+                                     "earlier run, reusing it")
+        else:
+            record = _train_trial_run(setup, {**params, "seed": seed}, os.path.join(trial_dir, subdir))
+            record = {
+                "params": params,
+                "seeds": [seed],
+                **record,
+                "checkpoint": os.path.join(subdir, os.path.basename(record["checkpoint"])),
+            }
+            write_json_atomic(os.path.join(trial_dir, subdir, SEED_SUMMARY), record)
+        per_seed.append({"seed": seed, **{k: v for k, v in record.items() if k not in ("params", "seeds")}})
+        mean_result = _mean_result([r["best_valid_result"] for r in per_seed])
+        mean_score = float(sum(r["best_valid_score"] for r in per_seed) / len(per_seed))
+        epochs_run = int(sum(r["epochs_run"] for r in per_seed))
+        tune.report(
+            {
+                **mean_result,
+                "valid_score": mean_score,
+                "best_valid_score": mean_score,
+                "epoch": len(per_seed) - 1,
+                "seeds_done": len(per_seed),
+                "epochs_run": epochs_run,
+                "checkpoint": record["checkpoint"],
+            }
+        )
+    return {
+        "params": params,
+        "seeds": list(setup.seeds),
+        "best_valid_score": mean_score,
+        "best_valid_result": mean_result,
+        "epochs_run": epochs_run,
+        "last_epoch": len(per_seed) - 1,  # of the last report: one per seed
+        "checkpoint": per_seed[0]["checkpoint"],
+        "train_time_s": float(sum(r["train_time_s"] for r in per_seed)),
+        "per_seed": per_seed,
+    }
 
 
 # ----- driver side --------------------------------------------------------------------------------
@@ -322,9 +432,10 @@ def prepare_setup(
             "valid_smoothing > 1 is not supported in sweeps: trials are compared (and stopped by the scheduler) on "
             f"each evaluation's own {metric}, not on the mean early stopping would use; leave it at 1"
         )
-    swept = set(spec.params)
+    swept = set(spec.params) | ({"seed"} if spec.seeds is not None else set())
     for key in sorted(swept & set(cmd_args)):
-        getLogger().warning(f"--{key}={cmd_args[key]} is swept by the space file; the trials' values win")
+        by = "search.seeds" if key == "seed" and key not in spec.params else "the space file"
+        getLogger().warning(f"--{key}={cmd_args[key]} is swept by {by}; the trials' values win")
     trial_cmd_args = {k: v for k, v in cmd_args.items() if k not in swept and k not in _TRIAL_OWNED_KEYS}
     # relative paths anywhere in the user's inputs (files, dict, command line) -> absolute for the trials.
     external = dict(config.external_config_dict)
@@ -343,6 +454,7 @@ def prepare_setup(
         metric=metric,
         mode=mode,
         swept_keys=list(spec.params),
+        seeds=spec.seeds,
     )
     return config, setup
 
@@ -465,9 +577,13 @@ def _plain(value):
 
 
 def _stored_checkpoint(trial_dir: str, checkpoint: Optional[str]) -> Optional[str]:
-    """Trials write into Ray's local staging folder, which Ray moves to the sweep directory when they end."""
+    """Trials write into Ray's local staging folder, which Ray moves to the sweep directory when they end.
+
+    A relative path (search.seeds' runs record theirs so) is relative to the trial's folder."""
     if not checkpoint:
         return None
+    if not os.path.isabs(checkpoint):
+        return os.path.join(trial_dir, checkpoint)
     stored = os.path.join(trial_dir, TRIAL_RUN_SUBDIR, os.path.basename(checkpoint))
     return stored if os.path.isfile(stored) else checkpoint
 
@@ -491,7 +607,12 @@ def _trial_rows(results, setup: SweepSetup, experiment_path: str) -> List[dict]:
         frame = result.metrics_dataframe
         reported = frame is not None and len(frame) > 0 and setup.metric in frame
         best_value, epochs_run, checkpoint, best_row = math.nan, 0, None, None
-        if reported:
+        if reported and setup.seeds is not None:  # one report per seed, each the mean over the seeds so far
+            best_row = frame.iloc[-1]
+            best_value = float(best_row[setup.metric])
+            epochs_run = int(best_row["epochs_run"])
+            checkpoint = best_row["checkpoint"]
+        elif reported:
             values = frame[setup.metric].astype(float)
             best_index = values.idxmax() if setup.mode == "max" else values.idxmin()
             best_row = frame.loc[best_index]
@@ -501,6 +622,15 @@ def _trial_rows(results, setup: SweepSetup, experiment_path: str) -> List[dict]:
         if summary is not None:
             epochs_run = summary["epochs_run"]
             checkpoint = summary["checkpoint"]
+        seed_columns = {}
+        if setup.seeds is not None:
+            per_seed = (summary or {}).get("per_seed") or []
+            seed_values = [r["best_valid_result"].get(setup.metric, math.nan) for r in per_seed]
+            seed_columns = {
+                "seeds_done": int(best_row["seeds_done"]) if best_row is not None else 0,
+                f"std_{setup.metric}": _std_result([{"v": v} for v in seed_values])["v"] if seed_values else math.nan,
+                "_per_seed": per_seed,
+            }
         status = str(trial.status) if trial is not None else "TERMINATED"
         if result.error is not None:
             status = "ERROR"
@@ -515,6 +645,7 @@ def _trial_rows(results, setup: SweepSetup, experiment_path: str) -> List[dict]:
                 "status": status,
                 **{key: _plain(config.get(key)) for key in setup.swept_keys},
                 f"best_{setup.metric}": best_value,
+                **seed_columns,
                 "epochs_run": epochs_run,
                 "error": _last_line(result.error),
                 "trial_dir": os.path.join(EXPERIMENT_NAME, folder),
@@ -576,11 +707,11 @@ def plot_metric_vs_params(rows: List[dict], spec: SweepSpec, metric: str, path: 
     return path
 
 
-def evaluate_best_on_test(setup: SweepSetup, params: Dict[str, Any], checkpoint: str, trial_dir: str, gpu_id):
-    """Rebuild the best trial's data and model in the driver, load its best checkpoint, read test once."""
+def evaluate_best_on_test(setup: SweepSetup, params: Dict[str, Any], checkpoint: str, run_dir: str, gpu_id):
+    """Rebuild the best trial's data and model in the driver (its run in ``run_dir``), load its best checkpoint,
+    read test once."""
     from recbole_llmkd.run import prepare
 
-    run_dir = os.path.join(trial_dir, TRIAL_RUN_SUBDIR)
     run = prepare(setup.trial_config(params, run_dir, gpu_id))
     test_result = run.trainer.evaluate(run.test_data, load_best_model=True, model_file=checkpoint, show_progress=False)
     return _float_dict(test_result)
@@ -600,12 +731,14 @@ def run_sweep(
     cpus_per_trial: Optional[float] = None,
     gpus_per_trial: Optional[float] = None,
     search_alg: Optional[str] = None,
+    trial_seeds: Optional[List[int]] = None,
     resume: bool = False,
     verbose: int = 1,
 ) -> dict:
     """Run (or resume) a sweep; returns ``best.json``'s content (best trial, its test metrics, paths).
 
-    Command-line style overrides (``num_samples`` ... ``search_alg``) win over the space file's settings.
+    Command-line style overrides (``num_samples`` ... ``trial_seeds``, the space file's ``search.seeds``) win over
+    the space file's settings.
     The sweep directory is ``run_dir`` from ``cmd_args``/``config_dict`` or ``runs/sweep-<model>-<dataset>-<time>``.
     """
     import torch
@@ -625,6 +758,7 @@ def run_sweep(
         "cpu": cpus_per_trial,
         "gpu": gpus_per_trial,
         "alg": search_alg,
+        "seeds": list(trial_seeds) if trial_seeds is not None else None,
     }
     run_dir = cmd_args.get("run_dir") or config_dict.get("run_dir")
     sweep_dir = os.path.abspath(run_dir or new_run_dir(f"sweep-{_model_name(model)}-{dataset}"))
@@ -643,6 +777,9 @@ def run_sweep(
         with open(setup_file, "r", encoding="utf-8") as f:
             saved = json.load(f)
         setup = SweepSetup(**saved["setup"])
+        if trial_seeds is not None and list(trial_seeds) != setup.seeds:
+            raise SweepError(f"the sweep in {sweep_dir} was started with search.seeds {setup.seeds}; resume it "
+                             f"without --trial-seeds (or with the same seeds), got {list(trial_seeds)}")
         given = {k: v for k, v in overrides.items() if v is not None}
         spec = load_space(saved["space"], overrides={**saved["overrides"], **given})
         spec.source = saved.get("space_source", "<dict>")
@@ -667,7 +804,8 @@ def run_sweep(
                     "space_source": spec.source,
                     "overrides": {k: v for k, v in overrides.items() if v is not None},
                     # default: one past the run's last evaluation, so a trial that trains out ends on its own
-                    "max_t": spec.max_t or _evaluations(driver_config) + 1,
+                    # (with search.seeds: one report per seed)
+                    "max_t": spec.max_t or (len(spec.seeds) if spec.seeds else _evaluations(driver_config)) + 1,
                     "expected_trials": _num_samples(spec) * spec.trials_per_sample(),
                     "seed": spec.seed if spec.seed is not None else int(driver_config["seed"]),
                 },
@@ -734,18 +872,53 @@ def run_sweep(
     plot_path = plot_metric_vs_params(rows, spec, setup.metric, os.path.join(sweep_dir, "metric_vs_params.png"))
     column = f"best_{setup.metric}"
     candidates = [r for r in rows if not math.isnan(r[column]) and r["_checkpoint"]]
+    if setup.seeds is not None:  # compared on the mean over every seed: a trial ASHA stopped has fewer
+        candidates = [r for r in candidates if len(r["_per_seed"]) == len(setup.seeds)]
     if not candidates:
         errors = "; ".join(f"{r['trial_id']}: {r['error']}" for r in rows if r["error"])
+        every_seed = f" over all of search.seeds {setup.seeds}" if setup.seeds is not None else ""
         raise SweepError(
-            f"no trial reported {setup.metric} ({len(rows)} trial(s); see {sweep_dir}/trials.md). {errors}"
+            f"no trial reported {setup.metric}{every_seed} ({len(rows)} trial(s); see {sweep_dir}/trials.md). "
+            f"{errors}"
         )
     best = (max if setup.mode == "max" else min)(candidates, key=lambda r: r[column])
     params = {key: best[key] for key in setup.swept_keys}
     default_gpu = "0" if torch.cuda.is_available() else ""
     gpu_id = str(cmd_args.get("gpu_id", config_dict.get("gpu_id", default_gpu)))
-    logger.info(f"best trial {best['trial_id']} on validation: {params}, {setup.metric}={best[column]:.4f}")
-    test_result = evaluate_best_on_test(setup, params, best["_checkpoint"], best["_trial_dir"], gpu_id)
-    logger.info(f"test result of the best trial (read once): {test_result}")
+    over_seeds = f" (mean over seeds {setup.seeds})" if setup.seeds is not None else ""
+    logger.info(f"best trial {best['trial_id']} on validation: {params}, {setup.metric}={best[column]:.4f}{over_seeds}")
+    seed_summary = {}
+    if setup.seeds is None:
+        test_result = evaluate_best_on_test(
+            setup, params, best["_checkpoint"], os.path.join(best["_trial_dir"], TRIAL_RUN_SUBDIR), gpu_id
+        )
+        logger.info(f"test result of the best trial (read once): {test_result}")
+    else:
+        test_per_seed = []
+        for record in best["_per_seed"]:
+            seed = record["seed"]
+            test_per_seed.append(
+                evaluate_best_on_test(
+                    setup,
+                    {**params, "seed": seed},
+                    _stored_checkpoint(best["_trial_dir"], record["checkpoint"]),
+                    os.path.join(best["_trial_dir"], seed_run_subdir(seed)),
+                    gpu_id,
+                )
+            )
+            logger.info(f"test result of the best trial, seed {seed} (read once): {test_per_seed[-1]}")
+        test_result = _mean_result(test_per_seed)
+        logger.info(f"test result of the best trial, mean over seeds {setup.seeds}: {test_result}")
+        seed_summary = {
+            "seeds": list(setup.seeds),
+            "best_valid_std": _std_result([r["best_valid_result"] for r in best["_per_seed"]]),
+            "best_valid_per_seed": {str(r["seed"]): r["best_valid_result"] for r in best["_per_seed"]},
+            "test_result_std": _std_result(test_per_seed),
+            "test_result_per_seed": {str(seed): result for seed, result in zip(setup.seeds, test_per_seed)},
+            "checkpoints": {
+                str(r["seed"]): _stored_checkpoint(best["_trial_dir"], r["checkpoint"]) for r in best["_per_seed"]
+            },
+        }
 
     summary = {
         "model": setup.model,
@@ -758,6 +931,7 @@ def run_sweep(
         "best_valid_score": float(best[column]),
         "best_valid_result": best["_valid_result"],
         "test_result": test_result,
+        **seed_summary,
         "checkpoint": best["_checkpoint"],
         "trial_dir": best["_trial_dir"],
         "num_trials": len(rows),
