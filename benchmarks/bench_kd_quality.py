@@ -106,8 +106,9 @@ def load_pipeline_run(pipeline_dir: str, profile: str = None, dataset: str = Non
         profile_path = meta["profile_file"]
     else:
         profile_path = resolve_profile(meta["profile"])
+    # the pipeline's --config_files too: its steps saw them (e.g. a dataset's load_col), so must the runs here
     pipeline = Pipeline(profile_path, run_dir=pipeline_dir, dataset=dataset or meta.get("dataset"),
-                        overrides=meta.get("overrides") or {})
+                        overrides=meta.get("overrides") or {}, config_files=meta.get("config_files") or [])
 
     teacher_dir = os.path.join(pipeline_dir, "teacher")
     artifact = os.path.join(teacher_dir, TEACHER_RUN_ARTIFACT)

@@ -13,7 +13,6 @@ from tests.benches import load_bench
 pytestmark = pytest.mark.slow
 
 
-
 def _load_bench():
     return load_bench("bench_kd_quality")
 
@@ -94,3 +93,22 @@ def test_kd_quality_table_and_resume(tmp_path):
     assert second["runs_run"] == []
     assert sorted(second["runs_reused"]) == ["SASRec-dllm2rec-seed2020", "SASRec-none-seed2020"]
     assert second["table"] == first["table"]
+
+
+def test_the_runs_get_the_pipelines_config_files(tmp_path):
+    """A pipeline run with ``--config_files`` (e.g. a dataset copy's load_col) is reproduced with them: report.json's
+    ``config_files`` reach every KD run's config, above the profile (the pipeline's own precedence)."""
+    bench = _load_bench()
+    pipe_dir = tmp_path / "pipe"
+    os.makedirs(pipe_dir / "teacher")
+    (pipe_dir / "teacher" / "results.json").write_text(json.dumps({"test_result": {"ndcg@10": 0.1}}))
+    (pipe_dir / "teacher" / "teacher_artifacts.safetensors").write_bytes(b"")
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("MAX_ITEM_LIST_LENGTH: 7\nload_col: {inter: [user_id, item_id, timestamp]}\n")
+    meta = {"profile": "tiny", "dataset": "ml-100k", "overrides": {}, "commit": "test"}
+    for config_files, history in (([], 10), ([str(extra)], 7)):  # 10: the tiny profile's common section
+        (pipe_dir / "report.json").write_text(json.dumps({"meta": {**meta, "config_files": config_files}}))
+        pipeline = bench.load_pipeline_run(str(pipe_dir))
+        config = bench.run_config(pipeline, "SASRec", "dllm2rec", 2020, str(tmp_path / "run"), False)
+        assert config["MAX_ITEM_LIST_LENGTH"] == history
+        assert (config.get("load_col") is not None) == bool(config_files)
