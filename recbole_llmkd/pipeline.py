@@ -545,6 +545,7 @@ class Pipeline:
             "profile": profile.get("profile"),
             "teacher_model": profile["teacher_model"],
             "profile_description": profile.get("description", ""),
+            "profile_dataset": profile.get("dataset"),
             "seed_noise_pct": profile.get("seed_noise_pct"),
             "profile_file": self.profile_path,
             "dataset": self.dataset,

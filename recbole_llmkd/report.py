@@ -227,6 +227,15 @@ def distillation_verdicts(rows: List[ReportRow], table: List[dict], seed_noise_p
     return lines
 
 
+def _other_dataset_note(meta: dict) -> str:
+    """Where ``--dataset`` replaced the profile's dataset, the description's data figures are not this run's."""
+    written_for = meta.get("profile_dataset")
+    if not written_for or written_for == meta["dataset"]:
+        return ""
+    return (f" (**the description is written for {written_for}**; this run's data is {meta['dataset']} "
+            "(`--dataset`): its users, items and prefix counts differ, every other setting is as described)")
+
+
 def render_report_markdown(table: List[dict], meta: dict, verdicts: Optional[List[str]] = None) -> str:
     """``report.md``: the header (device, date, commit, seeds, profile, steps), the tables and the two plots."""
     lines = [
@@ -234,7 +243,7 @@ def render_report_markdown(table: List[dict], meta: dict, verdicts: Optional[Lis
         "",
         f"- device: {meta['device']}",
         f"- date: {meta['date']}, commit: {meta['commit']}, seeds: {meta['seeds']}",
-        f"- profile: {meta['profile_description']}",
+        f"- profile: {meta['profile_description']}" + _other_dataset_note(meta),
         f"- steps run now: {', '.join(meta['steps_run']) or 'none'}; reused: {', '.join(meta['steps_reused']) or 'none'}",
         *([f"- teacher: {meta['teacher_model']} (generative; KD students read its grounding distances, score_kind "
            "neg_l2); SLMRec not run: it distils an LLMRec teacher's hidden states"]

@@ -360,6 +360,10 @@ def test_report_states_the_gain_or_its_absence_per_distilled_model():
     markdown = render_report_markdown(table, meta, verdicts)
     assert "## Does distillation help?" in markdown and verdicts[1] in markdown and "seeds [2020]" in markdown
     assert "Does distillation help" not in render_report_markdown(table, meta)  # no distilled model, no section
+    assert "written for" not in markdown
+    for profile_dataset, noted in (("d", False), ("ml-100k", True)):  # --dataset=d replaced the profile's ml-100k
+        header = render_report_markdown(table, {**meta, "profile_dataset": profile_dataset}).split("## ")[0]
+        assert ("**the description is written for ml-100k**; this run's data is d" in header) == noted
 
 
 def test_report_calls_a_change_within_the_profiles_seed_noise_neither_gain_nor_loss(tmp_path):
