@@ -29,6 +29,7 @@ exist is reused, each input is read from the outputs of the earlier step, and th
 writes, before anything trains.
 """
 import copy
+import functools
 import json
 import logging
 import os
@@ -208,6 +209,18 @@ def report_rows(steps: List[Step], results: Dict[str, dict]) -> List[ReportRow]:
     row_names = {step.name: step.row.name for step in reported}
     return [ReportRow(step.row.name, step.row.role, results[step.name], plain_twin=row_names.get(step.row.plain_twin))
             for step in reported]
+
+
+@functools.lru_cache(maxsize=1)
+def plugin_property_keys() -> frozenset:
+    """Every key the plugin's model and dataset property files define (``properties/model``, ``properties/dataset``)."""
+    keys = set()
+    for folder in ("model", "dataset"):
+        path = os.path.join(properties_dir(), folder)
+        for name in sorted(os.listdir(path)):
+            if name.endswith(".yaml"):
+                keys.update(load_yaml_file(os.path.join(path, name), yaml.FullLoader) or {})
+    return frozenset(keys)
 
 
 class Pipeline:
@@ -439,7 +452,10 @@ class Pipeline:
                     raise PipelineError(f"step '{step}' ({model}): invalid config: {err}") from err
                 known = config.known_keys()
                 known_anywhere |= known
-                unknown = sorted(key for key in config_dict if key not in known)
+                # a --config_files key of another model (e.g. a dataset file's BIGRec prompts) is not this step's
+                # typo: RecBole config files hold keys of several models; one that no property file defines is
+                unknown = sorted(key for key in config_dict if key not in known
+                                 and not (key in self.file_config and key in plugin_property_keys()))
                 if unknown:
                     raise PipelineError(
                         f"step '{step}' ({model}): config key(s) {unknown} are not defined by any property file "

@@ -338,6 +338,19 @@ def test_config_files_apply_to_every_step_above_the_profile(tmp_path):
         Pipeline(resolve_profile("tiny"), run_dir=str(tmp_path / "q"), config_files=[str(tmp_path / "nope.yaml")])
 
 
+def test_config_files_may_hold_other_models_keys_but_not_keys_nothing_defines(tmp_path):
+    """A dataset's property file given with --config_files (e.g. for a renamed copy of Last.fm) holds BIGRec's prompt
+    keys, which the cpu profile's steps do not read: accepted. A key that no property file defines is a typo."""
+    shared = tmp_path / "lastfm_copy.yaml"
+    shared.write_text(open(os.path.join(REPO_ROOT, "properties", "dataset", "lastfm.yaml")).read())
+    assert "bigrec_instruction" in shared.read_text()
+    Pipeline(resolve_profile("tiny"), run_dir=str(tmp_path / "a"), config_files=[str(shared)]).validate()
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("learning_rat: 0.01\n")
+    with pytest.raises(PipelineError, match=r"\['learning_rat'\] are not defined by any property file"):
+        Pipeline(resolve_profile("tiny"), run_dir=str(tmp_path / "b"), config_files=[str(typo)]).validate()
+
+
 def test_report_states_the_gain_or_its_absence_per_distilled_model():
     from recbole_llmkd.report import ReportRow, distillation_verdicts, render_report_markdown, report_table
 
