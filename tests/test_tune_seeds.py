@@ -102,3 +102,16 @@ def test_cli_trial_seeds_reach_the_sweep_and_its_table_says_mean_over_seeds(monk
             cli.main(["--model=SASRec", "--dataset=ml-100k", "--tune=sasrec_example", f"--trial-seeds={bad}"])
         assert exit_info.value.code == 2
         assert f"argument --trial-seeds: {message}" in capsys.readouterr().err
+
+
+def test_trials_share_one_item_text_cache_per_sweep(tmp_path, monkeypatch):
+    """Trials encode the item texts once per sweep (``<sweep dir>/cache``) unless the user set a cache folder."""
+    from recbole_llmkd.llm.text_encoder import CACHE_ENV, text_embedding_cache_file
+    from recbole_llmkd.tune.sweep import share_text_cache
+
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    experiment = tmp_path / "sweep" / "trials"
+    assert share_text_cache(str(experiment)) == str(tmp_path / "sweep" / "cache") == os.environ[CACHE_ENV]
+    assert str(text_embedding_cache_file(["[PAD]", "a title"], "minilm")).startswith(str(tmp_path / "sweep" / "cache"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "mine"))
+    assert share_text_cache(str(experiment)) == str(tmp_path / "mine")  # the user's folder wins

@@ -289,6 +289,16 @@ def _train_trial_run(setup: "SweepSetup", params: Dict[str, Any], run_dir: str, 
     }
 
 
+def share_text_cache(experiment_path: Optional[str]) -> Optional[str]:
+    """Without ``RECBOLE_LLMKD_CACHE`` set, a trial caches item-text vectors in ``<sweep dir>/cache``, so the
+    sentence encoder runs once per sweep instead of once per trial (and seed); returns the cache folder in use."""
+    from recbole_llmkd.llm.text_encoder import CACHE_ENV
+
+    if experiment_path and not os.environ.get(CACHE_ENV):
+        os.environ[CACHE_ENV] = os.path.join(os.path.dirname(os.path.abspath(experiment_path)), "cache")
+    return os.environ.get(CACHE_ENV)
+
+
 def sweep_trainable(params: Dict[str, Any], setup: SweepSetup, experiment_path: Optional[str] = None) -> None:
     """One trial: train on the trial's values, report validation metrics after every evaluation.
 
@@ -300,6 +310,7 @@ def sweep_trainable(params: Dict[str, Any], setup: SweepSetup, experiment_path: 
     """
     from ray import tune
 
+    share_text_cache(experiment_path)
     trial_dir = tune.get_context().get_trial_dir()
     stored_dir = os.path.join(experiment_path, os.path.basename(trial_dir.rstrip("/"))) if experiment_path else None
     finished = finished_trial_summary(params, [trial_dir, stored_dir], setup.seeds)
