@@ -17,6 +17,7 @@ Precedence, lowest first (each layer overrides the ones before it):
    and notebooks get no junk keys)
 """
 import difflib
+import functools
 import os
 from typing import Dict, Iterable, List, Optional
 
@@ -112,6 +113,20 @@ def plugin_model_defaults(model_class: type) -> dict:
         if os.path.isfile(path):
             defaults.update(load_yaml_file(path, loader))
     return defaults
+
+
+@functools.lru_cache(maxsize=1)
+def plugin_property_keys() -> frozenset:
+    """Every key the plugin's model and dataset property files define (``properties/model``, ``properties/dataset``),
+    whichever model reads it."""
+    loader = compat.recbole_yaml_loader()
+    keys = set()
+    for folder in ("model", "dataset"):
+        path = os.path.join(properties_dir(), folder)
+        for name in sorted(os.listdir(path)):
+            if name.endswith(".yaml"):
+                keys.update(load_yaml_file(os.path.join(path, name), loader) or {})
+    return frozenset(keys)
 
 
 def add_missing_defaults(config) -> List[str]:

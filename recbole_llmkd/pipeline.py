@@ -29,7 +29,6 @@ exist is reused, each input is read from the outputs of the earlier step, and th
 writes, before anything trains.
 """
 import copy
-import functools
 import json
 import logging
 import os
@@ -44,7 +43,7 @@ import yaml
 from tqdm import tqdm
 
 from recbole_llmkd import compat
-from recbole_llmkd.config import load_yaml_file, properties_dir, unknown_keys_with_hints
+from recbole_llmkd.config import load_yaml_file, plugin_property_keys, properties_dir, unknown_keys_with_hints
 from recbole_llmkd.config_schema import Key
 from recbole_llmkd.data.paths import TEACHER_RUN_ARTIFACT, diagnostics_path
 from recbole_llmkd.errors import Interrupted, RecboleLLMKDError
@@ -209,18 +208,6 @@ def report_rows(steps: List[Step], results: Dict[str, dict]) -> List[ReportRow]:
     row_names = {step.name: step.row.name for step in reported}
     return [ReportRow(step.row.name, step.row.role, results[step.name], plain_twin=row_names.get(step.row.plain_twin))
             for step in reported]
-
-
-@functools.lru_cache(maxsize=1)
-def plugin_property_keys() -> frozenset:
-    """Every key the plugin's model and dataset property files define (``properties/model``, ``properties/dataset``)."""
-    keys = set()
-    for folder in ("model", "dataset"):
-        path = os.path.join(properties_dir(), folder)
-        for name in sorted(os.listdir(path)):
-            if name.endswith(".yaml"):
-                keys.update(load_yaml_file(os.path.join(path, name), yaml.FullLoader) or {})
-    return frozenset(keys)
 
 
 class Pipeline:
