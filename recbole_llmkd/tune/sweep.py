@@ -51,6 +51,7 @@ import json
 import logging
 import math
 import os
+import statistics
 import sys
 import time
 import uuid
@@ -236,18 +237,23 @@ def seed_run_subdir(seed: int) -> str:
     return os.path.join(TRIAL_RUN_SUBDIR, f"seed-{seed}")
 
 
+def _shared_keys(results: List[Dict[str, float]]) -> List[str]:
+    return sorted(set.intersection(*(set(r) for r in results))) if results else []
+
+
 def _mean_result(results: List[Dict[str, float]]) -> Dict[str, float]:
     """Key by key mean of result dicts (the keys every one of them has)."""
-    keys = set.intersection(*(set(r) for r in results)) if results else set()
-    return {k: float(sum(r[k] for r in results) / len(results)) for k in sorted(keys)}
+    return {k: float(statistics.fmean(r[k] for r in results)) for k in _shared_keys(results)}
+
+
+def _seed_std(values: List[float]) -> float:
+    """Sample standard deviation over seeds (ddof 1; 0 for a single seed)."""
+    return float(statistics.stdev(values)) if len(values) > 1 else 0.0
 
 
 def _std_result(results: List[Dict[str, float]]) -> Dict[str, float]:
-    """Key by key sample standard deviation (ddof 1; 0 for a single result)."""
-    means = _mean_result(results)
-    if len(results) < 2:
-        return {k: 0.0 for k in means}
-    return {k: math.sqrt(sum((r[k] - m) ** 2 for r in results) / (len(results) - 1)) for k, m in means.items()}
+    """Key by key ``_seed_std`` of result dicts (the keys every one of them has)."""
+    return {k: _seed_std([r[k] for r in results]) for k in _shared_keys(results)}
 
 
 def _train_trial_run(setup: "SweepSetup", params: Dict[str, Any], run_dir: str, on_evaluation=None) -> dict:
@@ -639,7 +645,7 @@ def _trial_rows(results, setup: SweepSetup, experiment_path: str) -> List[dict]:
             seed_values = [r["best_valid_result"].get(setup.metric, math.nan) for r in per_seed]
             seed_columns = {
                 "seeds_done": int(best_row["seeds_done"]) if best_row is not None else 0,
-                f"std_{setup.metric}": _std_result([{"v": v} for v in seed_values])["v"] if seed_values else math.nan,
+                f"std_{setup.metric}": _seed_std(seed_values) if seed_values else math.nan,
                 "_per_seed": per_seed,
             }
         status = str(trial.status) if trial is not None else "TERMINATED"
