@@ -8,7 +8,7 @@ validation, test read once per run; cells are mean ± sample std (ddof=1) over t
 
     .venv/bin/python benchmarks/bench_kd_quality.py --pipeline-dir runs/pipeline-cpu-ml-100k \\
         [--seeds 2020 2021 2022] [--students SASRec GRU4Rec BERT4Rec] [--methods none logit rd dllm2rec] \\
-        [--out-dir DIR] [--out benchmarks/results/kd_quality.md]
+        [--variant NAME=BASE KEY=VALUE ...] [--out-dir DIR] [--out benchmarks/results/kd_quality.md]
 
 Rows (what each student learns from the teacher):
   none      the plain student (KD<S> with kd_method none, teacher unset and ed_weight 0: no ranking KD, no embedding
@@ -29,6 +29,7 @@ import csv
 import json
 import math
 import os
+import re
 import shlex
 import statistics
 import sys
@@ -77,6 +78,10 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
     parser.add_argument("--students", nargs="+", default=list(STUDENTS), choices=STUDENTS)
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(METHODS))
+    parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME=BASE KEY=VALUE",
+                        help="a further row: method BASE (one of --methods' choices) with these config keys changed, "
+                             "e.g. --variant dllm2rec-noneg=dllm2rec rd_neg_term=none (repeatable; runs after "
+                             "--methods, directories <S>-NAME-seed<seed>)")
     parser.add_argument("--out-dir", default=None, help="run directories and CSV/JSON (default <pipeline-dir>/kd_quality)")
     parser.add_argument("--out", default=None, help="append the markdown fragment to this file")
     parser.add_argument("--show-progress", action="store_true", help="RecBole's per-epoch progress bars (off by default)")
@@ -145,11 +150,14 @@ def kd_step_config(pipeline: dict, student: str) -> dict:
             **copy.deepcopy(profile.get("kd") or {}), "teacher": pipeline["artifact"]}
 
 
-def run_config(pipeline: dict, student: str, method: str, seed: int, run_dir: str, show_progress: bool) -> dict:
-    """The pipeline's KD-step config for ``KD<student>`` with this kd_method and seed (teacher unset for none)."""
+def run_config(pipeline: dict, student: str, method: str, seed: int, run_dir: str, show_progress: bool,
+               changes: dict = None) -> dict:
+    """The pipeline's KD-step config for ``KD<student>`` with this kd_method and seed (teacher unset for none), and a
+    variant's typed ``changes`` (``variant_changes``) on top."""
     return {
         **kd_step_config(pipeline, student),
         **METHODS[method],
+        **(changes or {}),
         "teacher": None if method == "none" else pipeline["artifact"],
         "seed": seed,
         "run_dir": run_dir,
@@ -158,8 +166,75 @@ def run_config(pipeline: dict, student: str, method: str, seed: int, run_dir: st
     }
 
 
-def knowledge(student: str, config: dict) -> str:
-    """What the student learns from the teacher under ``config`` (the effective KD switches, property defaults)."""
+VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def parse_variants(specs, methods) -> dict:
+    """``--variant`` specs (lists ``[NAME=BASE, KEY=VALUE, ...]``) as ``{NAME: (BASE, {KEY: VALUE string})}``, in the
+    order given. Refuses a NAME that is a method or given twice, a BASE that is not a method, a spec without changes,
+    and the keys this benchmark sets per run (``OWN_KEYS`` but ``ed_weight``; for ``kd_method`` choose BASE)."""
+    variants = {}
+    for spec in specs:
+        head, *pairs = spec
+        name, sep, base = head.partition("=")
+        if not sep or not VARIANT_NAME.fullmatch(name):
+            raise BenchmarkError(f"--variant {' '.join(spec)}: begin with NAME=BASE, NAME made of letters, digits, "
+                                 f"'_', '-', '.' (e.g. dllm2rec-noneg=dllm2rec)")
+        if name in METHODS or name in variants:
+            raise BenchmarkError(f"--variant {name}: the name is already a row ({sorted(set(METHODS) | set(variants))})")
+        if base not in METHODS:
+            raise BenchmarkError(f"--variant {name}={base}: BASE must be one of {sorted(METHODS)}")
+        if base not in methods:
+            raise BenchmarkError(f"--variant {name}={base}: add {base} to --methods too; the row is read against it")
+        changes = {}
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                raise BenchmarkError(f"--variant {name}: '{pair}' is not KEY=VALUE")
+            if key in OWN_KEYS - {"ed_weight"}:  # a variant may change the ED weight its BASE row sets
+                raise BenchmarkError(f"--variant {name}: this benchmark sets '{key}' per run"
+                                     + (" (choose the BASE row instead)" if key == "kd_method" else ""))
+            if key in changes:
+                raise BenchmarkError(f"--variant {name}: '{key}' given twice")
+            changes[key] = value
+        if not changes:
+            raise BenchmarkError(f"--variant {name}={base}: give at least one KEY=VALUE to change")
+        variants[name] = (base, changes)
+    return variants
+
+
+def variant_changes(pipeline: dict, students, variants: dict) -> dict:
+    """``{(student, NAME): {KEY: typed value}}``: each variant's values read as RecBole reads the command line, in
+    the config of every student's run; an unknown key is refused here, before anything trains."""
+    from recbole_llmkd.config import Config
+    from recbole_llmkd.errors import RecboleLLMKDError
+
+    typed = {}
+    for name, (base, changes) in variants.items():
+        for student in students:
+            config_dict = run_config(pipeline, student, base, 0, os.devnull, False)
+            try:
+                config = Config(f"KD{student}", pipeline["dataset"], config_dict=config_dict,
+                                cmd_args={**pipeline["overrides"], **changes})
+                config.check_cmd_keys()
+                if hasattr(config.model_class, "check_options"):  # the model's own checks, as the pipeline runs them
+                    config.model_class.check_options(config)
+            except (RecboleLLMKDError, ValueError, KeyError, TypeError) as err:
+                raise BenchmarkError(f"--variant {name} (KD{student}): {err}") from None
+            typed[(student, name)] = {key: config[key] for key in changes}
+    return typed
+
+
+def knowledge(student: str, config: dict, changes: dict = None) -> str:
+    """What the student learns from the teacher under ``config`` (the effective KD switches, property defaults), and
+    a variant's ``changes``."""
+    text = _knowledge(student, config)
+    if changes:
+        text += "; " + ", ".join(f"{key}={value}" for key, value in changes.items())
+    return text
+
+
+def _knowledge(student: str, config: dict) -> str:
     from recbole_llmkd import registry
     from recbole_llmkd.config import load_yaml_file, plugin_model_chain, properties_dir
     import yaml
@@ -183,28 +258,32 @@ def knowledge(student: str, config: dict) -> str:
     return ranking if method == "none" else f"{ranking}, no ED"
 
 
-def run_all(pipeline: dict, args, out_dir: str):
-    """Train/evaluate (or reuse) every run; returns (per-run rows, runs run now, runs reused)."""
+def run_all(pipeline: dict, args, out_dir: str, variants: dict = None, changes: dict = None):
+    """Train/evaluate (or reuse) every run: ``args.methods``, then the ``variants`` (``parse_variants``) with their
+    typed ``changes`` (``variant_changes``); returns (per-run rows, runs run now, runs reused)."""
     from recbole_llmkd.quick_start import run_or_reuse
 
     overrides = {k: v for k, v in pipeline["overrides"].items() if k not in OWN_KEYS}
     dropped = sorted(set(pipeline["overrides"]) - set(overrides))
     if dropped:
         print(f"pipeline overrides not applied (this benchmark sets them per run): {dropped}", file=sys.stderr)
-    specs = [(s, m, seed) for s in args.students for m in args.methods for seed in args.seeds]
+    variants, changes = variants or {}, changes or {}
+    rows_of = [(m, m) for m in args.methods] + [(name, base) for name, (base, _) in variants.items()]
+    specs = [(s, row, base, seed) for s in args.students for row, base in rows_of for seed in args.seeds]
     rows, ran, reused = [], [], []
     progress = tqdm(specs, desc="kd_quality", unit="run", file=sys.stderr)
-    for student, method, seed in progress:
+    for student, method, base, seed in progress:
         name = f"{student}-{method}-seed{seed}"
         run_dir = os.path.join(out_dir, name)
-        config = run_config(pipeline, student, method, seed, run_dir, args.show_progress)
+        changed = changes.get((student, method))
+        config = run_config(pipeline, student, base, seed, run_dir, args.show_progress, changed)
         # a finished run is reused, an interrupted one goes on from its checkpoint
         result, was_reused = run_or_reuse(f"KD{student}", pipeline["dataset"], run_dir, config_dict=config,
                                           cmd_args=overrides)
         (reused if was_reused else ran).append(name)
         test = result["test_result"]
         row = {
-            "student": student, "method": method, "seed": seed, "knowledge": knowledge(student, config),
+            "student": student, "method": method, "seed": seed, "knowledge": knowledge(student, config, changed),
             "reused": name in reused, "run_dir": run_dir,
             "best_valid_ndcg@10": result.get("best_valid_result", {}).get("ndcg@10"),
             **{key: test.get(key) for key, _ in METRICS},
@@ -292,6 +371,8 @@ def fragment(pipeline, args, table, metric_keys, argv, n_ran, n_reused) -> str:
         "method, as the paper compares it with its baselines); `dllm2rec-noed` (when listed) = dllm2rec with "
         "ed_weight 0, the ranking-only comparison with logit/rd. The column 'teacher knowledge' gives each row's "
         "effective switches",
+        *([f"- variants (`--variant`; each is its BASE row with these keys changed, the same seeds): "
+            + "; ".join(f"`{' '.join(spec)}`" for spec in args.variant)] if args.variant else []),
         f"- pipeline: `{pipeline['pipeline_dir']}`; runs: {n_ran} trained now, {n_reused} reused",
         f"- command: `.venv/bin/python {command}`",
         "",
@@ -334,6 +415,9 @@ def main(argv=None) -> dict:
     missing = [s for s in args.students if s not in pipeline["profile"]["students"]]
     if missing:
         raise BenchmarkError(f"profile {pipeline['profile_path']} has no students section for {missing}")
+    variants = parse_variants(args.variant, args.methods)
+    changes = variant_changes(pipeline, args.students, variants)  # a mistyped key fails here, before any training
+    methods = list(args.methods) + list(variants)
     out_dir = os.path.abspath(args.out_dir or os.path.join(pipeline["pipeline_dir"], "kd_quality"))
     out_file = os.path.abspath(args.out) if args.out else None
     os.makedirs(out_dir, exist_ok=True)
@@ -341,16 +425,17 @@ def main(argv=None) -> dict:
     cwd = os.getcwd()
     os.chdir(tempfile.mkdtemp(prefix="bench_kd_quality_"))  # RecBole writes log/ and saved/ into the cwd
     try:
-        rows, ran, reused = run_all(pipeline, args, out_dir)
+        rows, ran, reused = run_all(pipeline, args, out_dir, variants, changes)
     finally:
         os.chdir(cwd)
 
     metric_keys = [k for k, _ in METRICS if all(r[k] is not None for r in rows)
                    and pipeline["teacher_result"]["test_result"].get(k) is not None]
-    table = summarize(rows, pipeline["teacher_result"], args.students, args.methods, metric_keys)
+    table = summarize(rows, pipeline["teacher_result"], args.students, methods, metric_keys)
     text = fragment(pipeline, args, table, metric_keys, argv, len(ran), len(reused))
     meta = {"pipeline_dir": pipeline["pipeline_dir"], "profile_file": pipeline["profile_path"],
-            "dataset": pipeline["dataset"], "seeds": args.seeds, "students": args.students, "methods": args.methods,
+            "dataset": pipeline["dataset"], "seeds": args.seeds, "students": args.students, "methods": methods,
+            "variants": {name: {"base": base, "changes": changed} for name, (base, changed) in variants.items()},
             "commit": git_commit(), "machine": device_description(torch_threads=True), "torch": torch.__version__,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "runs_run": ran, "runs_reused": reused}
     csv_path, json_path = write_outputs(out_dir, rows, table, meta)

@@ -46,11 +46,13 @@ def test_kd_quality_table_and_resume(tmp_path):
     pipeline = _tiny_teacher_only(pipe_dir)
     out_dir = str(tmp_path / "kdq")
     argv = ["--pipeline-dir", pipe_dir, "--profile", "tiny", "--seeds", "2020", "--students", "SASRec",
-            "--methods", "none", "dllm2rec", "--out-dir", out_dir, "--out", str(tmp_path / "fragment.md")]
+            "--methods", "none", "dllm2rec", "--out-dir", out_dir, "--out", str(tmp_path / "fragment.md"),
+            "--variant", "dllm2rec-noneg=dllm2rec", "rd_neg_term=none", "ed_weight=0.0"]
     cwd = os.getcwd()
     first = bench.main(argv)
     assert os.getcwd() == cwd  # the temporary cwd for RecBole is left again
-    assert sorted(first["runs_run"]) == ["SASRec-dllm2rec-seed2020", "SASRec-none-seed2020"]
+    assert sorted(first["runs_run"]) == ["SASRec-dllm2rec-noneg-seed2020", "SASRec-dllm2rec-seed2020",
+                                         "SASRec-none-seed2020"]
     assert first["runs_reused"] == []
 
     fragment = first["fragment"]
@@ -75,7 +77,19 @@ def test_kd_quality_table_and_resume(tmp_path):
     with open(first["csv"], newline="") as f:
         runs = list(csv.DictReader(f))
     assert [(r["student"], r["method"], r["seed"]) for r in runs] == [("SASRec", "none", "2020"),
-                                                                      ("SASRec", "dllm2rec", "2020")]
+                                                                      ("SASRec", "dllm2rec", "2020"),
+                                                                      ("SASRec", "dllm2rec-noneg", "2020")]
+    # The variant is its base row with the two keys changed, typed as on the command line, and says so.
+    variant = _row_cells(fragment, "KDSASRec", "dllm2rec-noneg")
+    assert variant[2].endswith("no ED; rd_neg_term=none, ed_weight=0.0") and "importance-aware RD" in variant[2]
+    assert re.fullmatch(r"[+-]\d+\.\d%", variant[8])
+    assert "`dllm2rec-noneg=dllm2rec rd_neg_term=none ed_weight=0.0`" in fragment
+    assert json.load(open(first["json"]))["meta"]["variants"] == {
+        "dllm2rec-noneg": {"base": "dllm2rec", "changes": {"rd_neg_term": "none", "ed_weight": "0.0"}}}  # as given
+    variant_log = open(os.path.join(out_dir, "SASRec-dllm2rec-noneg-seed2020", "run.log")).read()
+    assert re.search(r"rd_neg_term\W+=\W+none", variant_log) and "(ed_projector)" not in variant_log
+    assert re.search(r"rd_neg_term\W+=\W+logsigmoid", open(os.path.join(out_dir, "SASRec-dllm2rec-seed2020",
+                                                                         "run.log")).read())
     for run in runs:
         assert os.path.isfile(os.path.join(out_dir, f"SASRec-{run['method']}-seed2020", "results.json"))
         assert math.isfinite(float(run["ndcg@10"]))
@@ -91,7 +105,8 @@ def test_kd_quality_table_and_resume(tmp_path):
                             "overrides": {}, "commit": "test"}}, f)
     second = bench.main(argv[:2] + argv[4:])
     assert second["runs_run"] == []
-    assert sorted(second["runs_reused"]) == ["SASRec-dllm2rec-seed2020", "SASRec-none-seed2020"]
+    assert sorted(second["runs_reused"]) == ["SASRec-dllm2rec-noneg-seed2020", "SASRec-dllm2rec-seed2020",
+                                             "SASRec-none-seed2020"]
     assert second["table"] == first["table"]
 
 
@@ -112,3 +127,43 @@ def test_the_runs_get_the_pipelines_config_files(tmp_path):
         config = bench.run_config(pipeline, "SASRec", "dllm2rec", 2020, str(tmp_path / "run"), False)
         assert config["MAX_ITEM_LIST_LENGTH"] == history
         assert (config.get("load_col") is not None) == bool(config_files)
+
+
+@pytest.mark.parametrize("spec, message", [
+    (["noneg"], "begin with NAME=BASE"),
+    (["no neg=dllm2rec", "rd_neg_term=none"], "begin with NAME=BASE"),
+    (["rd=dllm2rec", "rd_neg_term=none"], "already a row"),
+    (["noneg=dllm2rc", "rd_neg_term=none"], "BASE must be one of"),
+    (["noneg=logit", "rd_neg_term=none"], "add logit to --methods"),
+    (["noneg=dllm2rec"], "at least one KEY=VALUE"),
+    (["noneg=dllm2rec", "rd_neg_term"], "is not KEY=VALUE"),
+    (["noneg=dllm2rec", "seed=3"], "sets 'seed' per run"),
+    (["noneg=dllm2rec", "kd_method=rd"], "choose the BASE row"),
+    (["noneg=dllm2rec", "rd_neg_term=none", "rd_neg_term=code_shifted"], "given twice"),
+])
+def test_variant_specs_that_are_refused(spec, message):
+    bench = _load_bench()
+    with pytest.raises(bench.BenchmarkError, match=message):
+        bench.parse_variants([spec], ["none", "rd", "dllm2rec"])
+    with pytest.raises(bench.BenchmarkError, match="already a row"):  # the same NAME twice
+        bench.parse_variants([["a=rd", "rd_weight=1"], ["a=dllm2rec", "rd_weight=2"]], ["rd", "dllm2rec"])
+
+
+def test_variant_keys_and_values_are_checked_before_training(tmp_path):
+    """A mistyped key or a value the model refuses fails at once, naming the variant; good values come back typed."""
+    bench = _load_bench()
+    pipe_dir = tmp_path / "pipe"
+    os.makedirs(pipe_dir / "teacher")
+    (pipe_dir / "teacher" / "results.json").write_text(json.dumps({"test_result": {"ndcg@10": 0.1}}))
+    (pipe_dir / "teacher" / "teacher_artifacts.safetensors").write_bytes(b"")
+    (pipe_dir / "report.json").write_text(json.dumps({"meta": {"profile": "tiny", "dataset": "ml-100k",
+                                                               "overrides": {}, "commit": "test"}}))
+    pipeline = bench.load_pipeline_run(str(pipe_dir))
+    typed = bench.variant_changes(pipeline, ["SASRec"], {"v": ("dllm2rec", {"rd_weight": "0.5", "rd_neg_term": "none"})})
+    assert typed == {("SASRec", "v"): {"rd_weight": 0.5, "rd_neg_term": "none"}}
+    config = bench.run_config(pipeline, "SASRec", "dllm2rec", 2020, str(tmp_path / "r"), False, typed[("SASRec", "v")])
+    assert config["rd_weight"] == 0.5 and config["kd_method"] == "dllm2rec" and config["seed"] == 2020
+    with pytest.raises(bench.BenchmarkError, match=r"--variant v \(KDSASRec\).*rd_neg_trm \(did you mean --rd_neg_term"):
+        bench.variant_changes(pipeline, ["SASRec"], {"v": ("dllm2rec", {"rd_neg_trm": "none"})})
+    with pytest.raises(bench.BenchmarkError, match="rd_neg_term='bogus' is not supported"):
+        bench.variant_changes(pipeline, ["SASRec"], {"v": ("dllm2rec", {"rd_neg_term": "bogus"})})
