@@ -138,16 +138,11 @@ def load_pipeline_run(pipeline_dir: str, profile: str = None, dataset: str = Non
 
 
 def kd_step_config(pipeline: dict, student: str) -> dict:
-    """The config_dict of the pipeline's ``KD<student>`` step (``Pipeline.plan()``, else its documented recipe)."""
-    runner = pipeline["pipeline"]
-    if hasattr(runner, "plan"):
-        for step, _, config_dict in runner.plan():
-            if step == f"KD{student}":
-                return copy.deepcopy(config_dict)
-        raise BenchmarkError(f"the pipeline of {pipeline['profile_path']} has no step KD{student}")
-    profile = pipeline["profile"]
-    return {**copy.deepcopy(profile.get("common") or {}), **copy.deepcopy(profile["students"].get(student) or {}),
-            **copy.deepcopy(profile.get("kd") or {}), "teacher": pipeline["artifact"]}
+    """The config_dict of the pipeline's ``KD<student>`` step (``Pipeline.plan()``)."""
+    for step, _, config_dict in pipeline["pipeline"].plan():
+        if step == f"KD{student}":
+            return copy.deepcopy(config_dict)
+    raise BenchmarkError(f"the pipeline of {pipeline['profile_path']} has no step KD{student}")
 
 
 def run_config(pipeline: dict, student: str, method: str, seed: int, run_dir: str, show_progress: bool,

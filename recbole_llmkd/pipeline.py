@@ -184,11 +184,24 @@ def load_profile(path: str) -> dict:
             raise PipelineError(f"{path}: profile needs a '{key}' section")
     if not isinstance(profile["students"], dict):
         raise PipelineError(f"{path}: 'students' maps each RecBole student (SASRec, GRU4Rec, BERT4Rec) to its config")
+    kd = profile.get("kd") or {}
+    if not isinstance(kd, dict):
+        raise PipelineError(f"{path}: 'kd' maps KD keys to values (every KD student), got {kd!r}")
+    for student in profile["students"]:
+        if student in kd and not isinstance(kd[student], dict):
+            raise PipelineError(f"{path}: kd.{student} holds keys for KD{student} only (a mapping), got {kd[student]!r}")
     if teacher_model != "LLMRec":
         profile.pop("slmrec", None)  # SLMRec distils an LLMRec's hidden states
     elif "llm_n_layers" not in profile["slmrec"]:
         raise PipelineError(f"{path}: 'slmrec' needs llm_n_layers (the student's decoder layers)")
     return profile
+
+
+def kd_shared(profile: dict) -> dict:
+    """The profile's ``kd`` keys for every KD student: the section without its per-student subsections
+    (``kd.<student>``, e.g. ``kd: {GRU4Rec: {rd_neg_term: none}}``, which only ``KD<student>`` reads, after these)."""
+    students = profile["students"]
+    return {key: value for key, value in (profile.get("kd") or {}).items() if key not in students}
 
 
 def check_inputs(steps: List[Step]) -> None:
@@ -264,8 +277,10 @@ class Pipeline:
             benchmark = (self.profile.get("common") or {}).get("benchmark_filename")
         if not benchmark or benchmark in ("~", "None", "null"):
             return {}
-        sections = [self.profile.get("common") or {}, self.profile.get("teacher") or {}, self.profile.get("kd") or {},
+        kd = self.profile.get("kd") or {}
+        sections = [self.profile.get("common") or {}, self.profile.get("teacher") or {}, kd_shared(self.profile),
                     self.profile.get("slmrec") or {}, *[c or {} for c in self.profile["students"].values()],
+                    *[kd[student] for student in self.profile["students"] if student in kd],
                     self.file_config, self.overrides]
         return {key: section[key] for section in sections for key in BENCHMARK_IGNORED_KEYS if key in section}
 
@@ -351,8 +366,8 @@ class Pipeline:
             if student != table_source:
                 add_plain(student)
             kd_defaults = {"confidence_mode": "code"} if teacher_model == "BIGRec" else {}  # distances: DLLM2Rec's own
-            kd_config = {**(student_config or {}), **kd_defaults, **(profile.get("kd") or {}),
-                         "teacher": Ref("export", "artifact")}
+            kd_config = {**(student_config or {}), **kd_defaults, **kd_shared(profile),
+                         **(profile.get("kd") or {}).get(student, {}), "teacher": Ref("export", "artifact")}
             add(f"KD{student}", f"KD{student}", kd_config,
                 Row(f"KD{student}", "kd-student", position[student] + 1, plain_twin=student))
         if "slmrec" not in profile:

@@ -168,12 +168,34 @@ def _write_profile(tmp_path, **changes) -> str:
     ({"common": {"valid_smoothing": 3}},
      r"step 'SASRec' \(SASRec\): valid_smoothing=3 needs one of the plugin's trainers"),
     ({"kd": {"valid_smoothing": 3}}, r"step 'KDSASRec': valid_smoothing=3 but its plain twin 'SASRec' selects with 1"),
+    # a per-student kd subsection is checked as that KD student's keys
+    ({"kd": {"GRU4Rec": {"rd_neg_trm": "none"}}}, r"step 'KDGRU4Rec' \(KDGRU4Rec\): config key\(s\) \['rd_neg_trm'\]"),
+    ({"kd": {"NARM": {"rd_neg_term": "none"}}}, r"step 'KDSASRec' \(KDSASRec\): config key\(s\) \['NARM'\]"),
 ])
 def test_impossible_profile_fails_before_anything_runs(tmp_path, changes, message):
     pipeline = Pipeline(_write_profile(tmp_path, **changes), run_dir=str(tmp_path / "pipe"))
     with pytest.raises(PipelineError, match=message):
         pipeline.run()
     assert pipeline.steps_run == [] and not os.path.exists(pipeline.run_dir)  # nothing trained, nothing written
+
+
+def test_kd_subsection_of_a_student_reaches_only_its_kd_student(tmp_path):
+    """``kd: {<student>: {...}}`` holds keys for that KD student alone, read after the shared kd keys; the plain
+    students and the other KD students never see them."""
+    path = _write_profile(tmp_path, kd={"kd_method": "dllm2rec", "rd_weight": 0.5,
+                                        "GRU4Rec": {"rd_neg_term": "none", "rd_weight": 0.3}})
+    pipeline = Pipeline(path, run_dir=str(tmp_path / "pipe"))
+    configs = {step: config for step, _, config in pipeline.validate()}
+    assert configs["KDGRU4Rec"]["rd_neg_term"] == "none" and configs["KDGRU4Rec"]["rd_weight"] == 0.3
+    assert configs["KDSASRec"]["rd_weight"] == configs["KDBERT4Rec"]["rd_weight"] == 0.5
+    assert not any("rd_neg_term" in configs[step] or "GRU4Rec" in configs[step]
+                   for step in ("KDSASRec", "KDBERT4Rec", "GRU4Rec", "SASRec", "teacher"))
+    with pytest.raises(PipelineError, match=r"kd.GRU4Rec holds keys for KDGRU4Rec only \(a mapping\), got 3"):
+        Pipeline(_write_profile(tmp_path, kd={"GRU4Rec": 3}), run_dir=str(tmp_path / "bad"))
+    # The shipped cpu profile: GRU4Rec's KD without the sampled-negative term (chosen on validation, RESULTS.md)
+    cpu = {step: config for step, _, config in Pipeline(resolve_profile("cpu"), run_dir=str(tmp_path / "c")).plan()}
+    assert cpu["KDGRU4Rec"]["rd_neg_term"] == "none"
+    assert "rd_neg_term" not in cpu["KDSASRec"] and "rd_neg_term" not in cpu["KDBERT4Rec"]
 
 
 def test_unknown_override_and_missing_dataset_are_rejected(tmp_path):
