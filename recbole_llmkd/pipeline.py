@@ -197,11 +197,12 @@ def load_profile(path: str) -> dict:
     return profile
 
 
-def kd_shared(profile: dict) -> dict:
-    """The profile's ``kd`` keys for every KD student: the section without its per-student subsections
-    (``kd.<student>``, e.g. ``kd: {GRU4Rec: {rd_neg_term: none}}``, which only ``KD<student>`` reads, after these)."""
-    students = profile["students"]
-    return {key: value for key, value in (profile.get("kd") or {}).items() if key not in students}
+def kd_keys(profile: dict, student: str) -> dict:
+    """The profile's ``kd`` keys that ``KD<student>`` reads: the shared ones (every key that does not name a student),
+    then its own subsection ``kd.<student>`` (e.g. ``kd: {GRU4Rec: {rd_neg_term: none}}``) on top."""
+    kd = profile.get("kd") or {}
+    shared = {key: value for key, value in kd.items() if key not in profile["students"]}
+    return {**shared, **kd.get(student, {})}
 
 
 def check_inputs(steps: List[Step]) -> None:
@@ -277,10 +278,10 @@ class Pipeline:
             benchmark = (self.profile.get("common") or {}).get("benchmark_filename")
         if not benchmark or benchmark in ("~", "None", "null"):
             return {}
-        kd = self.profile.get("kd") or {}
-        sections = [self.profile.get("common") or {}, self.profile.get("teacher") or {}, kd_shared(self.profile),
-                    self.profile.get("slmrec") or {}, *[c or {} for c in self.profile["students"].values()],
-                    *[kd[student] for student in self.profile["students"] if student in kd],
+        students = self.profile["students"]
+        sections = [self.profile.get("common") or {}, self.profile.get("teacher") or {},
+                    self.profile.get("slmrec") or {}, *[c or {} for c in students.values()],
+                    *[kd_keys(self.profile, student) for student in students],
                     self.file_config, self.overrides]
         return {key: section[key] for section in sections for key in BENCHMARK_IGNORED_KEYS if key in section}
 
@@ -366,8 +367,8 @@ class Pipeline:
             if student != table_source:
                 add_plain(student)
             kd_defaults = {"confidence_mode": "code"} if teacher_model == "BIGRec" else {}  # distances: DLLM2Rec's own
-            kd_config = {**(student_config or {}), **kd_defaults, **kd_shared(profile),
-                         **(profile.get("kd") or {}).get(student, {}), "teacher": Ref("export", "artifact")}
+            kd_config = {**(student_config or {}), **kd_defaults, **kd_keys(profile, student),
+                         "teacher": Ref("export", "artifact")}
             add(f"KD{student}", f"KD{student}", kd_config,
                 Row(f"KD{student}", "kd-student", position[student] + 1, plain_twin=student))
         if "slmrec" not in profile:
