@@ -9,12 +9,16 @@ it does, a teacher that fails to transfer knows nothing the student does not.
     .venv/bin/python benchmarks/bench_kd_control.py [--out-dir runs/bench_kd_control] [--seeds 2020 2021 2022]
         [--slice "[0,60]"] [--teacher-hidden 128] [--teacher-layers 2] [--student SASRec|GRU4Rec|BERT4Rec]
         [--student-hidden 32] [--epochs 50] [--stopping-step 5] [--teacher-budget EPOCHS PATIENCE] [--valid-smoothing 1]
-        [--methods none rd dllm2rec dllm2rec-noed ...]
+        [--methods none rd dllm2rec dllm2rec-noed ...] [--teacher-seeds 2020 2021 2022]
 
 Every run has its own directory under ``--out-dir``; a run whose ``results.json`` exists is reused, so an
 interrupted benchmark continues where it stopped. ``--teacher-kind sasrec`` (ID only) or ``semantic`` (the same
 SASRec with its item table initialised from MiniLM title embeddings, and those embeddings as the ED source);
 ``--ed-source item_table|text_encoder`` exports the same teacher with the other ED source, an artifact of its own.
+``--teacher-seeds S1 S2 ...``: the teacher is an ensemble of its recipe trained once per seed (``export --ensemble``:
+the lists rank the mean of the members' softmax probabilities; with ``--cross-fit`` each fold's lists come from the
+members' fold runs), a teacher further ahead of the student than any one of them; its row's metrics are those of
+its exported valid/test lists (``list_metrics``), its name ``...-ens<M>``.
 Writes ``control-<kind>[-<layers>x<hidden>][-h<history>][-xfit<K>][-ed<source>][-<student>][-student<hidden>][-e<epochs>p<patience>][-teacher-e<epochs>p<patience>].json`` (every run, the
 teacher included; the optional parts when not the default) into out-dir, merges its rows into ``benchmarks/results/kd_quality.json`` (issue 14's format: dataset, student,
 kd_method, teacher, hidden_size, seed, ndcg@10, hit@10, ndcg@20, hit@20) and prints a markdown table: mean ± std
@@ -138,7 +142,14 @@ def parse_args(argv=None):
                              "teacher's learned item embeddings) or text_encoder (the MiniLM title embeddings); "
                              "default the kind's (sasrec: item_table, semantic: text_encoder). Another source is "
                              "another artifact, and the students' rows are labelled <teacher>-ed<source>")
+    parser.add_argument("--teacher-seeds", type=int, nargs="+", default=[2020], metavar="SEED",
+                        help="the teacher's seed (default 2020); several: an ensemble of the teacher's recipe trained "
+                             "once per seed, the first member's item embeddings the ED source (item_table)")
     args = parser.parse_args(argv)
+    if len(set(args.teacher_seeds)) != len(args.teacher_seeds):
+        parser.error(f"--teacher-seeds {' '.join(map(str, args.teacher_seeds))}: an ensemble's seeds must differ")
+    if len(args.teacher_seeds) > 1 and args.topk < 20:  # its row's HR/NDCG@20 are read off its lists
+        parser.error(f"--topk {args.topk}: an ensemble teacher's row is scored from its top-K lists, so K >= 20")
     if args.teacher_history < DEFAULT_KEY_HISTORY:  # the export could not key its lists; fail before any training
         parser.error(f"--teacher-history {args.teacher_history}: the teacher's lists are keyed on the last "
                      f"{DEFAULT_KEY_HISTORY} history items, so it must read at least {DEFAULT_KEY_HISTORY}")
@@ -205,9 +216,21 @@ def ed_suffix(args) -> str:
     return "" if source == TEACHERS[args.teacher_kind][2] else f"-ed{ED_SOURCES[source]}"
 
 
+def ensemble_suffix(args) -> str:
+    """``-ens<M>`` for an ensemble of M teachers (``--teacher-seeds``), else empty."""
+    seeds = getattr(args, "teacher_seeds", None) or [2020]
+    return f"-ens{len(seeds)}" if len(seeds) > 1 else ""
+
+
+def member_dir(teacher_dir: str, seed: int) -> str:
+    """The run directory of the teacher's recipe trained with ``seed``: ``teacher_dir`` itself for 2020 (the single
+    teacher's seed, so an ensemble reuses it), else ``<teacher_dir>-seed<seed>``."""
+    return teacher_dir if seed == 2020 else f"{teacher_dir}-seed{seed}"
+
+
 def lists_suffix(args) -> str:
-    """What the students learn from beyond the teacher itself: ``[-xfit<K>][-ed<source>]``."""
-    return (f"-xfit{args.cross_fit}" if args.cross_fit else "") + ed_suffix(args)
+    """What the students learn from beyond the teacher itself: ``[-ens<M>][-xfit<K>][-ed<source>]``."""
+    return ensemble_suffix(args) + (f"-xfit{args.cross_fit}" if args.cross_fit else "") + ed_suffix(args)
 
 
 def artifact_path(teacher_dir: str, ed: str = "") -> str:
@@ -222,27 +245,39 @@ def cross_fit_artifact_path(teacher_dir: str, folds: int, ed: str = "") -> str:
 
 
 def cross_fitted_artifact(model: str, dataset: str, config: dict, teacher_dir: str, folds: int, topk: int,
-                          item_text: str, ed: str = "", compare_with: Optional[str] = None) -> str:
+                          item_text: str, ed: str = "", compare_with: Optional[str] = None,
+                          member_seeds: Optional[List[int]] = None) -> str:
     """The cross-fitted artifact of the teacher in ``teacher_dir`` (trained with ``config``): its recipe trained
     once per fold without that fold's users (``<teacher_dir>-fold<k>of<K>``), then exported by
-    ``export_cross_fitted``. Fold runs and the artifact are reused when they exist."""
-    fold_dirs = [f"{teacher_dir}-fold{fold}of{folds}" for fold in range(folds)]
-    for fold, fold_dir in enumerate(fold_dirs):
-        run_once(model, dataset, {**config, "cross_fit_folds": folds, "cross_fit_fold": fold}, fold_dir)
-    return export_cross_fitted(teacher_dir, fold_dirs, topk, item_text, ed=ed, compare_with=compare_with)
+    ``export_cross_fitted``. ``member_seeds`` (several): the teacher is the ensemble of its recipe with these
+    seeds (``member_dir``), and each member is trained once per fold (``<member dir>-fold<k>of<K>``). Fold runs and
+    the artifact are reused when they exist."""
+    seeds = member_seeds or [config.get("seed", 2020)]
+    members = [member_dir(teacher_dir, seed) for seed in seeds]
+    fold_groups = [[f"{member}-fold{fold}of{folds}" for member in members] for fold in range(folds)]
+    for fold, group in enumerate(fold_groups):
+        for seed, fold_dir in zip(seeds, group):
+            run_once(model, dataset, {**config, "seed": seed, "cross_fit_folds": folds, "cross_fit_fold": fold},
+                     fold_dir)
+    if len(members) == 1:
+        return export_cross_fitted(teacher_dir, [group[0] for group in fold_groups], topk, item_text, ed=ed,
+                                   compare_with=compare_with)
+    return export_cross_fitted(members[0], fold_groups, topk, item_text, ed=ed, compare_with=compare_with,
+                               ensemble=members[1:])
 
 
-def export_cross_fitted(teacher_dir: str, fold_dirs: List[str], topk: int, item_text: str, ed: str = "",
-                        compare_with: Optional[str] = None) -> str:
+def export_cross_fitted(teacher_dir: str, fold_dirs: List, topk: int, item_text: str, ed: str = "",
+                        compare_with: Optional[str] = None, ensemble: Optional[List[str]] = None) -> str:
     """The teacher in ``teacher_dir`` exported with ``cross_fit``: each training row's list from the fold teacher
-    (``fold_dirs``, trained already, fold k without fold k's users) that never saw its user (``compare_with``: a
-    plain student's run for the lists' overlap diagnostic). The artifact is reused when it exists."""
+    (``fold_dirs``, trained already, fold k without fold k's users; with ``ensemble``, the further members, each
+    entry the members' fold runs) that never saw its user (``compare_with``: a plain student's run for the lists'
+    overlap diagnostic). The artifact is reused when it exists."""
     from recbole_llmkd.jobs.export import export_teacher
 
     artifact = cross_fit_artifact_path(teacher_dir, len(fold_dirs), ed)
     if not os.path.isfile(artifact):
         export_teacher(teacher_dir, output=artifact, topk=topk, item_text=item_text, show_progress=False,
-                       cross_fit=fold_dirs, compare_with=compare_with)
+                       cross_fit=fold_dirs, compare_with=compare_with, ensemble=ensemble)
     return artifact
 
 
@@ -251,6 +286,16 @@ def run_once(model: str, dataset: str, config: dict, run_dir: str) -> dict:
     from recbole_llmkd.quick_start import run_or_reuse
 
     return run_or_reuse(model, dataset, run_dir, config_dict=config)[0]
+
+
+def ensemble_result(artifact: str, member_results: List[dict]) -> dict:
+    """An ensemble teacher's ``results.json``-like result: the metrics of its exported valid and test lists (the
+    export's ``list_metrics``, which for one teacher equal RecBole's evaluation), the first member's seed, and the
+    members' training times summed."""
+    with open(diagnostics_path(artifact), encoding="utf-8") as f:
+        lists = json.load(f)["list_metrics"]
+    return {"seed": member_results[0]["seed"], "test_result": lists["test"], "best_valid_result": lists["valid"],
+            "train_time_s": sum(float(result["train_time_s"]) for result in member_results)}
 
 
 def teacher_budget(args) -> tuple:
@@ -338,8 +383,9 @@ def markdown(rows: list, teacher_row: dict, seeds: list) -> str:
                       if method != "none" and deltas else "–")
         lines.append(f"| {runs[0]['student']}-{runs[0]['hidden_size']} | {method} | " + " | ".join(mean_std([r[m] for r in runs]) for m in METRICS)
                      + f" | {per_seed} | {mean_delta} |")
+    seeds = teacher_row.get("ensemble_seeds")
     lines.append(f"| teacher {teacher_row['teacher']} | – | " + " | ".join(f"{teacher_row[m]:.4f}" for m in METRICS)
-                 + " | one run, seed 2020 | – |")
+                 + (f" | an ensemble, seeds {', '.join(map(str, seeds))} | – |" if seeds else " | one run, seed 2020 | – |"))
     return "\n".join(lines)
 
 
@@ -360,15 +406,22 @@ def main(argv=None) -> int:
     teacher_config = {**common, **sasrec_size(args.teacher_hidden, args.teacher_layers), **teacher_extra, "seed": 2020,
                       "MAX_ITEM_LIST_LENGTH": args.teacher_history, "epochs": teacher_epochs,
                       "stopping_step": teacher_patience}
-    teacher = run_once(teacher_model, args.dataset, teacher_config, teacher_dir)
-    artifact = artifact_path(teacher_dir, ed_suffix(args))
+    members = [member_dir(teacher_dir, seed) for seed in args.teacher_seeds]  # one, or an ensemble's
+    member_results = [run_once(teacher_model, args.dataset, {**teacher_config, "seed": seed}, member)
+                      for seed, member in zip(args.teacher_seeds, members)]
+    ensemble = ensemble_suffix(args)
+    artifact = artifact_path(teacher_dir, ensemble + ed_suffix(args))
     if not os.path.isfile(artifact):
-        export_teacher(teacher_dir, output=artifact, topk=args.topk, item_text=item_text, show_progress=False)
-    teacher_row = {**row(teacher, args, "SASRec", "teacher", name, args.teacher_hidden),
-                   **training_budget(args, teacher=True)}
+        export_teacher(members[0], output=artifact, topk=args.topk, item_text=item_text, show_progress=False,
+                       ensemble=members[1:] or None)
+    teacher = member_results[0] if not ensemble else ensemble_result(artifact, member_results)
+    teacher_row = {**row(teacher, args, "SASRec", "teacher", name + ensemble, args.teacher_hidden),
+                   **training_budget(args, teacher=True),
+                   **({"ensemble_seeds": list(args.teacher_seeds)} if ensemble else {})}
     if args.cross_fit:  # the students learn from the lists of fold teachers that never saw the row's user
         artifact = cross_fitted_artifact(teacher_model, args.dataset, teacher_config, teacher_dir, args.cross_fit,
-                                         args.topk, item_text, ed_suffix(args))
+                                         args.topk, item_text, ensemble + ed_suffix(args),
+                                         member_seeds=list(args.teacher_seeds))
     name += lists_suffix(args)
     if own_budget:  # the students' rows name the teacher's budget
         name += f"-e{teacher_epochs}p{teacher_patience}"

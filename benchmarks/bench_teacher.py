@@ -85,7 +85,7 @@ def measure_depth(config, data, n_layers, args, prefix_cache=True):
     for batch in batches:
         _sync(config["device"])
         start = time.perf_counter()
-        _teacher_rows(model, batch, 50, with_user_state=False)
+        _teacher_rows([model], batch, 50, with_user_state=False)
         _sync(config["device"])
         timings.append(time.perf_counter() - start)
     export_rate = args.batch_size * args.batches / sum(timings[1:])

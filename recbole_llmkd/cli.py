@@ -49,7 +49,11 @@ EXPORT_OPTIONS = (
         "each teacher list it ranks in its own top-K already")),
     ("cross-fit", "cross_fit", dict(
         metavar="RUN_DIR|PTH", nargs="+", help="cross-fitting: the K fold teachers (trained with cross_fit_folds: K, "
-        "cross_fit_fold: 0..K-1); each training row then comes from the teacher that never trained on its user")),
+        "cross_fit_fold: 0..K-1); each training row then comes from the teacher that never trained on its user; "
+        "with --ensemble, each fold's teachers joined by commas, in the ensemble's order")),
+    ("ensemble", "ensemble", dict(
+        metavar="RUN_DIR|PTH", nargs="+", help="further trained teachers on the same dataset: the lists then rank "
+        "the mean of all the teachers' softmax probabilities (an ensemble distilled into one student)")),
     ("workers", "num_workers", dict(
         metavar="N", type=int, help="compute the export on N Ray workers (teacher replicas; Ray embedded here unless "
         "--ray-address names a cluster, whose size is then the default)")),

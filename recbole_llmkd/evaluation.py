@@ -155,6 +155,18 @@ def positive_ranks(candidate_scores: torch.Tensor) -> torch.Tensor:
     return (candidate_scores[:, 1:] > positive).sum(dim=1)  # [R]
 
 
+def list_ranks(topk_ids: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each row's target in its top-K list, ``K`` where the list misses it: ``[N, K], [N] -> [N]``.
+
+    For lists that are the top K of a full ranking (a teacher artifact's ``topk_ids``), ``metrics_from_ranks`` of
+    these ranks with cutoffs ≤ K is that ranking's full-ranking HR@K / NDCG@K (RecBole's, with ``[PAD]`` excluded).
+    """
+    if topk_ids.dim() != 2 or target.dim() != 1 or target.shape[0] != topk_ids.shape[0]:
+        raise ValueError(f"topk_ids [N, K] and target [N] expected, got {list(topk_ids.shape)} and {list(target.shape)}")
+    hits = topk_ids.long() == target.long()[:, None]  # [N, K]
+    return torch.where(hits.any(dim=1), hits.float().argmax(dim=1), torch.full_like(target.long(), topk_ids.shape[1]))
+
+
 def metrics_from_ranks(ranks: Union[torch.Tensor, np.ndarray, Sequence[int]], ks: Iterable[int] = (1, 5, 10)) -> Dict[str, float]:
     """``hit@K``, ``ndcg@K`` for every K and the uncut ``mrr``, averaged over rows, from 0-based ranks."""
     ranks = np.asarray(ranks.cpu() if isinstance(ranks, torch.Tensor) else ranks, dtype=np.float64)  # [R]

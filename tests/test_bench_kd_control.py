@@ -85,6 +85,36 @@ def test_control_with_cross_fitted_lists_end_to_end(tmp_path, capsys):
     assert [row.get("valid_smoothing") for row in smoothed] == [2, 2]
     assert len(json.loads(results_json.read_text())) == n_rows + 2
 
+    # an ensemble teacher (--teacher-seeds): the seed-2020 teacher and its fold teachers reused, the second member
+    # and its fold runs trained; the students learn from the members' cross-fitted lists; the teacher's row gives
+    # its lists' test metrics, which for one teacher are RecBole's own (the single teacher's row above)
+    before = set(str(path) for path in out.rglob("results.json"))
+    ensemble_argv = [*argv[:argv.index("--topk")], "--topk", "20", *argv[argv.index("--topk") + 2:]]
+    with pytest.raises(SystemExit):  # its row is read off its lists: K >= 20
+        bench.parse_args(argv + ["--teacher-seeds", "2020", "2021"])
+    assert "an ensemble teacher's row is scored from its top-K lists, so K >= 20" in capsys.readouterr().err
+    assert bench.main(ensemble_argv + ["--teacher-seeds", "2020", "2021"]) == 0
+    assert "an ensemble, seeds 2020, 2021" in capsys.readouterr().out
+    assert {os.path.relpath(path, out) for path in set(str(p) for p in out.rglob("results.json")) - before} == {
+        os.path.join(name, "results.json") for name in (
+            "teacher-sasrec-1x16-e1p5-seed2021", "teacher-sasrec-1x16-e1p5-seed2021-fold0of2",
+            "teacher-sasrec-1x16-e1p5-seed2021-fold1of2",
+            os.path.join("teacher-sasrec-1x16-e1p5-ens2-xfit2", "SASRec8-dllm2rec-noed-seed2020-e1p5"))}
+    crossed = load_artifacts(out / "teacher-sasrec-1x16-e1p5" / "teacher_artifacts-xfit2-ens2.safetensors").teacher
+    assert [len(group) for group in crossed["cross_fit"]["checkpoints"]] == [2, 2]
+    assert crossed["ensemble"]["checkpoints"][0].startswith(str(out / "teacher-sasrec-1x16-e1p5-seed2021"))
+    ensemble_rows = json.loads((out / "control-sasrec-1x16-ens2-xfit2-student8-e1p5.json").read_text())
+    assert ensemble_rows["rows"][1]["teacher"] == "SASRec-1x16-ens2-xfit2"
+    assert ensemble_rows["meta"]["teacher"]["teacher"] == "SASRec-1x16-ens2"
+    assert ensemble_rows["meta"]["teacher"]["ensemble_seeds"] == [2020, 2021]
+    from recbole_llmkd.data.paths import diagnostics_path
+
+    single_lists = json.loads(diagnostics_path(out / "teacher-sasrec-1x16-e1p5" / "teacher_artifacts.safetensors")
+                              .read_text())["list_metrics"]["test"]
+    single_row = next(row for row in rows if row["kd_method"] == "teacher")
+    for metric in ("ndcg@10", "hit@10"):
+        assert single_lists[metric] == pytest.approx(single_row[metric], abs=1e-4)
+
     # a teacher that reads a longer history than the students: its own directory and name, its lists keyed on the
     # students' examples all the same (the keys use the last 10 items), the plain student shared
     long_argv = argv[:argv.index("--methods")] + ["--teacher-history", "20", "--methods", "none", "dllm2rec-noed"] \

@@ -69,18 +69,23 @@ def test_hold_out_fold_removes_exactly_the_rows_of_the_folds_users(data_root):
     assert hold_out_fold(config_all, train_all) is train_all  # no fold configured: the loader itself
 
 
-@pytest.fixture(scope="module")
-def teachers(data_root, tmp_path_factory):
-    """A SASRec teacher on every user and its two fold teachers: {name: run dir}."""
+def train_with_folds(data_root, tmp_path_factory, prefix: str, **config) -> dict:
+    """The tiny SASRec recipe trained on every user and once per fold of two: {"all"|"fold0"|"fold1": run dir}."""
     from recbole_llmkd.quick_start import run_recbole_llmkd
 
     runs = {}
     for name, extra in (("all", {}), ("fold0", {"cross_fit_folds": 2, "cross_fit_fold": 0}),
                         ("fold1", {"cross_fit_folds": 2, "cross_fit_fold": 1})):
-        run_dir = tmp_path_factory.mktemp(f"teacher_{name}")
-        runs[name] = run_recbole_llmkd("SASRec", SLICE_NAME, config_dict=sasrec_config(data_root, **extra),
+        run_dir = tmp_path_factory.mktemp(f"{prefix}_{name}")
+        runs[name] = run_recbole_llmkd("SASRec", SLICE_NAME, config_dict=sasrec_config(data_root, **config, **extra),
                                        cmd_args={"run_dir": str(run_dir)})["run_dir"]
     return runs
+
+
+@pytest.fixture(scope="module")
+def teachers(data_root, tmp_path_factory):
+    """A SASRec teacher on every user and its two fold teachers: {name: run dir}."""
+    return train_with_folds(data_root, tmp_path_factory, "teacher")
 
 
 def test_cross_fitted_export_takes_train_rows_from_the_fold_teacher(teachers, data_root, tmp_path):
@@ -195,3 +200,122 @@ def test_cli_export_cross_fit(teachers, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and ": error: cross_fit: " in err[0] and "was trained on every user" in err[0]
     assert not bad.exists()
+
+
+def test_ensemble_log_probs_is_the_log_of_the_mean_probability():
+    from recbole_llmkd.jobs.export import ensemble_log_probs
+
+    inf = float("inf")
+    a = torch.tensor([[-inf, 0.0, 0.0, -inf]])  # probabilities 0, 1/2, 1/2, 0
+    b = torch.tensor([[-inf, np.log(3.0), 0.0, 0.0]])  # 0, 3/5, 1/5, 1/5
+    expected = torch.log(torch.tensor([[0.0, (0.5 + 0.6) / 2, (0.5 + 0.2) / 2, 0.1]]))
+    torch.testing.assert_close(ensemble_log_probs([a, b]), expected)
+    torch.testing.assert_close(ensemble_log_probs([a, a + 7.0]), torch.log_softmax(a, dim=1))  # shift-invariant
+    assert ensemble_log_probs([a, b])[0, 0] == -inf  # PAD stays out of every list
+
+
+@pytest.fixture(scope="module")
+def second_teachers(data_root, tmp_path_factory):
+    """The same SASRec recipe with another seed (an ensemble's second member) and its two fold teachers."""
+    return train_with_folds(data_root, tmp_path_factory, "second", seed=7)
+
+
+def test_ensemble_export_ranks_the_mean_probability_of_its_teachers(teachers, second_teachers, data_root, tmp_path):
+    from recbole_llmkd.data.artifacts import load_artifacts
+    from recbole_llmkd.data.folds import row_folds
+    from recbole_llmkd.jobs.export import export_teacher
+    from recbole_llmkd.run import load, resolve_checkpoint
+
+    export = lambda run, name, **kw: load_artifacts(export_teacher(  # noqa: E731
+        run, output=tmp_path / f"{name}.safetensors", topk=5, show_progress=False, **kw))
+    ensemble = export(teachers["all"], "ensemble", ensemble=[second_teachers["all"]])
+    alone = export(teachers["all"], "alone")
+
+    # the ensemble's scores by hand: the two trained models' full-sort scores, softmax, mean, log
+    _, train_data, _, test_data = build(data_root, model="SASRec")
+    probabilities = []
+    for run in (teachers["all"], second_teachers["all"]):
+        model = load(resolve_checkpoint(run)).model
+        with torch.no_grad():
+            logits = model.full_sort_predict(test_data._dataset.inter_feat).reshape(len(test_data._dataset), -1)
+        logits[:, 0] = -torch.inf  # PAD
+        probabilities.append(torch.softmax(logits, dim=1))  # [N_test, n_items]
+    expected_scores, expected_ids = torch.topk(torch.log((probabilities[0] + probabilities[1]) / 2), 5, dim=1)
+    test = ensemble.align(test_data._dataset, split="test")
+    assert torch.equal(test.topk, expected_ids)
+    torch.testing.assert_close(test.scores, expected_scores, atol=1e-5, rtol=1e-5)
+    assert not torch.equal(test.topk, alone.align(test_data._dataset, split="test").topk)  # the second teacher counts
+    torch.testing.assert_close(ensemble.item_text_emb, alone.item_text_emb)  # the first teacher's item table
+    members = ensemble.teacher["ensemble"]
+    assert members["checkpoints"][0].startswith(str(second_teachers["all"])) and len(members["checkpoints_sha256"]) == 1
+    assert alone.teacher["ensemble"] is None
+
+    # cross-fitted: each fold's ensemble (the members' fold runs, joined by commas as on the command line) gives the
+    # training rows of its users, exactly the ensemble of those fold teachers exported on its own
+    crossed = export(teachers["all"], "crossed", ensemble=[second_teachers["all"]],
+                     cross_fit=[f"{teachers['fold1']},{second_teachers['fold1']}",
+                                [teachers["fold0"], second_teachers["fold0"]]])
+    folds = torch.from_numpy(row_folds(train_data._dataset, 2))  # [N]
+    for fold in (0, 1):
+        fold_ensemble = export(teachers[f"fold{fold}"], f"fold{fold}", ensemble=[second_teachers[f"fold{fold}"]])
+        rows = folds == fold
+        assert torch.equal(crossed.align(train_data._dataset).topk[rows], fold_ensemble.align(train_data._dataset).topk[rows])
+    checkpoints = crossed.teacher["cross_fit"]["checkpoints"]
+    assert [len(group) for group in checkpoints] == [2, 2] and checkpoints[0][1].startswith(str(second_teachers["fold0"]))
+
+
+def test_ensemble_cross_fit_needs_each_folds_members_trained_without_that_fold(teachers, second_teachers, tmp_path):
+    from recbole_llmkd.cli import main
+    from recbole_llmkd.jobs.export import export_teacher
+
+    def export(*groups):
+        return export_teacher(teachers["all"], output=tmp_path / "x.safetensors", topk=5, show_progress=False,
+                              ensemble=[second_teachers["all"]], cross_fit=list(groups))
+
+    with pytest.raises(ConfigValueError, match="is 1 teacher\\(s\\), but the teacher exported is an ensemble of 2"):
+        export(teachers["fold0"], teachers["fold1"])
+    with pytest.raises(ConfigValueError, match=r"were trained without different folds \[\(0, 2\), \(1, 2\)\]"):
+        export([teachers["fold0"], second_teachers["fold1"]], [teachers["fold1"], second_teachers["fold0"]])
+    with pytest.raises(ConfigValueError, match="was trained on every user"):
+        export([teachers["fold0"], second_teachers["all"]], [teachers["fold1"], second_teachers["fold1"]])
+    assert not (tmp_path / "x.safetensors").exists()
+    # the command line: --ensemble, and each fold's teachers joined by commas
+    output = tmp_path / "cli.safetensors"
+    assert main(["export", str(teachers["all"]), "--output", str(output), "--topk", "5",
+                 "--ensemble", str(second_teachers["all"]),
+                 "--cross-fit", f"{teachers['fold0']},{second_teachers['fold0']}",
+                 f"{teachers['fold1']},{second_teachers['fold1']}"]) == 0
+    from recbole_llmkd.data.artifacts import load_artifacts
+
+    assert len(load_artifacts(output).teacher["ensemble"]["checkpoints"]) == 1
+
+
+def test_list_ranks_and_the_lists_own_metrics():
+    from recbole_llmkd.evaluation import list_ranks, metrics_from_ranks
+
+    topk = torch.tensor([[5, 3, 9], [1, 2, 4], [7, 8, 6]])
+    ranks = list_ranks(topk, torch.tensor([3, 9, 7]))
+    assert ranks.tolist() == [1, 3, 0]  # second, absent (= K), first
+    metrics = metrics_from_ranks(ranks, ks=(1, 2))
+    assert metrics["hit@1"] == pytest.approx(1 / 3) and metrics["hit@2"] == pytest.approx(2 / 3)
+    assert metrics["ndcg@2"] == pytest.approx((1 / np.log2(3) + 1.0) / 3)
+    with pytest.raises(ValueError, match=r"topk_ids \[N, K\] and target \[N\]"):
+        list_ranks(topk, torch.tensor([3, 9]))
+
+
+def test_export_diagnostics_give_the_lists_metrics_equal_to_the_teachers_evaluation(teachers, tmp_path):
+    """A RecBole teacher's exported valid/test lists score what RecBole's full-ranking evaluation gave the run."""
+    import json
+
+    from recbole_llmkd.data.paths import diagnostics_path
+    from recbole_llmkd.jobs.export import export_teacher
+
+    artifact = export_teacher(teachers["all"], output=tmp_path / "t.safetensors", topk=20, show_progress=False)
+    lists = json.loads(diagnostics_path(artifact).read_text())["list_metrics"]
+    with open(f"{teachers['all']}/results.json") as f:
+        results = json.load(f)
+    compared = [metric for metric in ("ndcg@10", "hit@10", "ndcg@20", "hit@20") if metric in results["test_result"]]
+    assert "ndcg@10" in compared and results["test_result"]["ndcg@10"] > 0  # a teacher that finds some targets
+    for metric in compared:
+        assert lists["test"][metric] == pytest.approx(results["test_result"][metric], abs=1e-4)  # RecBole rounds to 4
+        assert lists["valid"][metric] == pytest.approx(results["best_valid_result"][metric], abs=1e-4)

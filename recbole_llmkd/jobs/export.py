@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -93,14 +94,27 @@ def _jsonable(value: Any) -> Any:
 
 
 def _teacher_metadata(model, config, checkpoint: Path, item_text_source: str, n_fallbacks: Optional[int],
-                      fold_teachers: Optional[list] = None) -> dict:
+                      fold_teachers: Optional[list] = None, ensemble: Optional[List[Path]] = None) -> dict:
     from recbole_llmkd.llm import sha256_file
+
+    def paths(checkpoints: List[Path]):  # one checkpoint: its path (the format before ensembles), several: a list
+        names = [str(path.resolve()) for path in checkpoints]
+        return names[0] if len(names) == 1 else names
+
+    def hashes(checkpoints: List[Path]):
+        digests = [sha256_file(path) for path in checkpoints]
+        return digests[0] if len(digests) == 1 else digests
 
     cross_fit = None if not fold_teachers else {
         "folds": len(fold_teachers),
-        "checkpoints": [str(fold_teacher.checkpoint.resolve()) for fold_teacher in fold_teachers],
-        "checkpoints_sha256": [sha256_file(fold_teacher.checkpoint) for fold_teacher in fold_teachers],
+        "checkpoints": [paths(fold_teacher.checkpoints) for fold_teacher in fold_teachers],
+        "checkpoints_sha256": [hashes(fold_teacher.checkpoints) for fold_teacher in fold_teachers],
         "item_table_leaks": [fold_teacher.item_table_leak for fold_teacher in fold_teachers],  # None: no leak
+    }
+    members = None if not ensemble else {
+        "combine": "log of the mean softmax probability over all items (ensemble_log_probs)",
+        "checkpoints": [str(path.resolve()) for path in ensemble],
+        "checkpoints_sha256": [sha256_file(path) for path in ensemble],
     }
 
     is_llm = _is_llm_teacher(model)
@@ -116,6 +130,7 @@ def _teacher_metadata(model, config, checkpoint: Path, item_text_source: str, n_
             "item_text_emb_source": item_text_source,
             "item_text_fallbacks": n_fallbacks,
             "cross_fit": cross_fit,
+            "ensemble": members,  # the further teachers whose scores are averaged with this one's, or None
         }
     )
 
@@ -222,17 +237,37 @@ def _item_text_embeddings(model, titles: Optional[list[str]], batch_size: int, d
 
 
 @torch.no_grad()
-def _teacher_rows(model, interaction, topk: int, with_user_state: bool) -> dict[str, torch.Tensor]:
-    """Artifact tensors for one batch of examples (interaction already on the model's device)."""
+def ensemble_log_probs(member_logits: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The scores of an ensemble of M teachers: the log of the mean of their softmax probabilities over all items,
+
+        s_i = log( (1/M) * sum_m softmax(s^m)_i ) = logsumexp_m( log_softmax(s^m)_i ) - log M
+
+    ``member_logits``: M tensors [b, n_items] (PAD at -inf in each) -> [b, n_items] (PAD -inf). A softmax of the
+    result is the ensemble's mean probability, so the scores are logits (``score_kind: logit``) for every KD method.
+    """
+    log_probs = torch.stack([torch.log_softmax(logits.float(), dim=1) for logits in member_logits])  # [M, b, n_items]
+    return torch.logsumexp(log_probs, dim=0) - math.log(len(member_logits))  # [b, n_items]
+
+
+def _all_item_logits(model, interaction) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(logits [b, n_items] with PAD at -inf, the LLM teacher's user state [b, d_llm] or None) of one teacher."""
     if _is_llm_teacher(model):
         user_state = model.user_state(interaction)  # [b, d_llm]
-        logits = model.score(user_state)  # [b, n_items], PAD = -inf
+        return model.score(user_state), user_state  # [b, n_items], PAD = -inf
+    logits = model.full_sort_predict(interaction).reshape(len(interaction), -1)[:, : model.n_items].float()
+    logits[:, 0] = -torch.inf  # [b, n_items]: PAD is never a teacher item
+    return logits, None
+
+
+def _teacher_rows(models: Sequence[Any], interaction, topk: int, with_user_state: bool) -> dict[str, torch.Tensor]:
+    """Artifact tensors for one batch of examples (interaction already on the models' device): of one teacher
+    (``models`` of one: its own logits), or of an ensemble (``ensemble_log_probs`` of its members' logits)."""
+    if len(models) == 1:
+        logits, user_state = _all_item_logits(models[0], interaction)  # [b, n_items], [b, d_llm] or None
     else:
-        user_state = None
-        logits = model.full_sort_predict(interaction).reshape(len(interaction), -1)[:, : model.n_items].float()
-        logits[:, 0] = -torch.inf  # [b, n_items]: PAD is never a teacher item
+        logits, user_state = ensemble_log_probs([_all_item_logits(m, interaction)[0] for m in models]), None
     topk_scores, topk_ids = torch.topk(logits, topk, dim=1)  # [b, K] each, best first
-    target = interaction[model.POS_ITEM_ID]  # [b]
+    target = interaction[models[0].POS_ITEM_ID]  # [b]
     rows = {
         "topk_ids": topk_ids.cpu(),
         "topk_scores": topk_scores.cpu(),
@@ -244,59 +279,109 @@ def _teacher_rows(model, interaction, topk: int, with_user_state: bool) -> dict[
     return rows
 
 
+def _load_ensemble_members(paths: Sequence[str | os.PathLike], model, config, dataset, device) -> list:
+    """The further teachers of an ensemble (``ensemble``), checked against the teacher ``model``: trained sequential
+    models on the same dataset and items, whose scores are logits (not BIGRec's distances)."""
+    members = []
+    for path in paths:
+        member_checkpoint = resolve_checkpoint(path)
+        saved = read_teacher_checkpoint(member_checkpoint)
+        members.append(_check_ensemble_member(member_checkpoint, saved, load_model(saved, dataset, device=device)[0],
+                                              model, config))
+    return members
+
+
+def _check_ensemble_member(checkpoint: Path, saved: dict, member, model, config):
+    """``member`` (loaded from ``checkpoint``), refused unless it can be averaged with the teacher ``model``."""
+    where = f"ensemble: {checkpoint}"
+    if saved["config"]["dataset"] != config["dataset"]:
+        raise ConfigValueError(f"{where} was trained on {saved['config']['dataset']}, the teacher on {config['dataset']}")
+    if member.n_items != model.n_items:
+        raise ConfigValueError(f"{where} scores {member.n_items} items, the teacher {model.n_items}: not the same "
+                               "dataset filtering")
+    for teacher in (member, model):
+        if _is_generative_teacher(teacher):
+            raise ConfigValueError(f"{where}: {type(teacher).__name__} scores by distance (score_kind neg_l2), which "
+                                   "cannot be averaged with logits; an ensemble's teachers all give logits")
+    return member
+
+
 class FoldTeacher(NamedTuple):
-    """A cross-fitted fold teacher, loaded for the export."""
+    """A cross-fitted fold teacher (one model, or the fold's ensemble), loaded for the export."""
 
-    model: Any  # in eval mode
-    checkpoint: Path
-    item_table_leak: Optional[str]  # data/folds.py item_table_leak: why its frozen item table saw its fold, or None
+    models: List[Any]  # in eval mode; several: an ensemble (the teacher's members, each trained without this fold)
+    checkpoints: List[Path]
+    item_table_leak: Optional[str]  # data/folds.py item_table_leak: why a frozen item table saw its fold, or None
 
 
-def _load_fold_teachers(paths: Sequence[str | os.PathLike], model, config, dataset, device) -> List[FoldTeacher]:
-    """The fold teachers ordered by fold: K teachers of ``model``'s class on the same dataset, trained with
-    ``cross_fit_folds: K`` and folds 0 .. K-1 once each; a frozen item table that saw a teacher's fold is a warning."""
-    checkpoints = [resolve_checkpoint(path) for path in paths]
-    by_fold = {}
-    for fold_checkpoint in checkpoints:
-        saved = read_teacher_checkpoint(fold_checkpoint)
-        fold_config = saved["config"]
-        setting = cross_fit_setting(fold_config)
-        where = f"cross_fit: {fold_checkpoint}"
-        if setting is None:
-            raise ConfigValueError(f"{where} was trained on every user (no cross_fit_folds / cross_fit_fold in its "
-                                   "config); train each fold teacher with cross_fit_folds: K, cross_fit_fold: k")
-        fold, folds = setting
-        if folds != len(checkpoints):
-            raise ConfigValueError(f"{where} is fold {fold} of {folds}, but {len(checkpoints)} fold teachers were "
-                                   "given: give exactly one teacher per fold")
+def _fold_group(entry) -> List[str | os.PathLike]:
+    """One ``cross_fit`` entry as a list of paths: a path, a list of paths, or paths joined by commas (CLI)."""
+    if isinstance(entry, (str, os.PathLike)):
+        return [part for part in str(entry).split(",") if part] if "," in str(entry) else [entry]
+    return list(entry)
+
+
+def _load_fold_teachers(entries: Sequence[Any], models: List[Any], config, dataset, device) -> List[FoldTeacher]:
+    """The fold teachers ordered by fold: K entries, each a teacher (or, for an ensemble of M ``models``, M teachers:
+    the members' fold runs, in the members' order) trained with ``cross_fit_folds: K`` and fold k, folds 0 .. K-1
+    once each, of the classes of ``models``, on the same dataset; a frozen item table that saw the fold is a warning."""
+    by_fold: dict[int, FoldTeacher] = {}
+    for entry in entries:
+        group = _fold_group(entry)
+        if len(group) != len(models):
+            raise ConfigValueError(f"cross_fit: {','.join(map(str, group))} is {len(group)} teacher(s), but the "
+                                   f"teacher exported is an ensemble of {len(models)}: give each fold's teachers in "
+                                   "the members' order, joined by commas")
+        fold_models, fold_checkpoints, leaks, settings = [], [], [], set()
+        for fold_path, member in zip(group, models):
+            fold_checkpoint = resolve_checkpoint(fold_path)
+            saved = read_teacher_checkpoint(fold_checkpoint)
+            fold_config = saved["config"]
+            setting = cross_fit_setting(fold_config)
+            where = f"cross_fit: {fold_checkpoint}"
+            if setting is None:
+                raise ConfigValueError(f"{where} was trained on every user (no cross_fit_folds / cross_fit_fold in "
+                                       "its config); train each fold teacher with cross_fit_folds: K, cross_fit_fold: k")
+            if setting[1] != len(entries):
+                raise ConfigValueError(f"{where} is fold {setting[0]} of {setting[1]}, but {len(entries)} fold "
+                                       "teachers were given: give exactly one teacher per fold")
+            if fold_config["model"] != type(member).__name__ or fold_config["dataset"] != config["dataset"]:
+                raise ConfigValueError(f"{where} is a {fold_config['model']} on {fold_config['dataset']}; the teacher "
+                                       f"it stands in for is a {type(member).__name__} on {config['dataset']}")
+            fold_model, _ = load_model(saved, dataset, device=device)
+            if fold_model.n_items != member.n_items:
+                raise ConfigValueError(f"{where} scores {fold_model.n_items} items, the teacher {member.n_items}: not "
+                                       "the same dataset filtering")
+            leak = item_table_leak(fold_config)
+            if leak:
+                logger.warning(f"{where}: {leak}")
+            fold_models.append(fold_model)
+            fold_checkpoints.append(fold_checkpoint)
+            leaks.append(leak)
+            settings.add(setting)
+        if len(settings) > 1:
+            raise ConfigValueError(f"cross_fit: {','.join(map(str, fold_checkpoints))} were trained without different "
+                                   f"folds {sorted(settings)}: one fold's ensemble is trained without the same fold")
+        fold = settings.pop()[0]
         if fold in by_fold:
-            raise ConfigValueError(f"{where}: fold {fold} is given twice ({by_fold[fold].checkpoint} too)")
-        if fold_config["model"] != config["model"] or fold_config["dataset"] != config["dataset"]:
-            raise ConfigValueError(f"{where} is a {fold_config['model']} on {fold_config['dataset']}; the teacher "
-                                   f"exported is a {config['model']} on {config['dataset']}")
-        fold_model, _ = load_model(saved, dataset, device=device)
-        if fold_model.n_items != model.n_items:
-            raise ConfigValueError(f"{where} scores {fold_model.n_items} items, the teacher {model.n_items}: not the "
-                                   "same dataset filtering")
-        leak = item_table_leak(fold_config)
-        if leak:
-            logger.warning(f"{where}: {leak}")
-        by_fold[fold] = FoldTeacher(fold_model, fold_checkpoint, leak)
-    return [by_fold[fold] for fold in range(len(checkpoints))]
+            raise ConfigValueError(f"cross_fit: fold {fold} is given twice ({by_fold[fold].checkpoints[0]} too)")
+        by_fold[fold] = FoldTeacher(fold_models, fold_checkpoints, "; ".join(filter(None, leaks)) or None)
+    return [by_fold[fold] for fold in range(len(entries))]
 
 
 def _cross_fitted_rows(fold_teachers: List[FoldTeacher], folds: np.ndarray, interaction, topk: int,
                        with_user_state: bool) -> dict[str, torch.Tensor]:
     """``_teacher_rows`` of a batch (on the teachers' device), each row computed by the fold teacher of its user
     (``folds`` [B], the fold of each row)."""
-    device = interaction[fold_teachers[0].model.POS_ITEM_ID].device
+    device = interaction[fold_teachers[0].models[0].POS_ITEM_ID].device
     folds = torch.as_tensor(folds)  # [B]
     rows: dict[str, torch.Tensor] = {}
     for fold, fold_teacher in enumerate(fold_teachers):
         index = torch.nonzero(folds == fold).squeeze(1)  # [b_fold]
         if index.numel() == 0:
             continue
-        for name, tensor in _teacher_rows(fold_teacher.model, interaction[index.to(device)], topk, with_user_state).items():
+        for name, tensor in _teacher_rows(fold_teacher.models, interaction[index.to(device)], topk,
+                                          with_user_state).items():
             if name not in rows:
                 rows[name] = tensor.new_zeros((len(folds), *tensor.shape[1:]))  # [B, ...] on the CPU
             rows[name][index] = tensor
@@ -325,7 +410,8 @@ def export_teacher(
     num_workers: Optional[int] = None,
     cpus_per_worker: float = 1,
     gpus_per_worker: Optional[float] = None,
-    cross_fit: Optional[Sequence[str | os.PathLike]] = None,
+    cross_fit: Optional[Sequence[Any]] = None,
+    ensemble: Optional[Sequence[str | os.PathLike]] = None,
 ) -> Path:
     """Export a trained teacher's artifacts (LLMRec or a RecBole sequential model); returns the path. See the
     module docstring.
@@ -357,11 +443,17 @@ def export_teacher(
         cross_fit: the run dirs or checkpoints of K fold teachers of the same model and dataset, trained with
             ``cross_fit_folds: K`` and ``cross_fit_fold`` 0 .. K-1 (``data/folds.py``): each training row is then
             computed by the teacher that never trained on its user; validation and test rows and the item
-            embeddings still come from this teacher. Not with Ray workers.
+            embeddings still come from this teacher. Not with Ray workers. With ``ensemble``, each entry is that
+            fold's ensemble: the members' fold teachers in the members' order (a list, or paths joined by commas).
+        ensemble: the run dirs or checkpoints of further teachers (any RecBole sequential model or LLMRec, on the
+            same dataset and items): every row then ranks the log of the mean of all the teachers' softmax
+            probabilities (``ensemble_log_probs``; Hinton et al.'s distillation of an ensemble into one model).
+            The item embeddings, user states and metadata are this teacher's; not with ``with_user_state`` or Ray.
     """
     checkpoint = resolve_checkpoint(checkpoint_or_run_dir)
     # resolved before the export's work: a wrong path is an error now, not after every row is computed
     student_checkpoint = resolve_checkpoint(compare_with) if compare_with is not None else None
+    ensemble_checkpoints = [resolve_checkpoint(path) for path in ensemble or ()]
     if ray_address:  # likewise a Ray address where nothing listens (ray.init would hang for minutes on it)
         from recbole_llmkd.jobs.export_ray import check_ray_address
 
@@ -385,11 +477,19 @@ def export_teacher(
                                    "to store (SLMRec reads LLMRec teachers)")
         run_device = config["device"]
         batch_size = int(batch_size or config["eval_batch_size"] or 256)
+        teachers = [model]  # the teachers whose scores the rows rank: this one, and the ensemble's others
+        if ensemble_checkpoints:
+            if with_user_state:
+                raise ConfigValueError("ensemble: an ensemble has no single user state to store; export without "
+                                       "with_user_state")
+            if ray_address is not None or num_workers is not None:
+                raise ConfigValueError("ensemble: the ensemble's export runs here, not on Ray workers")
+            teachers += _load_ensemble_members(ensemble_checkpoints, model, config, train_data._dataset, run_device)
         fold_teachers, train_row_folds = None, None
         if cross_fit:
             if ray_address is not None or num_workers is not None:
                 raise ConfigValueError("cross_fit: the cross-fitted export runs here, not on Ray workers")
-            fold_teachers = _load_fold_teachers(cross_fit, model, config, train_data._dataset, run_device)
+            fold_teachers = _load_fold_teachers(cross_fit, teachers, config, train_data._dataset, run_device)
             train_row_folds = row_folds(train_data._dataset, len(fold_teachers))  # [N_train]
 
         item_text_source, titles, n_fallbacks = choose_item_text(config, train_data._dataset, item_text, model, text_encoder)
@@ -397,7 +497,8 @@ def export_teacher(
             train_data._dataset,
             key_history=key_history,
             score_kind=getattr(model, "score_kind", "logit"),  # BIGRec: neg_l2 (minus the grounding distance)
-            teacher=_teacher_metadata(model, config, checkpoint, item_text_source, n_fallbacks, fold_teachers),
+            teacher=_teacher_metadata(model, config, checkpoint, item_text_source, n_fallbacks, fold_teachers,
+                                      ensemble_checkpoints),
         )
         writer = ArtifactWriter(
             output,
@@ -446,7 +547,7 @@ def export_teacher(
                         rows = _cross_fitted_rows(fold_teachers, train_row_folds[batch_start:batch_end], interaction,
                                                   topk, with_user_state)
                     else:
-                        rows = _teacher_rows(model, interaction, topk, with_user_state)
+                        rows = _teacher_rows(teachers, interaction, topk, with_user_state)
                     for name, tensor in rows.items():
                         parts.setdefault(name, []).append(tensor)
                     progress.update(batch_end - batch_start)
@@ -474,19 +575,25 @@ def export_teacher(
         student = None
         if student_checkpoint is not None:
             student, _ = load_model(read_teacher_checkpoint(student_checkpoint), train_data._dataset, device=run_device)
-        write_list_diagnostics(path, train_data._dataset, student=student, batch_size=batch_size)
+        write_list_diagnostics(path, train_data._dataset, student=student, batch_size=batch_size,
+                               eval_datasets={split: split_datasets[split] for split in ("valid", "test")
+                                              if split in split_datasets})
     return path
 
 
 def write_list_diagnostics(artifact_path: str | os.PathLike, train_dataset, chunk_rows: int = 8192,
-                           student=None, batch_size: int = 1024) -> dict:
+                           student=None, batch_size: int = 1024, eval_datasets: Optional[dict] = None) -> dict:
     """The teacher lists' diagnostics on the training split (``distill.teacher_list_diagnostics``): logged, and
     written to ``diagnostics_path(artifact_path)`` for the report. With ``student`` (a RecBole sequential model in
     eval mode, e.g. the plain student), also ``student_overlap``: the mean share of each list that the student
-    ranks in its own top-K (``distill.overlap_ratio``, K = the artifact's). Returns them."""
+    ranks in its own top-K (``distill.overlap_ratio``, K = the artifact's). With ``eval_datasets`` (``{"valid":
+    dataset, "test": dataset}``), also ``list_metrics``: each split's HR@k / NDCG@k (k = 10, 20 up to K) of the
+    lists themselves (``evaluation.list_ranks``), the teacher's full-ranking quality, an ensemble's included.
+    Returns them."""
     from recbole_llmkd.distill import overlap_ratio, teacher_list_diagnostics
 
-    aligned = load_artifacts(artifact_path).align(train_dataset, split="train")
+    artifacts = load_artifacts(artifact_path)
+    aligned = artifacts.align(train_dataset, split="train")
     inter = train_dataset.inter_feat
     target = inter[train_dataset.iid_field]  # [N]
     history = inter[train_dataset.iid_field + train_dataset.config["LIST_SUFFIX"]]  # [N, L]
@@ -515,6 +622,19 @@ def write_list_diagnostics(artifact_path: str | os.PathLike, train_dataset, chun
         diagnostics.update(student=type(student).__name__, student_overlap=overlap / max(n_rows, 1))
         message += (f"; {diagnostics['student_overlap']:.1%} of the listed items are in {diagnostics['student']}'s "
                     f"own top-{diagnostics['K']} already")
+    if eval_datasets:
+        from recbole_llmkd.evaluation import list_ranks, metrics_from_ranks
+
+        cutoffs = [k for k in (10, 20) if k <= int(aligned.K)]
+        diagnostics["list_metrics"] = {}
+        for split, dataset in eval_datasets.items():
+            eval_aligned = artifacts.align(dataset, split=split)
+            ranks = list_ranks(eval_aligned.topk, dataset.inter_feat[dataset.iid_field])  # [N_split]
+            split_metrics = metrics_from_ranks(ranks, ks=cutoffs)
+            diagnostics["list_metrics"][split] = {name: value for name, value in split_metrics.items() if name != "mrr"}
+        message += "; the lists' own " + ", ".join(
+            f"{split} NDCG@10 {values['ndcg@10']:.4f}" for split, values in diagnostics["list_metrics"].items()
+            if "ndcg@10" in values)
     logger.info(message)
     diagnostics_path(artifact_path).write_text(json.dumps(diagnostics, indent=2), encoding="utf-8")
     return diagnostics

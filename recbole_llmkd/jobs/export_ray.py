@@ -180,7 +180,7 @@ class ExportWorker:
         n_rows = len(rows)
         for batch_start in range(0, n_rows, batch_size):
             batch = rows[batch_start:min(batch_start + batch_size, n_rows)].to(self.device)
-            for name, tensor in _teacher_rows(self.model, batch, topk, with_user_state).items():
+            for name, tensor in _teacher_rows([self.model], batch, topk, with_user_state).items():
                 parts.setdefault(name, []).append(tensor)
         return split, start, {name: torch.cat(tensors) for name, tensors in parts.items()}
 
