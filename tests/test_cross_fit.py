@@ -233,15 +233,20 @@ def test_ensemble_export_ranks_the_mean_probability_of_its_teachers(teachers, se
 
     # the ensemble's scores by hand: the two trained models' full-sort scores, softmax, mean, log
     _, train_data, _, test_data = build(data_root, model="SASRec")
-    probabilities = []
+    probabilities, models = [], []
     for run in (teachers["all"], second_teachers["all"]):
         model = load(resolve_checkpoint(run)).model
+        models.append(model)
         with torch.no_grad():
             logits = model.full_sort_predict(test_data._dataset.inter_feat).reshape(len(test_data._dataset), -1)
         logits[:, 0] = -torch.inf  # PAD
         probabilities.append(torch.softmax(logits, dim=1))  # [N_test, n_items]
     expected_scores, expected_ids = torch.topk(torch.log((probabilities[0] + probabilities[1]) / 2), 5, dim=1)
     test = ensemble.align(test_data._dataset, split="test")
+    from recbole_llmkd.jobs.export import _teacher_rows
+
+    rows = _teacher_rows(models, test_data._dataset.inter_feat[:4], 5, with_user_state=False)
+    assert torch.equal(rows["topk_ids"], expected_ids[:4]) and not any(t.requires_grad for t in rows.values())
     assert torch.equal(test.topk, expected_ids)
     torch.testing.assert_close(test.scores, expected_scores, atol=1e-5, rtol=1e-5)
     assert not torch.equal(test.topk, alone.align(test_data._dataset, split="test").topk)  # the second teacher counts

@@ -236,7 +236,6 @@ def _item_text_embeddings(model, titles: Optional[list[str]], batch_size: int, d
     return item_vectors
 
 
-@torch.no_grad()
 def ensemble_log_probs(member_logits: Sequence[torch.Tensor]) -> torch.Tensor:
     """The scores of an ensemble of M teachers: the log of the mean of their softmax probabilities over all items,
 
@@ -259,6 +258,7 @@ def _all_item_logits(model, interaction) -> tuple[torch.Tensor, Optional[torch.T
     return logits, None
 
 
+@torch.no_grad()
 def _teacher_rows(models: Sequence[Any], interaction, topk: int, with_user_state: bool) -> dict[str, torch.Tensor]:
     """Artifact tensors for one batch of examples (interaction already on the models' device): of one teacher
     (``models`` of one: its own logits), or of an ensemble (``ensemble_log_probs`` of its members' logits)."""
