@@ -15,10 +15,11 @@ Every run has its own directory under ``--out-dir``; a run whose ``results.json`
 interrupted benchmark continues where it stopped. ``--teacher-kind sasrec`` (ID only) or ``semantic`` (the same
 SASRec with its item table initialised from MiniLM title embeddings, and those embeddings as the ED source);
 ``--ed-source item_table|text_encoder`` exports the same teacher with the other ED source, an artifact of its own.
-``--teacher-seeds S1 S2 ...``: the teacher is an ensemble of its recipe trained once per seed (``export --ensemble``:
-the lists rank the mean of the members' softmax probabilities; with ``--cross-fit`` each fold's lists come from the
-members' fold runs), a teacher further ahead of the student than any one of them; its row's metrics are those of
-its exported valid/test lists (``list_metrics``), its name ``...-ens<M>``.
+``--teacher-seeds 2020 2021 ...``: the teacher is an ensemble of its recipe trained once per seed (``export
+--ensemble``: the lists rank the mean of the members' softmax probabilities; with ``--cross-fit`` each fold's lists
+come from the members' fold runs), meant as a teacher further ahead than one of them (on full ml-100k three SASRec-32s
+were not: RESULTS.md); its row's metrics are those of its exported valid/test lists (``list_metrics``), its name
+``...-ens<M>``.
 Writes ``control-<kind>[-<layers>x<hidden>][-h<history>][-xfit<K>][-ed<source>][-<student>][-student<hidden>][-e<epochs>p<patience>][-teacher-e<epochs>p<patience>].json`` (every run, the
 teacher included; the optional parts when not the default) into out-dir, merges its rows into ``benchmarks/results/kd_quality.json`` (issue 14's format: dataset, student,
 kd_method, teacher, hidden_size, seed, ndcg@10, hit@10, ndcg@20, hit@20) and prints a markdown table: mean ± std
@@ -143,11 +144,17 @@ def parse_args(argv=None):
                              "default the kind's (sasrec: item_table, semantic: text_encoder). Another source is "
                              "another artifact, and the students' rows are labelled <teacher>-ed<source>")
     parser.add_argument("--teacher-seeds", type=int, nargs="+", default=[2020], metavar="SEED",
-                        help="the teacher's seed (default 2020); several: an ensemble of the teacher's recipe trained "
-                             "once per seed, the first member's item embeddings the ED source (item_table)")
+                        help="2020 (the default: one teacher); 2020 2021 ... 2020+M-1: an ensemble of M teachers, "
+                             "the teacher's recipe trained once per seed, the first member's item embeddings the ED source (item_table)")
     args = parser.parse_args(argv)
     if len(set(args.teacher_seeds)) != len(args.teacher_seeds):
         parser.error(f"--teacher-seeds {' '.join(map(str, args.teacher_seeds))}: an ensemble's seeds must differ")
+    if len(args.teacher_seeds) == 1 and args.teacher_seeds != [2020]:  # its runs and rows are named without a seed
+        parser.error(f"--teacher-seeds {args.teacher_seeds[0]}: a single teacher is trained with seed 2020; give "
+                     "several seeds for an ensemble")
+    if args.teacher_seeds != list(range(2020, 2020 + len(args.teacher_seeds))):  # -ens<M> names seeds 2020 ...
+        parser.error(f"--teacher-seeds {' '.join(map(str, args.teacher_seeds))}: an ensemble of M teachers has the "
+                     f"seeds 2020 ... 2020 + M - 1 (its runs and rows are named -ens<M>), e.g. 2020 2021 2022")
     if len(args.teacher_seeds) > 1 and args.topk < 20:  # its row's HR/NDCG@20 are read off its lists
         parser.error(f"--topk {args.topk}: an ensemble teacher's row is scored from its top-K lists, so K >= 20")
     if args.teacher_history < DEFAULT_KEY_HISTORY:  # the export could not key its lists; fail before any training

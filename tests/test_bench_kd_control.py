@@ -93,6 +93,15 @@ def test_control_with_cross_fitted_lists_end_to_end(tmp_path, capsys):
     with pytest.raises(SystemExit):  # its row is read off its lists: K >= 20
         bench.parse_args(argv + ["--teacher-seeds", "2020", "2021"])
     assert "an ensemble teacher's row is scored from its top-K lists, so K >= 20" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # one teacher's runs and rows carry no seed: it is 2020's
+        bench.parse_args(ensemble_argv + ["--teacher-seeds", "2021"])
+    assert "--teacher-seeds 2021: a single teacher is trained with seed 2020" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.parse_args(ensemble_argv + ["--teacher-seeds", "2020", "2020"])
+    assert "an ensemble's seeds must differ" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # named -ens<M>: the seeds 2020 ... 2020 + M - 1
+        bench.parse_args(ensemble_argv + ["--teacher-seeds", "2021", "2022"])
+    assert "an ensemble of M teachers has the seeds 2020 ... 2020 + M - 1" in capsys.readouterr().err
     assert bench.main(ensemble_argv + ["--teacher-seeds", "2020", "2021"]) == 0
     assert "an ensemble, seeds 2020, 2021" in capsys.readouterr().out
     assert {os.path.relpath(path, out) for path in set(str(p) for p in out.rglob("results.json")) - before} == {
