@@ -145,7 +145,7 @@ def parse_args(argv=None):
                              "another artifact, and the students' rows are labelled <teacher>-ed<source>")
     parser.add_argument("--teacher-seeds", type=int, nargs="+", default=[2020], metavar="SEED",
                         help="2020 (the default: one teacher); 2020 2021 ... 2020+M-1: an ensemble of M teachers, "
-                             "the teacher's recipe trained once per seed, the first member's item embeddings the ED source (item_table)")
+                             "the teacher's recipe trained once per seed; the first member gives the ED source")
     args = parser.parse_args(argv)
     if len(set(args.teacher_seeds)) != len(args.teacher_seeds):
         parser.error(f"--teacher-seeds {' '.join(map(str, args.teacher_seeds))}: an ensemble's seeds must differ")

@@ -283,6 +283,11 @@ def test_ensemble_cross_fit_needs_each_folds_members_trained_without_that_fold(t
         export([teachers["fold0"], second_teachers["fold1"]], [teachers["fold1"], second_teachers["fold0"]])
     with pytest.raises(ConfigValueError, match="was trained on every user"):
         export([teachers["fold0"], second_teachers["all"]], [teachers["fold1"], second_teachers["fold1"]])
+    with pytest.raises(ConfigValueError, match="names one teacher twice"):
+        export([teachers["fold0"], teachers["fold0"]], [teachers["fold1"], second_teachers["fold1"]])
+    with pytest.raises(ConfigValueError, match="names one teacher twice"):  # the exported teacher is the first member
+        export_teacher(teachers["all"], output=tmp_path / "x.safetensors", ensemble=[teachers["all"]],
+                       show_progress=False)
     assert not (tmp_path / "x.safetensors").exists()
     # the command line: --ensemble, and each fold's teachers joined by commas
     output = tmp_path / "cli.safetensors"
@@ -324,3 +329,17 @@ def test_export_diagnostics_give_the_lists_metrics_equal_to_the_teachers_evaluat
     for metric in compared:
         assert lists["test"][metric] == pytest.approx(results["test_result"][metric], abs=1e-4)  # RecBole rounds to 4
         assert lists["valid"][metric] == pytest.approx(results["best_valid_result"][metric], abs=1e-4)
+
+
+def test_ensemble_member_must_read_the_teachers_history_length(teachers, data_root, tmp_path):
+    """A member built on the teacher's examples would silently read cut (or crash on longer) histories."""
+    from recbole_llmkd.jobs.export import export_teacher
+    from recbole_llmkd.quick_start import run_recbole_llmkd
+
+    history = sasrec_config(data_root)["MAX_ITEM_LIST_LENGTH"]
+    longer = run_recbole_llmkd("SASRec", SLICE_NAME,
+                               config_dict=sasrec_config(data_root, MAX_ITEM_LIST_LENGTH=history + 5, epochs=1),
+                               cmd_args={"run_dir": str(tmp_path / "longer")})["run_dir"]
+    with pytest.raises(ConfigValueError, match=f"reads {history + 5} history items, the teacher {history}"):
+        export_teacher(teachers["all"], output=tmp_path / "x.safetensors", ensemble=[longer], show_progress=False)
+    assert not (tmp_path / "x.safetensors").exists()

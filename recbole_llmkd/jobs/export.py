@@ -281,7 +281,8 @@ def _teacher_rows(models: Sequence[Any], interaction, topk: int, with_user_state
 
 def _load_ensemble_members(paths: Sequence[str | os.PathLike], model, config, dataset, device) -> list:
     """The further teachers of an ensemble (``ensemble``), checked against the teacher ``model``: trained sequential
-    models on the same dataset and items, whose scores are logits (not BIGRec's distances)."""
+    models on the same dataset, with the same number of items and history length, whose scores are logits (not
+    BIGRec's distances)."""
     members = []
     for path in paths:
         member_checkpoint = resolve_checkpoint(path)
@@ -299,6 +300,10 @@ def _check_ensemble_member(checkpoint: Path, saved: dict, member, model, config)
     if member.n_items != model.n_items:
         raise ConfigValueError(f"{where} scores {member.n_items} items, the teacher {model.n_items}: not the same "
                                "dataset filtering")
+    history, teacher_history = saved["config"]["MAX_ITEM_LIST_LENGTH"], config["MAX_ITEM_LIST_LENGTH"]
+    if history != teacher_history:  # the rows are built with the teacher's; a member would read cut histories
+        raise ConfigValueError(f"{where} reads {history} history items, the teacher {teacher_history}: an ensemble's "
+                               "teachers score the same examples (MAX_ITEM_LIST_LENGTH)")
     for teacher in (member, model):
         if _is_generative_teacher(teacher):
             raise ConfigValueError(f"{where}: {type(teacher).__name__} scores by distance (score_kind neg_l2), which "
@@ -314,10 +319,13 @@ class FoldTeacher(NamedTuple):
     item_table_leak: Optional[str]  # data/folds.py item_table_leak: why a frozen item table saw its fold, or None
 
 
-def _fold_group(entry) -> List[str | os.PathLike]:
-    """One ``cross_fit`` entry as a list of paths: a path, a list of paths, or paths joined by commas (CLI)."""
+def _fold_group(entry, n_members: int) -> List[str | os.PathLike]:
+    """One ``cross_fit`` entry as a list of paths: a path, a list of paths, or (for an ensemble of ``n_members`` > 1)
+    a string of paths joined by commas (the command line)."""
+    if isinstance(entry, str) and n_members > 1:
+        return [part for part in entry.split(",") if part]
     if isinstance(entry, (str, os.PathLike)):
-        return [part for part in str(entry).split(",") if part] if "," in str(entry) else [entry]
+        return [entry]
     return list(entry)
 
 
@@ -327,7 +335,7 @@ def _load_fold_teachers(entries: Sequence[Any], models: List[Any], config, datas
     once each, of the classes of ``models``, on the same dataset; a frozen item table that saw the fold is a warning."""
     by_fold: dict[int, FoldTeacher] = {}
     for entry in entries:
-        group = _fold_group(entry)
+        group = _fold_group(entry, len(models))
         if len(group) != len(models):
             raise ConfigValueError(f"cross_fit: {','.join(map(str, group))} is {len(group)} teacher(s), but the "
                                    f"teacher exported is an ensemble of {len(models)}: give each fold's teachers in "
@@ -359,6 +367,9 @@ def _load_fold_teachers(entries: Sequence[Any], models: List[Any], config, datas
             fold_checkpoints.append(fold_checkpoint)
             leaks.append(leak)
             settings.add(setting)
+        if len(set(fold_checkpoints)) < len(fold_checkpoints):
+            raise ConfigValueError(f"cross_fit: {','.join(map(str, fold_checkpoints))} names one teacher twice: give "
+                                   "each member's own fold run")
         if len(settings) > 1:
             raise ConfigValueError(f"cross_fit: {','.join(map(str, fold_checkpoints))} were trained without different "
                                    f"folds {sorted(settings)}: one fold's ensemble is trained without the same fold")
@@ -454,6 +465,10 @@ def export_teacher(
     # resolved before the export's work: a wrong path is an error now, not after every row is computed
     student_checkpoint = resolve_checkpoint(compare_with) if compare_with is not None else None
     ensemble_checkpoints = [resolve_checkpoint(path) for path in ensemble or ()]
+    named = [checkpoint.resolve()] + [path.resolve() for path in ensemble_checkpoints]
+    if ensemble_checkpoints and len(set(named)) < len(named):
+        raise ConfigValueError(f"ensemble: {', '.join(map(str, named))} names one teacher twice (the teacher exported "
+                               "is the ensemble's first member)")
     if ray_address:  # likewise a Ray address where nothing listens (ray.init would hang for minutes on it)
         from recbole_llmkd.jobs.export_ray import check_ray_address
 
