@@ -259,18 +259,14 @@ def cross_fitted_artifact(model: str, dataset: str, config: dict, teacher_dir: s
     ``export_cross_fitted``. ``member_seeds`` (several): the teacher is the ensemble of its recipe with these
     seeds (``member_dir``), and each member is trained once per fold (``<member dir>-fold<k>of<K>``). Fold runs and
     the artifact are reused when they exist."""
-    seeds = member_seeds or [config.get("seed", 2020)]
-    members = [member_dir(teacher_dir, seed) for seed in seeds]
+    members = [teacher_dir] if not member_seeds else [member_dir(teacher_dir, seed) for seed in member_seeds]
+    member_configs = [config] if not member_seeds else [{**config, "seed": seed} for seed in member_seeds]
     fold_groups = [[f"{member}-fold{fold}of{folds}" for member in members] for fold in range(folds)]
     for fold, group in enumerate(fold_groups):
-        for seed, fold_dir in zip(seeds, group):
-            run_once(model, dataset, {**config, "seed": seed, "cross_fit_folds": folds, "cross_fit_fold": fold},
-                     fold_dir)
-    if len(members) == 1:
-        return export_cross_fitted(teacher_dir, [group[0] for group in fold_groups], topk, item_text, ed=ed,
-                                   compare_with=compare_with)
+        for member_config, fold_dir in zip(member_configs, group):
+            run_once(model, dataset, {**member_config, "cross_fit_folds": folds, "cross_fit_fold": fold}, fold_dir)
     return export_cross_fitted(members[0], fold_groups, topk, item_text, ed=ed, compare_with=compare_with,
-                               ensemble=members[1:])
+                               ensemble=members[1:] or None)
 
 
 def export_cross_fitted(teacher_dir: str, fold_dirs: List, topk: int, item_text: str, ed: str = "",

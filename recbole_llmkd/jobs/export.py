@@ -279,36 +279,40 @@ def _teacher_rows(models: Sequence[Any], interaction, topk: int, with_user_state
     return rows
 
 
+def _check_item_count(where: str, loaded, reference) -> None:
+    """A stand-in teacher (an ensemble member, a fold teacher) must score the items ``reference`` scores."""
+    if loaded.n_items != reference.n_items:
+        raise ConfigValueError(f"{where} scores {loaded.n_items} items, the teacher {reference.n_items}: not the "
+                               "same dataset filtering")
+
+
 def _load_ensemble_members(paths: Sequence[str | os.PathLike], model, config, dataset, device) -> list:
     """The further teachers of an ensemble (``ensemble``), checked against the teacher ``model``: trained sequential
     models on the same dataset, with the same number of items and history length, whose scores are logits (not
-    BIGRec's distances)."""
+    BIGRec's distances). The configs are checked before a model is built on the teacher's dataset."""
+    def refuse_distances(teacher, where: str) -> None:
+        if _is_generative_teacher(teacher):
+            raise ConfigValueError(f"{where}: {type(teacher).__name__} scores by distance (score_kind neg_l2), which "
+                                   "cannot be averaged with logits; an ensemble's teachers all give logits")
+
+    refuse_distances(model, "ensemble: the teacher exported")
     members = []
     for path in paths:
         member_checkpoint = resolve_checkpoint(path)
         saved = read_teacher_checkpoint(member_checkpoint)
-        members.append(_check_ensemble_member(member_checkpoint, saved, load_model(saved, dataset, device=device)[0],
-                                              model, config))
+        member_config, where = saved["config"], f"ensemble: {member_checkpoint}"
+        if member_config["dataset"] != config["dataset"]:
+            raise ConfigValueError(f"{where} was trained on {member_config['dataset']}, the teacher on "
+                                   f"{config['dataset']}")
+        history, teacher_history = member_config["MAX_ITEM_LIST_LENGTH"], config["MAX_ITEM_LIST_LENGTH"]
+        if history != teacher_history:  # the rows are built with the teacher's; a member would read cut histories
+            raise ConfigValueError(f"{where} reads {history} history items, the teacher {teacher_history}: an "
+                                   "ensemble's teachers score the same examples (MAX_ITEM_LIST_LENGTH)")
+        member, _ = load_model(saved, dataset, device=device)
+        _check_item_count(where, member, model)
+        refuse_distances(member, where)
+        members.append(member)
     return members
-
-
-def _check_ensemble_member(checkpoint: Path, saved: dict, member, model, config):
-    """``member`` (loaded from ``checkpoint``), refused unless it can be averaged with the teacher ``model``."""
-    where = f"ensemble: {checkpoint}"
-    if saved["config"]["dataset"] != config["dataset"]:
-        raise ConfigValueError(f"{where} was trained on {saved['config']['dataset']}, the teacher on {config['dataset']}")
-    if member.n_items != model.n_items:
-        raise ConfigValueError(f"{where} scores {member.n_items} items, the teacher {model.n_items}: not the same "
-                               "dataset filtering")
-    history, teacher_history = saved["config"]["MAX_ITEM_LIST_LENGTH"], config["MAX_ITEM_LIST_LENGTH"]
-    if history != teacher_history:  # the rows are built with the teacher's; a member would read cut histories
-        raise ConfigValueError(f"{where} reads {history} history items, the teacher {teacher_history}: an ensemble's "
-                               "teachers score the same examples (MAX_ITEM_LIST_LENGTH)")
-    for teacher in (member, model):
-        if _is_generative_teacher(teacher):
-            raise ConfigValueError(f"{where}: {type(teacher).__name__} scores by distance (score_kind neg_l2), which "
-                                   "cannot be averaged with logits; an ensemble's teachers all give logits")
-    return member
 
 
 class FoldTeacher(NamedTuple):
@@ -357,9 +361,7 @@ def _load_fold_teachers(entries: Sequence[Any], models: List[Any], config, datas
                 raise ConfigValueError(f"{where} is a {fold_config['model']} on {fold_config['dataset']}; the teacher "
                                        f"it stands in for is a {type(member).__name__} on {config['dataset']}")
             fold_model, _ = load_model(saved, dataset, device=device)
-            if fold_model.n_items != member.n_items:
-                raise ConfigValueError(f"{where} scores {fold_model.n_items} items, the teacher {member.n_items}: not "
-                                       "the same dataset filtering")
+            _check_item_count(where, fold_model, member)
             leak = item_table_leak(fold_config)
             if leak:
                 logger.warning(f"{where}: {leak}")
