@@ -269,7 +269,8 @@ def test_ensemble_export_ranks_the_mean_probability_of_its_teachers(teachers, se
     assert [len(group) for group in checkpoints] == [2, 2] and checkpoints[0][1].startswith(str(second_teachers["fold0"]))
 
 
-def test_ensemble_cross_fit_needs_each_folds_members_trained_without_that_fold(teachers, second_teachers, tmp_path):
+def test_ensemble_cross_fit_needs_each_folds_members_trained_without_that_fold(teachers, second_teachers, tmp_path,
+                                                                            capsys):
     from recbole_llmkd.cli import main
     from recbole_llmkd.jobs.export import export_teacher
 
@@ -298,6 +299,13 @@ def test_ensemble_cross_fit_needs_each_folds_members_trained_without_that_fold(t
     from recbole_llmkd.data.artifacts import load_artifacts
 
     assert len(load_artifacts(output).teacher["ensemble"]["checkpoints"]) == 1
+    capsys.readouterr()
+    # bad input on the command line: one error line, exit 2, nothing written
+    bad = tmp_path / "bad.safetensors"
+    assert main(["export", str(teachers["all"]), "--output", str(bad), "--ensemble", str(teachers["all"])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ": error: ensemble: " in err[0] and "names one teacher twice" in err[0]
+    assert not bad.exists()
 
 
 def test_list_ranks_and_the_lists_own_metrics():
