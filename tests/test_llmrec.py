@@ -392,11 +392,14 @@ def trained_teacher(slice_data, tmp_path_factory):
     from recbole_llmkd.registry import get_trainer
 
     config, train_data, valid_data, _ = slice_data
-    config["checkpoint_dir"] = str(tmp_path_factory.mktemp("teacher"))
+    workdir = tmp_path_factory.mktemp("teacher")
+    config["checkpoint_dir"] = str(workdir)
     config["llm_train_examples"] = "last_per_user"  # 25 examples: fast
     model = new_model(config, train_data)
-    trainer = get_trainer(config["MODEL_TYPE"], "LLMRec")(config, model)
-    trainer.fit(train_data, valid_data, saved=True)
+    with pytest.MonkeyPatch.context() as patch:  # a module fixture runs in the repository: RecBole's log_tensorboard/
+        patch.chdir(workdir)
+        trainer = get_trainer(config["MODEL_TYPE"], "LLMRec")(config, model)
+        trainer.fit(train_data, valid_data, saved=True)
     config["llm_train_examples"] = "all_prefixes"
     model.eval()
     return model, trainer.saved_model_file
