@@ -12,7 +12,8 @@ it does, a teacher that fails to transfer knows nothing the student does not.
         [--methods none rd dllm2rec dllm2rec-noed ...] [--teacher-seeds 2020 2021 2022]
 
 Every run has its own directory under ``--out-dir``; a run whose ``results.json`` exists is reused, so an
-interrupted benchmark continues where it stopped. ``--teacher-kind sasrec`` (ID only) or ``semantic`` (the same
+interrupted benchmark continues where it stopped (an exported artifact too, once its diagnostics are written: one
+of another ``--topk`` is refused, not reused). ``--teacher-kind sasrec`` (ID only) or ``semantic`` (the same
 SASRec with its item table initialised from MiniLM title embeddings, and those embeddings as the ED source);
 ``--ed-source item_table|text_encoder`` exports the same teacher with the other ED source, an artifact of its own.
 ``--teacher-seeds 2020 2021 ...``: the teacher is an ensemble of its recipe trained once per seed (``export
@@ -278,10 +279,25 @@ def export_cross_fitted(teacher_dir: str, fold_dirs: List, topk: int, item_text:
     from recbole_llmkd.jobs.export import export_teacher
 
     artifact = cross_fit_artifact_path(teacher_dir, len(fold_dirs), ed)
-    if not os.path.isfile(artifact):
+    if export_needed(artifact, topk):
         export_teacher(teacher_dir, output=artifact, topk=topk, item_text=item_text, show_progress=False,
-                       cross_fit=fold_dirs, compare_with=compare_with, ensemble=ensemble)
+                       cross_fit=fold_dirs, compare_with=compare_with, ensemble=ensemble,
+                       overwrite=os.path.isfile(artifact))
     return artifact
+
+
+def export_needed(artifact: str, topk: int) -> bool:
+    """Whether ``artifact`` must be exported: not when it and its diagnostics exist (it is reused, and must hold
+    top-``topk`` lists: the students' rows would otherwise name lists they never read); yes when it is missing, or
+    when its diagnostics are (an export interrupted between the two: exported again, over the finished file)."""
+    if not (os.path.isfile(artifact) and os.path.isfile(diagnostics_path(artifact))):
+        return True
+    with open(diagnostics_path(artifact), encoding="utf-8") as f:
+        stored_topk = json.load(f)["K"]
+    if stored_topk != topk:
+        raise SystemExit(f"{artifact} holds top-{stored_topk} lists, --topk is {topk}: give another --out-dir, "
+                         f"or delete the artifact to export it again")
+    return False
 
 
 def run_once(model: str, dataset: str, config: dict, run_dir: str) -> dict:
@@ -414,9 +430,9 @@ def main(argv=None) -> int:
                       for seed, member in zip(args.teacher_seeds, members)]
     ensemble = ensemble_suffix(args)
     artifact = artifact_path(teacher_dir, ensemble + ed_suffix(args))
-    if not os.path.isfile(artifact):
+    if export_needed(artifact, args.topk):
         export_teacher(members[0], output=artifact, topk=args.topk, item_text=item_text, show_progress=False,
-                       ensemble=members[1:] or None)
+                       ensemble=members[1:] or None, overwrite=os.path.isfile(artifact))
     teacher = member_results[0] if not ensemble else ensemble_result(artifact, member_results)
     teacher_row = {**row(teacher, args, "SASRec", "teacher", name + ensemble, args.teacher_hidden),
                    **training_budget(args, teacher=True),

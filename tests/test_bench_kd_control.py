@@ -59,6 +59,22 @@ def test_control_with_cross_fitted_lists_end_to_end(tmp_path, capsys):
     assert all(os.path.getmtime(path) == mtime for path, mtime in mtimes.items())
     assert json.loads(results_json.read_text()) == rows
 
+    # an export interrupted between its artifact and its diagnostics: the rerun exports it again, the same lists
+    from recbole_llmkd.data.paths import diagnostics_path
+
+    crossed_path = out / "teacher-sasrec-1x16-e1p5" / "teacher_artifacts-xfit2.safetensors"
+    crossed_lists = {name: tensor.clone() for name, tensor in artifact.tensors.items()}
+    diagnostics_path(crossed_path).unlink()
+    assert bench.main(argv) == 0
+    assert diagnostics_path(crossed_path).is_file()
+    again = load_artifacts(crossed_path).tensors
+    assert again.keys() == crossed_lists.keys()
+    for name, tensor in crossed_lists.items():
+        torch.testing.assert_close(again[name], tensor, rtol=0, atol=0)
+    # an artifact of another K is never reused under a row that names this one
+    with pytest.raises(SystemExit, match="teacher_artifacts.safetensors holds top-10 lists, --topk is 20"):
+        bench.main([*argv[:argv.index("--topk")], "--topk", "20", *argv[argv.index("--topk") + 2:]])
+
     # another student on the same teacher: only its own runs train, named and labelled by the student
     gru_argv = argv[:argv.index("--methods")] + ["--student", "GRU4Rec", "--methods", "none", "dllm2rec"] \
         + argv[argv.index("--topk"):]
@@ -116,8 +132,6 @@ def test_control_with_cross_fitted_lists_end_to_end(tmp_path, capsys):
     assert ensemble_rows["rows"][1]["teacher"] == "SASRec-1x16-ens2-xfit2"
     assert ensemble_rows["meta"]["teacher"]["teacher"] == "SASRec-1x16-ens2"
     assert ensemble_rows["meta"]["teacher"]["ensemble_seeds"] == [2020, 2021]
-    from recbole_llmkd.data.paths import diagnostics_path
-
     single_lists = json.loads(diagnostics_path(out / "teacher-sasrec-1x16-e1p5" / "teacher_artifacts.safetensors")
                               .read_text())["list_metrics"]["test"]
     single_row = next(row for row in rows if row["kd_method"] == "teacher")
