@@ -70,9 +70,19 @@ class TrainerStateCheckpoint(_TrainClock):
     """Trainer mixin, before RecBole's ``Trainer`` in the bases (every trainer whose checkpoints RecBole's
     ``Trainer._save_checkpoint`` writes has it through ``checkpoint_safe_trainer``): its checkpoints also hold the
     trainer's own state, ``trainer_state()`` under ``"trainer_state"``, which ``resume_checkpoint`` hands to
-    ``load_trainer_state``, and are written whole or not at all. Mixins above it add their parts and call ``super()``
+    ``load_trainer_state``, and the training data's item tokens (``keys.item_tokens_fingerprint``) under
+    ``"dataset_fingerprint"``, and are written whole or not at all. Mixins above it add their parts and call ``super()``
     in both methods. Its own part: the training time up to the checkpoint, so that a resumed run's ``train_time_s``
     counts the time before the interruption."""
+
+    dataset_fingerprint = None  # the training data's item_tokens_fingerprint, set by fit
+
+    def fit(self, train_data, *args, **kwargs):
+        from recbole_llmkd.data.keys import item_tokens_fingerprint
+
+        dataset = getattr(train_data, "_dataset", None)  # a RecBole loader's dataset
+        self.dataset_fingerprint = item_tokens_fingerprint(dataset) if dataset is not None else None
+        return super().fit(train_data, *args, **kwargs)
 
     def trainer_state(self) -> dict:
         return {"train_time_s": self.train_time_s()}
@@ -101,6 +111,8 @@ class TrainerStateCheckpoint(_TrainClock):
             "optimizer": self.optimizer.state_dict(),
             "trainer_state": self.trainer_state(),
         }
+        if self.dataset_fingerprint is not None:  # what the model's item ids mean: run.load_model checks it
+            state["dataset_fingerprint"] = self.dataset_fingerprint
         partial_file = saved_model_file + PARTIAL_SUFFIX
         try:
             torch.save(state, partial_file, pickle_protocol=4)

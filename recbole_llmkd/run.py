@@ -559,10 +559,15 @@ def load_model(saved: dict, dataset, device: Any = None) -> Tuple[torch.nn.Modul
     """``(model in eval mode, its config)``: the trained model of ``saved = read_checkpoint(checkpoint)``, built on
     ``dataset`` (it must hold the training dataset's item tokens) by ``build_model`` and given its trained state by
     ``model.restore.restore`` (an LLM recommender's backbone, item table and dataset checked against the saved
-    identity before any shape), on ``device`` (default: its training device, the CPU without CUDA)."""
+    identity before any shape; any checkpoint our trainers wrote: its item tokens against ``dataset``'s), on ``device`` (default: its training device, the CPU without CUDA)."""
+    from recbole_llmkd.data.keys import dataset_mismatch, item_tokens_fingerprint
     from recbole_llmkd.model.restore import restore
 
     config = saved["config"]
+    mismatch = dataset_mismatch(saved.get("dataset_fingerprint") or {}, item_tokens_fingerprint(dataset))
+    if mismatch:  # same item count, other items: the scores would be of other items, silently
+        raise CheckpointMismatchError(f"the {config['model']} checkpoint was {mismatch}: its item ids would name "
+                                      "other items; use the data and filtering it was trained with")
     if device is not None:
         config["device"] = torch.device(device)
     elif config["device"] is None or (torch.device(config["device"]).type == "cuda" and not torch.cuda.is_available()):

@@ -351,3 +351,45 @@ def test_ensemble_member_must_read_the_teachers_history_length(teachers, data_ro
     with pytest.raises(ConfigValueError, match=f"reads {history + 5} history items, the teacher {history}"):
         export_teacher(teachers["all"], output=tmp_path / "x.safetensors", ensemble=[longer], show_progress=False)
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_a_stand_in_teacher_of_other_items_is_refused(teachers, data_root, tmp_path):
+    """An ensemble member or fold teacher on the same dataset name, item count and history whose item ids mean
+    other items (one item token renamed in its data) would score other items, silently: its checkpoint's item
+    tokens (written by our trainers) are checked against the teacher's data."""
+    import shutil
+
+    from recbole_llmkd.data.keys import item_tokens_fingerprint
+    from recbole_llmkd.errors import CheckpointMismatchError
+    from recbole_llmkd.jobs.export import export_teacher, read_teacher_checkpoint
+    from recbole_llmkd.quick_start import run_recbole_llmkd
+    from recbole_llmkd.run import resolve_checkpoint
+
+    _, train_data, _, _ = build(data_root, model="SASRec")
+    saved = read_teacher_checkpoint(resolve_checkpoint(teachers["all"]))
+    assert saved["dataset_fingerprint"] == item_tokens_fingerprint(train_data._dataset)
+
+    renamed_root = tmp_path / "renamed"
+    shutil.copytree(data_root, renamed_root)
+    inter = renamed_root / SLICE_NAME / f"{SLICE_NAME}.inter"
+    header, *lines = inter.read_text(encoding="utf-8").splitlines()
+    token = lines[0].split("\t")[1]  # an item of the slice, every one of its rows renamed
+    lines = ["\t".join(f"{token}-renamed" if i == 1 and field == token else field
+                       for i, field in enumerate(line.split("\t"))) for line in lines]
+    inter.write_text("\n".join([header, *lines]) + "\n", encoding="utf-8")
+    renamed = {}
+    for name, extra in (("all", {}), ("fold1", {"cross_fit_folds": 2, "cross_fit_fold": 1})):
+        renamed[name] = run_recbole_llmkd("SASRec", SLICE_NAME,
+                                          config_dict=sasrec_config(renamed_root, epochs=1, **extra),
+                                          cmd_args={"run_dir": str(tmp_path / f"renamed_{name}")})["run_dir"]
+    renamed_items = read_teacher_checkpoint(resolve_checkpoint(renamed["all"]))["dataset_fingerprint"]
+    assert renamed_items["n_items"] == saved["dataset_fingerprint"]["n_items"]  # only the count would pass
+    assert renamed_items["item_tokens_sha256"] != saved["dataset_fingerprint"]["item_tokens_sha256"]
+
+    output = tmp_path / "x.safetensors"
+    with pytest.raises(CheckpointMismatchError, match="item ids would name other items"):
+        export_teacher(teachers["all"], output=output, ensemble=[renamed["all"]], show_progress=False)
+    with pytest.raises(CheckpointMismatchError, match="item ids would name other items"):
+        export_teacher(teachers["all"], output=output, cross_fit=[teachers["fold0"], renamed["fold1"]],
+                       show_progress=False)
+    assert not output.exists()

@@ -7,7 +7,7 @@ artifact survives re-filtering and is matched back to the rows of the current da
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -125,6 +125,25 @@ def dataset_fingerprint(dataset: Any) -> dict:
         "n_interactions": int(len(dataset.inter_feat)),
     }
 
+
+def item_tokens_fingerprint(dataset: Any) -> dict:
+    """What a trained model's item ids mean: the dataset's name, its number of items and the sha256 of its item
+    token list (``dataset_fingerprint`` without the users and rows, which differ between a dataset's splits)."""
+    fingerprint = dataset_fingerprint(dataset)
+    return {key: fingerprint[key] for key in ("dataset", "n_items", "item_tokens_sha256")}
+
+
+def dataset_mismatch(saved: dict, current: dict) -> Optional[str]:
+    """None when a checkpoint's item-token fingerprint ``saved`` (absent in old checkpoints: ``{}``) is ``current``
+    (``item_tokens_fingerprint``); otherwise what differs, as ``"trained on dataset ... ; this run's dataset ... has
+    ..."``."""
+    if not saved or saved == current:
+        return None
+    return (
+        f"trained on dataset {saved.get('dataset')!r} with {saved.get('n_items')} item ids (item tokens sha256 "
+        f"{str(saved.get('item_tokens_sha256'))[:12]}…); this run's dataset {current['dataset']!r} has "
+        f"{current['n_items']} (sha256 {current['item_tokens_sha256'][:12]}…)"
+    )
 
 
 def _sequence_fields(dataset: Any) -> tuple[str, str]:

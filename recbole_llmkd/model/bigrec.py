@@ -32,14 +32,13 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_llmkd.config_schema import read_config
+from recbole_llmkd.data.keys import dataset_mismatch, item_tokens_fingerprint
 from recbole_llmkd.errors import CheckpointMismatchError, ConfigValueError
 from recbole_llmkd.llm import autocast_context, encode_texts, lora_from_config
 from recbole_llmkd.measure import count_parameters
 from recbole_llmkd.model.llmrec import (
     LLMParts,
     TrainedTensorsCheckpoint,
-    _item_tokens_fingerprint,
-    dataset_mismatch,
     missing_parts_error,
     unique_histories,
 )
@@ -162,7 +161,7 @@ class BIGRec(TrainedTensorsCheckpoint, SequentialRecommender):
         vocab = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
         quote_count = torch.tensor([str(token).count(QUOTE) for token in vocab], dtype=torch.long)  # [vocab]
         self.register_buffer("quote_count", quote_count, persistent=False)
-        self.dataset_fingerprint = _item_tokens_fingerprint(dataset)
+        self.dataset_fingerprint = item_tokens_fingerprint(dataset)
         self.empty_generations = 0  # generated texts with no title in them (embedded as the EOS token instead)
         params = count_parameters(self)
         self.logger.info(

@@ -41,6 +41,7 @@ from torch import nn
 from torch.nn.modules.module import _IncompatibleKeys
 
 from recbole_llmkd.config_schema import read_config
+from recbole_llmkd.data.keys import dataset_mismatch, item_tokens_fingerprint
 from recbole_llmkd.errors import CheckpointMismatchError, ConfigValueError
 from recbole_llmkd.llm import autocast_context, lora_from_config, tokenize_prompt
 from recbole_llmkd.measure import count_parameters
@@ -80,25 +81,6 @@ def missing_parts_error(model_name: str, what: str = "its backbone") -> ConfigVa
 # The keys LLMRec reads besides the backbone's and LoRA's (checked by recbole_llmkd.config_schema).
 LLMREC_KEYS = ("head", "use_item_titles", "llm_title_max_tokens", "llm_title_view", "llm_bf16", "llm_prefix_cache",
                "item_table", "item_dim")
-
-
-def _item_tokens_fingerprint(dataset) -> dict:
-    from recbole_llmkd.data.keys import dataset_fingerprint
-
-    fingerprint = dataset_fingerprint(dataset)
-    return {key: fingerprint[key] for key in ("dataset", "n_items", "item_tokens_sha256")}
-
-
-def dataset_mismatch(saved: dict, current: dict) -> Optional[str]:
-    """None when a checkpoint's item-token fingerprint ``saved`` (absent in old checkpoints: ``{}``) is ``current``;
-    otherwise what differs, as ``"trained on dataset ... ; this run's dataset ... has ..."``."""
-    if not saved or saved == current:
-        return None
-    return (
-        f"trained on dataset {saved.get('dataset')!r} with {saved.get('n_items')} item ids (item tokens sha256 "
-        f"{str(saved.get('item_tokens_sha256'))[:12]}…); this run's dataset {current['dataset']!r} has "
-        f"{current['n_items']} (sha256 {current['item_tokens_sha256'][:12]}…)"
-    )
 
 
 def unique_histories(item_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -229,7 +211,7 @@ class LLMRec(TrainedTensorsCheckpoint, SequentialRecommender):
                 nn.init.zeros_(self.title_proj.weight)
                 nn.init.zeros_(self.title_proj.bias)
 
-        self.dataset_fingerprint = _item_tokens_fingerprint(dataset)
+        self.dataset_fingerprint = item_tokens_fingerprint(dataset)
         self.llm_forward_rows = 0  # rows sent through the LLM (predict deduplicates histories; tests count them)
         params = count_parameters(self)
         total, trainable = params["params_total"], params["params_trainable"]

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_llmkd.config_schema import read_config, values_set
+from recbole_llmkd.data.keys import dataset_mismatch, item_tokens_fingerprint
 from recbole_llmkd.distill import (
     KDTermError,
     KDTermReporter,
@@ -61,8 +62,6 @@ from recbole_llmkd.errors import ConfigValueError
 from recbole_llmkd.model.llmrec import (
     LLMParts,
     LLMRec,
-    _item_tokens_fingerprint,
-    dataset_mismatch,
     missing_parts_error,
 )
 from recbole_llmkd.model.restore import restore
@@ -168,7 +167,7 @@ class SLMRec(KDTermReporter, LLMRec):
     def check_teacher_dataset(teacher: "SLMTeacher", dataset) -> None:
         """The offline teacher's checkpoint was trained on the item tokens of ``dataset`` (checked from its header,
         before the teacher is loaded)."""
-        mismatch = dataset_mismatch(teacher.header.get("dataset_fingerprint") or {}, _item_tokens_fingerprint(dataset))
+        mismatch = dataset_mismatch(teacher.header.get("dataset_fingerprint") or {}, item_tokens_fingerprint(dataset))
         if mismatch:
             raise SLMRecSetupError(f"teacher {teacher.checkpoint} was {mismatch}: use the teacher's dataset and filtering")
 
