@@ -8,6 +8,7 @@ import torch
 
 from recbole_llmkd.data.keys import user_fold
 from recbole_llmkd.errors import ConfigValueError
+from tests.test_cli_errors import assert_one_error_line, run_cli
 from tests.test_llmrec import SLICE_NAME, build, make_ml_slice, slice_config
 
 N_USERS = 12
@@ -196,9 +197,10 @@ def test_cli_export_cross_fit(teachers, tmp_path, capsys):
     capsys.readouterr()
     # a teacher trained on every user given as a fold teacher: one error line, exit 2, nothing written
     bad = tmp_path / "bad.safetensors"
-    assert main(["export", str(teachers["all"]), "--output", str(bad), "--cross-fit", str(teachers["all"])]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and ": error: cross_fit: " in err[0] and "was trained on every user" in err[0]
+    status, err = run_cli(capsys, "export", str(teachers["all"]), "--output", str(bad),
+                          "--cross-fit", str(teachers["all"]))
+    assert status == 2 and len(err) == 1
+    assert_one_error_line(err, r"error: cross_fit: .*was trained on every user")
     assert not bad.exists()
 
 
@@ -302,9 +304,10 @@ def test_ensemble_cross_fit_needs_each_folds_members_trained_without_that_fold(t
     capsys.readouterr()
     # bad input on the command line: one error line, exit 2, nothing written
     bad = tmp_path / "bad.safetensors"
-    assert main(["export", str(teachers["all"]), "--output", str(bad), "--ensemble", str(teachers["all"])]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and ": error: ensemble: " in err[0] and "names one teacher twice" in err[0]
+    status, err = run_cli(capsys, "export", str(teachers["all"]), "--output", str(bad),
+                          "--ensemble", str(teachers["all"]))
+    assert status == 2 and len(err) == 1
+    assert_one_error_line(err, r"error: ensemble: .*names one teacher twice")
     assert not bad.exists()
 
 
