@@ -559,7 +559,8 @@ def load_model(saved: dict, dataset, device: Any = None) -> Tuple[torch.nn.Modul
     """``(model in eval mode, its config)``: the trained model of ``saved = read_checkpoint(checkpoint)``, built on
     ``dataset`` (it must hold the training dataset's item tokens) by ``build_model`` and given its trained state by
     ``model.restore.restore`` (an LLM recommender's backbone, item table and dataset checked against the saved
-    identity before any shape; any checkpoint our trainers wrote: its item tokens against ``dataset``'s), on ``device`` (default: its training device, the CPU without CUDA)."""
+    identity before any shape; any checkpoint our trainers wrote: its item tokens against ``dataset``'s), on
+    ``device`` (default: its training device, the CPU without CUDA)."""
     from recbole_llmkd.data.keys import dataset_mismatch, item_tokens_fingerprint
     from recbole_llmkd.model.restore import restore
 
