@@ -147,7 +147,16 @@ def parse_args(argv=None):
     parser.add_argument("--teacher-seeds", type=int, nargs="+", default=[2020], metavar="SEED",
                         help="2020 (the default: one teacher); 2020 2021 ... 2020+M-1: an ensemble of M teachers, "
                              "the teacher's recipe trained once per seed; the first member gives the ED source")
+    parser.add_argument("--ensemble-with", nargs="+", default=[], metavar="TEACHER_DIR",
+                        help="an ensemble of this teacher and other recipes: run directories in --out-dir that an "
+                             "earlier call trained (e.g. teacher-sasrec-1x32-e150p20; with --cross-fit, its fold runs "
+                             "<dir>-fold<k>of<K> too), each reading at most this teacher's history items; the rows "
+                             "name the teacher <teacher>-with-<dir without 'teacher-'>")
     args = parser.parse_args(argv)
+    if args.ensemble_with and len(args.teacher_seeds) > 1:
+        parser.error("--ensemble-with: not with --teacher-seeds (one ensemble per call)")
+    if args.ensemble_with and args.topk < 20:  # as for --teacher-seeds
+        parser.error(f"--topk {args.topk}: an ensemble teacher's row is scored from its top-K lists, so K >= 20")
     if len(set(args.teacher_seeds)) != len(args.teacher_seeds):
         parser.error(f"--teacher-seeds {' '.join(map(str, args.teacher_seeds))}: an ensemble's seeds must differ")
     if len(args.teacher_seeds) == 1 and args.teacher_seeds != [2020]:  # its runs and rows are named without a seed
@@ -225,9 +234,22 @@ def ed_suffix(args) -> str:
 
 
 def ensemble_suffix(args) -> str:
-    """``-ens<M>`` for an ensemble of M teachers (``--teacher-seeds``), else empty."""
+    """``-ens<M>`` for an ensemble of M teachers (``--teacher-seeds``), ``-with-<tag>`` per further recipe
+    (``--ensemble-with``, the run directory without ``teacher-``), else empty."""
     seeds = getattr(args, "teacher_seeds", None) or [2020]
-    return f"-ens{len(seeds)}" if len(seeds) > 1 else ""
+    others = "".join(f"-with-{os.path.basename(os.path.normpath(run)).removeprefix('teacher-')}"
+                     for run in getattr(args, "ensemble_with", None) or [])
+    return (f"-ens{len(seeds)}" if len(seeds) > 1 else "") + others
+
+
+def finished_run(run_dir: str, what: str) -> dict:
+    """The ``results.json`` of a run an earlier call trained (``--ensemble-with``); a clear exit when it is missing."""
+    path = os.path.join(run_dir, "results.json")
+    if not os.path.isfile(path):
+        raise SystemExit(f"--ensemble-with: {run_dir} has no results.json: train {what} first (the earlier "
+                         f"bench_kd_control call that names it, with the same --cross-fit)")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def member_dir(teacher_dir: str, seed: int) -> str:
@@ -254,20 +276,24 @@ def cross_fit_artifact_path(teacher_dir: str, folds: int, ed: str = "") -> str:
 
 def cross_fitted_artifact(model: str, dataset: str, config: dict, teacher_dir: str, folds: int, topk: int,
                           item_text: str, ed: str = "", compare_with: Optional[str] = None,
-                          member_seeds: Optional[List[int]] = None) -> str:
+                          member_seeds: Optional[List[int]] = None, others: Optional[List[str]] = None) -> str:
     """The cross-fitted artifact of the teacher in ``teacher_dir`` (trained with ``config``): its recipe trained
     once per fold without that fold's users (``<teacher_dir>-fold<k>of<K>``), then exported by
     ``export_cross_fitted``. ``member_seeds`` (several): the teacher is the ensemble of its recipe with these
-    seeds (``member_dir``), and each member is trained once per fold (``<member dir>-fold<k>of<K>``). Fold runs and
-    the artifact are reused when they exist."""
+    seeds (``member_dir``), and each member is trained once per fold (``<member dir>-fold<k>of<K>``). ``others``:
+    further members trained by earlier calls (``--ensemble-with``), whose fold runs must exist. Fold runs and the
+    artifact are reused when they exist."""
     members = [teacher_dir] if not member_seeds else [member_dir(teacher_dir, seed) for seed in member_seeds]
     member_configs = [config] if not member_seeds else [{**config, "seed": seed} for seed in member_seeds]
     fold_groups = [[f"{member}-fold{fold}of{folds}" for member in members] for fold in range(folds)]
     for fold, group in enumerate(fold_groups):
         for member_config, fold_dir in zip(member_configs, group):
             run_once(model, dataset, {**member_config, "cross_fit_folds": folds, "cross_fit_fold": fold}, fold_dir)
+        for other in others or []:
+            group.append(f"{other}-fold{fold}of{folds}")
+            finished_run(group[-1], f"fold {fold} of {other}")
     return export_cross_fitted(members[0], fold_groups, topk, item_text, ed=ed, compare_with=compare_with,
-                               ensemble=members[1:] or None)
+                               ensemble=(members[1:] + list(others or [])) or None)
 
 
 def export_cross_fitted(teacher_dir: str, fold_dirs: List, topk: int, item_text: str, ed: str = "",
@@ -402,9 +428,11 @@ def markdown(rows: list, teacher_row: dict, seeds: list) -> str:
                       if method != "none" and deltas else "–")
         lines.append(f"| {runs[0]['student']}-{runs[0]['hidden_size']} | {method} | " + " | ".join(mean_std([r[m] for r in runs]) for m in METRICS)
                      + f" | {per_seed} | {mean_delta} |")
-    seeds = teacher_row.get("ensemble_seeds")
+    seeds, others = teacher_row.get("ensemble_seeds"), teacher_row.get("ensemble_with")
+    what = (f"an ensemble, seeds {', '.join(map(str, seeds))}" if seeds else
+            f"an ensemble with {', '.join(others)}" if others else "one run, seed 2020")
     lines.append(f"| teacher {teacher_row['teacher']} | – | " + " | ".join(f"{teacher_row[m]:.4f}" for m in METRICS)
-                 + (f" | an ensemble, seeds {', '.join(map(str, seeds))} | – |" if seeds else " | one run, seed 2020 | – |"))
+                 + f" | {what} | – |")
     return "\n".join(lines)
 
 
@@ -428,19 +456,22 @@ def main(argv=None) -> int:
     members = [member_dir(teacher_dir, seed) for seed in args.teacher_seeds]  # one, or an ensemble's
     member_results = [run_once(teacher_model, args.dataset, {**teacher_config, "seed": seed}, member)
                       for seed, member in zip(args.teacher_seeds, members)]
+    others = [os.path.join(out_dir, run) for run in args.ensemble_with]  # other recipes, trained by earlier calls
+    member_results += [finished_run(run, run) for run in others]
     ensemble = ensemble_suffix(args)
     artifact = artifact_path(teacher_dir, ensemble + ed_suffix(args))
     if export_needed(artifact, args.topk):
         export_teacher(members[0], output=artifact, topk=args.topk, item_text=item_text, show_progress=False,
-                       ensemble=members[1:] or None, overwrite=os.path.isfile(artifact))
+                       ensemble=(members[1:] + others) or None, overwrite=os.path.isfile(artifact))
     teacher = member_results[0] if not ensemble else ensemble_result(artifact, member_results)
     teacher_row = {**row(teacher, args, "SASRec", "teacher", name + ensemble, args.teacher_hidden),
                    **training_budget(args, teacher=True),
-                   **({"ensemble_seeds": list(args.teacher_seeds)} if ensemble else {})}
+                   **({"ensemble_seeds": list(args.teacher_seeds)} if len(args.teacher_seeds) > 1 else {}),
+                   **({"ensemble_with": list(args.ensemble_with)} if args.ensemble_with else {})}
     if args.cross_fit:  # the students learn from the lists of fold teachers that never saw the row's user
         artifact = cross_fitted_artifact(teacher_model, args.dataset, teacher_config, teacher_dir, args.cross_fit,
                                          args.topk, item_text, ensemble + ed_suffix(args),
-                                         member_seeds=list(args.teacher_seeds))
+                                         member_seeds=list(args.teacher_seeds), others=others)
     name += lists_suffix(args)
     if own_budget:  # the students' rows name the teacher's budget
         name += f"-e{teacher_epochs}p{teacher_patience}"

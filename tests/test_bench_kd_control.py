@@ -153,6 +153,36 @@ def test_control_with_cross_fitted_lists_end_to_end(tmp_path, capsys):
         os.path.join("teacher-sasrec-1x16-h20-e1p5", "results.json"),
         os.path.join("teacher-sasrec-1x16-h20-e1p5", "SASRec8-dllm2rec-noed-seed2020-e1p5", "results.json")}
 
+    # an ensemble of two recipes (--ensemble-with): the history-20 teacher with the history-10 teacher of the first
+    # call, cross-fitted from both recipes' fold runs (the history-10 ones reused, the history-20 ones trained); the
+    # history-10 member reads each row's last 10 items (jobs/export.py history_view)
+    with_argv = [*long_argv[:long_argv.index("--topk")], "--topk", "20", *long_argv[long_argv.index("--topk") + 2:],
+                 "--cross-fit", "2"]
+    with pytest.raises(SystemExit, match=r"teacher-nothing has no results.json: train .* first"):
+        bench.main(with_argv + ["--ensemble-with", "teacher-nothing"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(with_argv + ["--ensemble-with", "teacher-sasrec-1x16-e1p5", "--teacher-seeds", "2020", "2021"])
+    assert "--ensemble-with: not with --teacher-seeds" in capsys.readouterr().err
+    before = set(str(path) for path in out.rglob("results.json"))
+    assert bench.main(with_argv + ["--ensemble-with", "teacher-sasrec-1x16-e1p5"]) == 0
+    assert "an ensemble with teacher-sasrec-1x16-e1p5" in capsys.readouterr().out
+    assert {os.path.relpath(path, out) for path in set(str(p) for p in out.rglob("results.json")) - before} == {
+        os.path.join(name, "results.json") for name in (
+            "teacher-sasrec-1x16-h20-e1p5-fold0of2", "teacher-sasrec-1x16-h20-e1p5-fold1of2",
+            os.path.join("teacher-sasrec-1x16-h20-e1p5-with-sasrec-1x16-e1p5-xfit2",
+                         "SASRec8-dllm2rec-noed-seed2020-e1p5"))}
+    mixed = load_artifacts(out / "teacher-sasrec-1x16-h20-e1p5"
+                           / "teacher_artifacts-xfit2-with-sasrec-1x16-e1p5.safetensors").teacher
+    assert mixed["config"]["MAX_ITEM_LIST_LENGTH"] == 20
+    assert mixed["ensemble"]["checkpoints"][0].startswith(str(out / "teacher-sasrec-1x16-e1p5" / ""))
+    for fold, group in enumerate(mixed["cross_fit"]["checkpoints"]):
+        assert group[0].startswith(str(out / f"teacher-sasrec-1x16-h20-e1p5-fold{fold}of2"))
+        assert group[1].startswith(str(out / f"teacher-sasrec-1x16-e1p5-fold{fold}of2"))
+    mixed_rows = json.loads((out / "control-sasrec-1x16-h20-with-sasrec-1x16-e1p5-xfit2-student8-e1p5.json").read_text())
+    assert mixed_rows["rows"][1]["teacher"] == "SASRec-1x16-h20-with-sasrec-1x16-e1p5-xfit2"
+    assert mixed_rows["meta"]["teacher"]["teacher"] == "SASRec-1x16-h20-with-sasrec-1x16-e1p5"
+    assert mixed_rows["meta"]["teacher"]["ensemble_with"] == ["teacher-sasrec-1x16-e1p5"]
+
     # students with another budget from the same teacher (--teacher-budget): the teacher and its folds are reused
     argv_budget = [*argv[:argv.index("--epochs")], "--epochs", "2", "--teacher-budget", "1", "5",
                    *argv[argv.index("--epochs") + 2:]]

@@ -271,6 +271,46 @@ def test_ensemble_export_ranks_the_mean_probability_of_its_teachers(teachers, se
     assert [len(group) for group in checkpoints] == [2, 2] and checkpoints[0][1].startswith(str(second_teachers["fold0"]))
 
 
+def test_an_ensemble_member_that_reads_fewer_history_items_scores_its_own_rows(teachers, data_root,
+                                                                               tmp_path_factory, tmp_path):
+    """A member reading 3 history items beside the teacher reading 10 (its data built the rows): it scores each row's
+    last 3 items, exactly the rows of its own data; a member reading more than the teacher exported is refused."""
+    from recbole_llmkd.data.artifacts import load_artifacts
+    from recbole_llmkd.jobs.export import export_teacher, history_view
+    from recbole_llmkd.quick_start import run_recbole_llmkd
+    from recbole_llmkd.run import load, resolve_checkpoint
+
+    short_run = run_recbole_llmkd("SASRec", SLICE_NAME, config_dict=sasrec_config(data_root, MAX_ITEM_LIST_LENGTH=3),
+                                  cmd_args={"run_dir": str(tmp_path_factory.mktemp("short"))})["run_dir"]
+    short = load(resolve_checkpoint(short_run)).model
+    _, train_data, _, test_data = build(data_root, model="SASRec")  # the teacher's rows: 10 history items
+    _, short_train, _, short_test = build(data_root, model="SASRec", MAX_ITEM_LIST_LENGTH=3)
+    for rows, own in ((train_data, short_train), (test_data, short_test)):
+        inter, own_inter = rows._dataset.inter_feat, own._dataset.inter_feat
+        assert inter["item_id_list"].shape[1] == 10 and (inter["item_length"] > 3).any()  # histories to cut
+        view = history_view(short, inter)
+        for field in own_inter.interaction:  # item_id_list, item_length, timestamp_list, ...: the same rows
+            assert torch.equal(view[field], own_inter[field]), field
+    teacher = load(resolve_checkpoint(teachers["all"])).model
+    assert history_view(teacher, train_data._dataset.inter_feat) is train_data._dataset.inter_feat  # reads them all
+
+    ensemble = load_artifacts(export_teacher(teachers["all"], output=tmp_path / "mixed.safetensors", topk=5,
+                                             show_progress=False, ensemble=[short_run]))
+    with torch.no_grad():  # by hand: each model on its own data's test rows, softmax, mean, log
+        probabilities = [torch.softmax(model.full_sort_predict(data._dataset.inter_feat).reshape(
+            len(data._dataset), -1).index_fill(1, torch.tensor([0]), -torch.inf), dim=1)
+            for model, data in ((teacher, test_data), (short, short_test))]  # [N_test, n_items] each
+    expected_scores, expected_ids = torch.topk(torch.log((probabilities[0] + probabilities[1]) / 2), 5, dim=1)
+    test = ensemble.align(test_data._dataset, split="test")
+    assert torch.equal(test.topk, expected_ids)
+    torch.testing.assert_close(test.scores, expected_scores, atol=1e-5, rtol=1e-5)
+
+    with pytest.raises(ConfigValueError, match=r"reads 10 history items, the teacher exported 3: .*export the teacher "
+                                               r"that reads the most"):
+        export_teacher(short_run, output=tmp_path / "x.safetensors", show_progress=False, ensemble=[teachers["all"]])
+    assert not (tmp_path / "x.safetensors").exists()
+
+
 def test_ensemble_cross_fit_needs_each_folds_members_trained_without_that_fold(teachers, second_teachers, tmp_path,
                                                                             capsys):
     from recbole_llmkd.cli import main

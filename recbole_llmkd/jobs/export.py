@@ -248,8 +248,40 @@ def ensemble_log_probs(member_logits: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.logsumexp(log_probs, dim=0) - math.log(len(member_logits))  # [b, n_items]
 
 
+def history_view(model, interaction):
+    """``interaction`` as ``model`` reads it: when the rows hold more history items than the model reads (an ensemble
+    member or fold teacher with a smaller ``MAX_ITEM_LIST_LENGTH`` than the teacher exported, whose data built the
+    rows), every history field keeps each row's last ``model.max_seq_length`` items, left-aligned and zero-padded as
+    RecBole builds them, and the length is cut to match: exactly the rows the model's own data would hold. Otherwise
+    ``interaction`` itself."""
+    from recbole.data.interaction import Interaction
+
+    item_seq, item_seq_len = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]  # [b, L], [b]
+    rows_history, model_history = item_seq.shape[1], int(model.max_seq_length)
+    if model_history >= rows_history:
+        return interaction
+    list_suffix = model.ITEM_SEQ[len(model.ITEM_ID):]  # RecBole's LIST_SUFFIX
+    start = (item_seq_len - model_history).clamp(min=0)  # [b]: the first kept position of each row
+    positions = torch.arange(model_history, device=item_seq.device)  # [n]
+    index = start[:, None] + positions[None, :]  # [b, n]
+    kept_len = item_seq_len.clamp(max=model_history)  # [b]
+    is_item = positions[None, :] < kept_len[:, None]  # [b, n]: False on the padding
+    fields = {}
+    for name, value in interaction.interaction.items():
+        if name.endswith(list_suffix) and value.dim() >= 2 and value.shape[1] == rows_history:
+            gather_index = index.clamp(max=rows_history - 1).view(*index.shape, *[1] * (value.dim() - 2))
+            kept = value.gather(1, gather_index.expand(-1, -1, *value.shape[2:]))  # [b, n, ...]
+            mask = is_item.view(*is_item.shape, *[1] * (value.dim() - 2))
+            value = torch.where(mask, kept, torch.zeros_like(kept))
+        fields[name] = value
+    fields[model.ITEM_SEQ_LEN] = kept_len.to(item_seq_len.dtype)
+    return Interaction(fields)
+
+
 def _all_item_logits(model, interaction) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """(logits [b, n_items] with PAD at -inf, the LLM teacher's user state [b, d_llm] or None) of one teacher."""
+    """(logits [b, n_items] with PAD at -inf, the LLM teacher's user state [b, d_llm] or None) of one teacher, which
+    reads its own number of history items of each row (``history_view``)."""
+    interaction = history_view(model, interaction)
     if _is_llm_teacher(model):
         user_state = model.user_state(interaction)  # [b, d_llm]
         return model.score(user_state), user_state  # [b, n_items], PAD = -inf
@@ -279,6 +311,16 @@ def _teacher_rows(models: Sequence[Any], interaction, topk: int, with_user_state
     return rows
 
 
+def _check_history(where: str, loaded_config, teacher_config) -> None:
+    """A stand-in teacher reads at most the exported teacher's history: the rows are built with the teacher's
+    ``MAX_ITEM_LIST_LENGTH``, and one that reads fewer items gets each row's last ones (``history_view``)."""
+    history, teacher_history = loaded_config["MAX_ITEM_LIST_LENGTH"], teacher_config["MAX_ITEM_LIST_LENGTH"]
+    if history > teacher_history:
+        raise ConfigValueError(f"{where} reads {history} history items, the teacher exported {teacher_history}: the "
+                               "rows hold the exported teacher's history, so export the teacher that reads the most "
+                               "(an ensemble's first member)")
+
+
 def _check_item_count(where: str, loaded, reference) -> None:
     """A stand-in teacher (an ensemble member, a fold teacher) must score the items ``reference`` scores."""
     if loaded.n_items != reference.n_items:
@@ -304,10 +346,7 @@ def _load_ensemble_members(paths: Sequence[str | os.PathLike], model, config, da
         if member_config["dataset"] != config["dataset"]:
             raise ConfigValueError(f"{where} was trained on {member_config['dataset']}, the teacher on "
                                    f"{config['dataset']}")
-        history, teacher_history = member_config["MAX_ITEM_LIST_LENGTH"], config["MAX_ITEM_LIST_LENGTH"]
-        if history != teacher_history:  # the rows are built with the teacher's; a member would read cut histories
-            raise ConfigValueError(f"{where} reads {history} history items, the teacher {teacher_history}: an "
-                                   "ensemble's teachers score the same examples (MAX_ITEM_LIST_LENGTH)")
+        _check_history(where, member_config, config)
         member, _ = load_model(saved, dataset, device=device)
         _check_item_count(where, member, model)
         refuse_distances(member, where)
@@ -360,6 +399,7 @@ def _load_fold_teachers(entries: Sequence[Any], models: List[Any], config, datas
             if fold_config["model"] != type(member).__name__ or fold_config["dataset"] != config["dataset"]:
                 raise ConfigValueError(f"{where} is a {fold_config['model']} on {fold_config['dataset']}; the teacher "
                                        f"it stands in for is a {type(member).__name__} on {config['dataset']}")
+            _check_history(where, fold_config, config)
             fold_model, _ = load_model(saved, dataset, device=device)
             _check_item_count(where, fold_model, member)
             leak = item_table_leak(fold_config)
