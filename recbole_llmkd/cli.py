@@ -53,7 +53,8 @@ EXPORT_OPTIONS = (
         "with --ensemble, each fold's teachers joined by commas, in the ensemble's order")),
     ("ensemble", "ensemble", dict(
         metavar="RUN_DIR|PTH", nargs="+", help="further trained teachers on the same dataset: the lists then rank "
-        "the mean of all the teachers' softmax probabilities (an ensemble distilled into one student)")),
+        "the mean of all the teachers' softmax probabilities (an ensemble distilled into one student); each reads at "
+        "most the first teacher's MAX_ITEM_LIST_LENGTH, a shorter one each row's last items")),
     ("workers", "num_workers", dict(
         metavar="N", type=int, help="compute the export on N Ray workers (teacher replicas; Ray embedded here unless "
         "--ray-address names a cluster, whose size is then the default)")),
