@@ -391,6 +391,14 @@ def test_ensemble_member_must_read_the_teachers_history_length(teachers, data_ro
     with pytest.raises(ConfigValueError, match=f"reads {history + 5} history items, the teacher exported {history}: "
                                                  "the rows hold the exported teacher's history"):
         export_teacher(teachers["all"], output=tmp_path / "x.safetensors", ensemble=[longer], show_progress=False)
+    longer_fold = run_recbole_llmkd(  # a fold teacher likewise
+        "SASRec", SLICE_NAME, config_dict=sasrec_config(data_root, MAX_ITEM_LIST_LENGTH=history + 5, epochs=1,
+                                                       cross_fit_folds=2, cross_fit_fold=0),
+        cmd_args={"run_dir": str(tmp_path / "longer_fold")})["run_dir"]
+    with pytest.raises(ConfigValueError, match=f"cross_fit: .*reads {history + 5} history items, the teacher exported "
+                                                 f"{history}"):
+        export_teacher(teachers["all"], output=tmp_path / "x.safetensors", cross_fit=[longer_fold, teachers["fold1"]],
+                       show_progress=False)
     assert not (tmp_path / "x.safetensors").exists()
 
 
