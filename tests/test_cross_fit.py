@@ -306,7 +306,6 @@ def test_an_ensemble_member_that_reads_fewer_history_items_scores_its_own_rows(t
     torch.testing.assert_close(test.scores, expected_scores, atol=1e-5, rtol=1e-5)
 
 
-
 def test_ensemble_cross_fit_needs_each_folds_members_trained_without_that_fold(teachers, second_teachers, tmp_path,
                                                                             capsys):
     from recbole_llmkd.cli import main

@@ -261,20 +261,16 @@ def history_view(model, interaction):
     if model_history >= rows_history:
         return interaction
     list_suffix = model.ITEM_SEQ[len(model.ITEM_ID):]  # RecBole's LIST_SUFFIX
-    start = (item_seq_len - model_history).clamp(min=0)  # [b]: the first kept position of each row
-    positions = torch.arange(model_history, device=item_seq.device)  # [n]
-    index = start[:, None] + positions[None, :]  # [b, n]
-    kept_len = item_seq_len.clamp(max=model_history)  # [b]
-    is_item = positions[None, :] < kept_len[:, None]  # [b, n]: False on the padding
+    # [b, n]: each row's last n positions; a row shorter than n keeps its first n, whose tail is RecBole's zero padding
+    start = (item_seq_len - model_history).clamp(min=0)  # [b]
+    index = start[:, None] + torch.arange(model_history, device=item_seq.device)[None, :]  # [b, n], all < L
     fields = {}
     for name, value in interaction.interaction.items():
         if name.endswith(list_suffix) and value.dim() >= 2 and value.shape[1] == rows_history:
-            gather_index = index.clamp(max=rows_history - 1).view(*index.shape, *[1] * (value.dim() - 2))
-            kept = value.gather(1, gather_index.expand(-1, -1, *value.shape[2:]))  # [b, n, ...]
-            mask = is_item.view(*is_item.shape, *[1] * (value.dim() - 2))
-            value = torch.where(mask, kept, torch.zeros_like(kept))
+            gather_index = index.view(*index.shape, *[1] * (value.dim() - 2)).expand(-1, -1, *value.shape[2:])
+            value = value.gather(1, gather_index)  # [b, n, ...]
         fields[name] = value
-    fields[model.ITEM_SEQ_LEN] = kept_len.to(item_seq_len.dtype)
+    fields[model.ITEM_SEQ_LEN] = item_seq_len.clamp(max=model_history)  # [b]
     return Interaction(fields)
 
 
