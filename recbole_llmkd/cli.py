@@ -282,6 +282,11 @@ def run_pipeline(args, overrides: Dict[str, str]) -> int:
     return 0
 
 
+# options read only by a sweep (--ray-address also serves --export-teacher)
+SWEEP_ONLY_OPTIONS = ("num_samples", "max_concurrent", "cpus_per_trial", "gpus_per_trial", "search_alg", "trial_seeds",
+                      "time_budget")
+
+
 def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     """The sweep options (docs/SWEEPS.md); each overrides the space file's own setting."""
     group = parser.add_argument_group("sweeps (Ray Tune)")
@@ -302,6 +307,11 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
         help="train every trial once per seed and compare trials on the mean validation metric; the best trial's "
         "test split is read once per seed (the space file's search.seeds)",
     )
+    group.add_argument(
+        "--time-budget", type=_time_budget, metavar="DURATION",
+        help="stop the sweep after this long (seconds, or e.g. 45m, 2h) and choose the best among the trials that "
+        "finished (the space file's search.time_budget)",
+    )
 
 
 def _seed_list(text: str) -> List[int]:
@@ -310,6 +320,16 @@ def _seed_list(text: str) -> List[int]:
 
     try:
         return parse_run_seeds("--trial-seeds", text)
+    except SpaceError as err:
+        raise argparse.ArgumentTypeError(str(err).split(": ", 1)[-1]) from None
+
+
+def _time_budget(text: str) -> float:
+    """``--time-budget=2h`` -> 7200.0 seconds (the space file's ``search.time_budget`` rules)."""
+    from recbole_llmkd.tune.space import SpaceError, parse_time_budget
+
+    try:
+        return parse_time_budget("--time-budget", text)
     except SpaceError as err:
         raise argparse.ArgumentTypeError(str(err).split(": ", 1)[-1]) from None
 
@@ -335,11 +355,15 @@ def run_tune(args, overrides: Dict[str, str]) -> int:
         gpus_per_trial=args.gpus_per_trial,
         search_alg=args.search_alg,
         trial_seeds=args.trial_seeds,
+        time_budget=args.time_budget,
         resume=args.resume,
     )
     print(format_metrics(result))
     print(f"best trial: {result['best_trial_id']}  {result['best_params']}")
     print(f"trials ({result['status_counts']}): {result['trials_md']}")
+    if result.get("time_budget_reached"):
+        print(f"time budget of {result['time_budget_s']:g} s reached: {result['num_trials']} of "
+              f"{result['expected_trials']} trial(s) started; the best was chosen among those that finished")
     print(f"sweep directory: {result['sweep_dir']}")
     return 0
 
@@ -422,6 +446,9 @@ def _main(argv: List[str]) -> int:
         raise CLIError("--model and --dataset are required")
     if args.tune:
         return run_tune(args, overrides)
+    sweep_only = [f"--{name.replace('_', '-')}" for name in SWEEP_ONLY_OPTIONS if getattr(args, name) is not None]
+    if sweep_only:
+        raise CLIError(f"{', '.join(sweep_only)}: sweep option(s), given without --tune=SPACE (they would be ignored)")
 
     from recbole_llmkd.quick_start import run_recbole_llmkd
 

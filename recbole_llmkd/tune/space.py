@@ -25,6 +25,9 @@ A space file is a yaml mapping with three top-level keys (only ``space`` is requ
                                              #   seed and is compared on the mean of their best validation
                                              #   metric; the best trial's test split is read once per seed
                                              #   (~ = one run per trial, with the config's seed)
+      time_budget: ~                         # e.g. 2h, 45m, 900 (seconds): when it runs out Ray stops every
+                                             #   trial, and the best is chosen among the trials that finished
+                                             #   (with seeds: finished every seed) (~ = no limit)
     resources:
       cpu: 1                                 # CPUs per trial
       gpu: ~                                 # GPUs per trial, fractions allowed (~ = 1 if CUDA is available, else 0)
@@ -52,7 +55,7 @@ SCHEDULERS = ("asha", "fifo")
 TOP_LEVEL_KEYS = ("space", "search", "resources")
 SEARCH_KEYS = (
     "alg", "num_samples", "max_concurrent", "metric", "mode", "scheduler", "grace_period", "reduction_factor",
-    "max_t", "seed", "seeds",
+    "max_t", "seed", "seeds", "time_budget",
 )
 RESOURCE_KEYS = ("cpu", "gpu", "embedded_cpus")
 # The pip package each optional search algorithm needs (Ray's integration imports it).
@@ -119,6 +122,7 @@ class SweepSpec:
     max_t: Optional[int] = None
     seed: Optional[int] = None
     seeds: Optional[List[int]] = None  # the run seeds every trial trains with (None: one run, the config's seed)
+    time_budget_s: Optional[float] = None  # wall-clock seconds the sweep may run (None: no limit)
     cpu: float = 1.0
     gpu: Optional[float] = None
     embedded_cpus: Optional[int] = None
@@ -220,6 +224,33 @@ def parse_run_seeds(where: str, value) -> Optional[List[int]]:
     return [int(s) for s in value]
 
 
+TIME_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_time_budget(where: str, value) -> Optional[float]:
+    """``search.time_budget`` / ``--time-budget``: None, seconds (a number > 0), or a string such as ``90s``,
+    ``45m``, ``1.5h``; returns seconds."""
+    if value is None:
+        return None
+    seconds = None
+    if _is_number(value):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        unit = text[-1:] if text[-1:] in TIME_UNITS else "s"
+        number = text[:-1] if text[-1:] in TIME_UNITS else text
+        try:
+            seconds = float(number) * TIME_UNITS[unit]
+        except ValueError:
+            seconds = None
+        if seconds is not None and not math.isfinite(seconds):
+            seconds = None
+    if seconds is None or seconds <= 0:
+        raise SpaceError(f"{where}: needs a duration > 0: seconds, or a number with s, m or h (e.g. 45m, 2h), "
+                         f"got {value!r}")
+    return seconds
+
+
 def parse_space(content: dict, source: str = "<dict>", overrides: Optional[Dict[str, Any]] = None) -> SweepSpec:
     """Validate a space mapping; ``overrides`` (command-line options, None = not given) win over the file."""
     prefix = f"{source}: " if source != "<dict>" else ""
@@ -288,6 +319,7 @@ def parse_space(content: dict, source: str = "<dict>", overrides: Optional[Dict[
         max_t=_positive_int(f"{prefix}search.max_t", merged.get("max_t")),
         seed=None if seed is None else int(seed),
         seeds=seeds,
+        time_budget_s=parse_time_budget(f"{prefix}search.time_budget", merged.get("time_budget")),
         cpu=cpu,
         gpu=_non_negative(f"{prefix}resources.gpu", merged.get("gpu")),
         embedded_cpus=_positive_int(f"{prefix}resources.embedded_cpus", merged.get("embedded_cpus")),

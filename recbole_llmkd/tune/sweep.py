@@ -46,6 +46,10 @@ its session's temporary folder). A summary that is missing, half-written, unread
 means "not finished": the trial trains from the start.
 Resuming is explicit: starting a sweep in a directory that already holds one is an error, so two sweeps
 never mix.
+
+Time budget (``search.time_budget`` / ``time_budget``, ``budget.py``): Ray's ``TimeoutStopper`` stops every trial
+when it runs out; the sweep then ends as a finished one, choosing among the trials that can be chosen (``_finished``)
+and reading the best one's test split once; ``best.json`` says the budget was reached.
 """
 import json
 import logging
@@ -675,6 +679,14 @@ def _trial_rows(results, setup: SweepSetup, experiment_path: str) -> List[dict]:
     return rows
 
 
+def _finished(row: dict, setup: SweepSetup) -> bool:
+    """A trial that can be chosen: it reported the metric and has a checkpoint, its best so far if ASHA or the time
+    budget stopped it (with seeds: of every seed, since trials are compared on the mean over all of them)."""
+    if math.isnan(row[f"best_{setup.metric}"]) or not row["_checkpoint"]:
+        return False
+    return setup.seeds is None or len(row["_per_seed"]) == len(setup.seeds)
+
+
 def _public(row: dict) -> dict:
     return {k: v for k, v in row.items() if not k.startswith("_")}
 
@@ -749,13 +761,14 @@ def run_sweep(
     gpus_per_trial: Optional[float] = None,
     search_alg: Optional[str] = None,
     trial_seeds: Optional[List[int]] = None,
+    time_budget: Optional[Union[float, str]] = None,
     resume: bool = False,
     verbose: int = 1,
 ) -> dict:
     """Run (or resume) a sweep; returns ``best.json``'s content (best trial, its test metrics, paths).
 
-    Command-line style overrides (``num_samples`` ... ``trial_seeds``, the space file's ``search.seeds``) win over
-    the space file's settings.
+    Command-line style overrides (``num_samples`` ... ``time_budget``) win over the space file's settings
+    (``search.seeds``, ``search.time_budget``, ...).
     The sweep directory is ``run_dir`` from ``cmd_args``/``config_dict`` or ``runs/sweep-<model>-<dataset>-<time>``.
     """
     import torch
@@ -764,6 +777,7 @@ def run_sweep(
 
     from recbole_llmkd.jobs.export_ray import check_ray_address
     from recbole_llmkd.run import init_run_logger, new_run_dir
+    from recbole_llmkd.tune.budget import BUDGET_RECORD, SweepTimeBudget, budget_reached
 
     if ray_address:  # ray.init on a dead address retries for minutes; refuse it before the sweep writes anything
         check_ray_address(ray_address)
@@ -776,6 +790,7 @@ def run_sweep(
         "gpu": gpus_per_trial,
         "alg": search_alg,
         "seeds": list(trial_seeds) if trial_seeds is not None else None,
+        "time_budget": time_budget,
     }
     run_dir = cmd_args.get("run_dir") or config_dict.get("run_dir")
     sweep_dir = os.path.abspath(run_dir or new_run_dir(f"sweep-{_model_name(model)}-{dataset}"))
@@ -797,9 +812,18 @@ def run_sweep(
         if trial_seeds is not None and list(trial_seeds) != setup.seeds:
             raise SweepError(f"the sweep in {sweep_dir} was started with search.seeds {setup.seeds}; resume it "
                              f"without --trial-seeds (or with the same seeds), got {list(trial_seeds)}")
+        if budget_reached(sweep_dir):  # Ray's saved state: every trial stopped, no new ones; a resume runs nothing
+            raise SweepError(f"the sweep in {sweep_dir} stopped at its time budget ({BUDGET_RECORD}) before any "
+                             "trial finished: a resume would not restart the stopped trials; start a new sweep with "
+                             "a larger --time-budget")
         given = {k: v for k, v in overrides.items() if v is not None}
         spec = load_space(saved["space"], overrides={**saved["overrides"], **given})
         spec.source = saved.get("space_source", "<dict>")
+        saved_budget = load_space(saved["space"], overrides=saved["overrides"]).time_budget_s
+        if spec.time_budget_s != saved_budget:
+            raise SweepError(f"the sweep in {sweep_dir} was started with time budget {saved_budget} s, which Ray "
+                             "keeps with the sweep (a resume runs for at most that budget again): resume it without "
+                             "--time-budget")
     else:
         # a sweep.json alone is a sweep that stopped before Ray saved anything (e.g. refused below): nothing to keep
         if Tuner.can_restore(experiment_path):
@@ -864,12 +888,15 @@ def run_sweep(
                     name=EXPERIMENT_NAME,
                     storage_path=sweep_dir,
                     failure_config=FailureConfig(max_failures=0, fail_fast=False),
+                    stop=SweepTimeBudget(spec.time_budget_s, sweep_dir) if spec.time_budget_s else None,
                     verbose=verbose,
                 ),
             )
+            budget = f", time budget {spec.time_budget_s:g} s" if spec.time_budget_s else ""
             logger.info(
                 f"sweep {setup.model} on {setup.dataset}: {num_samples} sample(s) x {spec.trials_per_sample()} "
-                f"({spec.alg}, {spec.scheduler}), metric {setup.metric} ({setup.mode}), resources per trial {resources}"
+                f"({spec.alg}, {spec.scheduler}), metric {setup.metric} ({setup.mode}), resources per trial "
+                f"{resources}{budget}"
             )
         results = tuner.fit()
     finally:
@@ -879,19 +906,33 @@ def run_sweep(
             ray.shutdown()
 
     rows = _trial_rows(results, setup, experiment_path)
+    out_of_time = budget_reached(sweep_dir)
+    if out_of_time:  # Ray stopped every trial at the budget; its saved state may still call some running
+        for row in rows:
+            if row["status"] not in ("TERMINATED", "STOPPED", "ERROR"):
+                row["status"] = "STOPPED"
     write_trial_tables(rows, sweep_dir)
     unfinished = [r["trial_id"] for r in rows if r["status"] not in ("TERMINATED", "STOPPED", "ERROR")]
-    if unfinished or len(rows) < saved["expected_trials"]:
+    if (unfinished or len(rows) < saved["expected_trials"]) and not out_of_time:
         raise SweepInterrupted(
             f"sweep interrupted: {len(rows) - len(unfinished)} of {saved['expected_trials']} trial(s) finished "
             f"(see {sweep_dir}/trials.md); continue it with --resume --run_dir={sweep_dir}"
         )
+    if out_of_time:
+        logger.warning(
+            f"time budget of {spec.time_budget_s:g} s reached: {len(rows)} of {saved['expected_trials']} trial(s) "
+            f"started, {sum(_finished(r, setup) for r in rows)} can be chosen (with search.seeds: every seed trained); "
+            "the best is chosen among them"
+        )
     plot_path = plot_metric_vs_params(rows, spec, setup.metric, os.path.join(sweep_dir, "metric_vs_params.png"))
     column = f"best_{setup.metric}"
-    candidates = [r for r in rows if not math.isnan(r[column]) and r["_checkpoint"]]
-    if setup.seeds is not None:  # compared on the mean over every seed: a trial ASHA stopped has fewer
-        candidates = [r for r in candidates if len(r["_per_seed"]) == len(setup.seeds)]
+    candidates = [r for r in rows if _finished(r, setup)]
     if not candidates:
+        if out_of_time:
+            raise SweepError(
+                f"the time budget of {spec.time_budget_s:g} s ran out before any trial finished ({len(rows)} "
+                f"started; see {sweep_dir}/trials.md): start a new sweep with a larger --time-budget"
+            )
         errors = "; ".join(f"{r['trial_id']}: {r['error']}" for r in rows if r["error"])
         every_seed = f" over all of search.seeds {setup.seeds}" if setup.seeds is not None else ""
         raise SweepError(
@@ -952,6 +993,9 @@ def run_sweep(
         "checkpoint": best["_checkpoint"],
         "trial_dir": best["_trial_dir"],
         "num_trials": len(rows),
+        "expected_trials": saved["expected_trials"],
+        "time_budget_s": spec.time_budget_s,
+        "time_budget_reached": out_of_time,
         "status_counts": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})},
         "trials_csv": os.path.join(sweep_dir, "trials.csv"),
         "trials_md": os.path.join(sweep_dir, "trials.md"),
