@@ -362,8 +362,8 @@ def run_tune(args, overrides: Dict[str, str]) -> int:
     print(f"best trial: {result['best_trial_id']}  {result['best_params']}")
     print(f"trials ({result['status_counts']}): {result['trials_md']}")
     if result.get("time_budget_reached"):
-        print(f"time budget of {result['time_budget_s']:g} s reached: {result['num_trials']} of "
-              f"{result['expected_trials']} trial(s) started; the best was chosen among those that finished")
+        print(f"time budget of {result['time_budget_s']:g} s reached: {result['trials_with_results']} of "
+              f"{result['expected_trials']} trial(s) reported a result; the best was chosen among those that finished")
     print(f"sweep directory: {result['sweep_dir']}")
     return 0
 
@@ -427,6 +427,9 @@ def _main(argv: List[str]) -> int:
     if args.list_models:
         print(_models_epilog().split("\n\n")[0])
         return 0
+    sweep_only = [f"--{name.replace('_', '-')}" for name in SWEEP_ONLY_OPTIONS if getattr(args, name) is not None]
+    if sweep_only and not args.tune:
+        raise CLIError(f"{', '.join(sweep_only)}: sweep option(s), given without --tune=SPACE (they would be ignored)")
     if args.resume == "":
         raise CLIError("--resume= names no checkpoint: give --resume alone (the run directory's checkpoint) or "
                        "--resume=PATH")
@@ -446,9 +449,6 @@ def _main(argv: List[str]) -> int:
         raise CLIError("--model and --dataset are required")
     if args.tune:
         return run_tune(args, overrides)
-    sweep_only = [f"--{name.replace('_', '-')}" for name in SWEEP_ONLY_OPTIONS if getattr(args, name) is not None]
-    if sweep_only:
-        raise CLIError(f"{', '.join(sweep_only)}: sweep option(s), given without --tune=SPACE (they would be ignored)")
 
     from recbole_llmkd.quick_start import run_recbole_llmkd
 

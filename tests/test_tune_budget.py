@@ -51,21 +51,24 @@ def test_cli_time_budget_reaches_the_sweep_and_needs_tune(monkeypatch, capsys):
         return {"model": model, "dataset": dataset, "best_valid_result": {"ndcg@10": 0.5},
                 "test_result": {"ndcg@10": 0.25}, "best_trial_id": "t1", "best_params": {"learning_rate": 0.01},
                 "status_counts": {"TERMINATED": 1, "STOPPED": 1}, "trials_md": "trials.md", "sweep_dir": "sweep",
-                "num_trials": 2, "expected_trials": 8, "time_budget_s": 5400.0, "time_budget_reached": True}
+                "num_trials": 8, "trials_with_results": 2, "expected_trials": 8, "time_budget_s": 5400.0,
+                "time_budget_reached": True}
 
     monkeypatch.setattr("recbole_llmkd.tune.run_sweep", fake_run_sweep)
     assert cli.main(["--model=SASRec", "--dataset=ml-100k", "--tune=sasrec_example", "--time-budget=90m"]) == 0
     assert given["time_budget"] == 5400.0
-    assert "time budget of 5400 s reached: 2 of 8 trial(s) started" in capsys.readouterr().out
+    assert "time budget of 5400 s reached: 2 of 8 trial(s) reported a result" in capsys.readouterr().out
 
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--model=SASRec", "--dataset=ml-100k", "--tune=sasrec_example", "--time-budget=soon"])
     assert exit_info.value.code == 2
     assert "argument --time-budget: needs a duration > 0" in capsys.readouterr().err
 
-    # a sweep option without --tune would be ignored: refused before anything runs
-    assert cli.main(["--model=SASRec", "--dataset=ml-100k", "--time-budget=1h", "--num-samples=4"]) == 2
-    assert "--num-samples, --time-budget: sweep option(s), given without --tune=SPACE" in capsys.readouterr().err
+    # a sweep option without --tune would be ignored: refused before anything runs (a pipeline or export included)
+    for argv in (["--model=SASRec", "--dataset=ml-100k", "--time-budget=1h", "--num-samples=4"],
+                 ["--pipeline=tiny", "--num-samples=4", "--time-budget=1h"]):
+        assert cli.main(argv) == 2
+        assert "--num-samples, --time-budget: sweep option(s), given without --tune=SPACE" in capsys.readouterr().err
 
 
 class _AdvanceClock(Callback):
@@ -118,10 +121,11 @@ def test_at_the_time_budget_the_best_finished_trial_is_chosen_and_tested_once(tm
     trials = _trials("sweep")
     finished = trials[trials["status"] == "TERMINATED"]
     assert len(finished) == 1 and list(finished["epochs_run"]) == [2]
-    assert len(trials) < 3 or (trials["status"] == "STOPPED").sum() >= 1  # the rest never started or were stopped
+    assert set(trials["status"]) <= {"TERMINATED", "NO_RESULT"}  # the others: never started, or stopped unreported
     assert len(glob.glob("sweep/trials/*/trial_summary.json")) == 1
     assert result["time_budget_reached"] is True and result["time_budget_s"] == HOUR
     assert result["expected_trials"] == 3 and result["num_trials"] == len(trials)
+    assert result["trials_with_results"] == 1
     assert result["best_params"] == {"learning_rate": float(finished["learning_rate"].iloc[0])}
     assert result["best_valid_score"] == pytest.approx(float(finished["best_ndcg@10"].iloc[0]))
     assert set(result["test_result"]) == {"hit@10", "ndcg@10", "mrr@10"}
@@ -145,7 +149,12 @@ def test_a_budget_spent_before_any_trial_trained_every_seed_is_an_error_and_not_
         run_sweep("SASRec", "tinyml", space, [tiny_data["config_file"]],
                   cmd_args={"data_path": tiny_data["data_path"], "run_dir": "sweep"}, verbose=0)
     trials = _trials("sweep")
-    assert set(trials["status"]) == {"STOPPED"} and max(trials["seeds_done"]) == 1
+    first, *rest = trials.itertuples()
+    assert first.status == "STOPPED" and first.seeds_done == 1  # reported its first seed's mean, then stopped
+    assert all(row.status == "NO_RESULT" for row in rest)
     assert not os.path.exists("sweep/best.json")
-    with pytest.raises(SweepError, match="stopped at its time budget .* start a new sweep with a larger --time-budget"):
+    with pytest.raises(SweepError, match="started with a time budget of 3600 s, which Ray keeps"):
+        run_sweep(None, None, None, cmd_args={"run_dir": "sweep"}, resume=True, time_budget="2h", verbose=0)
+    assert json.load(open("sweep/time_budget_spent.json")) == {"time_budget_s": HOUR, "trials_with_results": 1}
+    with pytest.raises(SweepError, match="ran out of its time budget before any trial finished .* start a new sweep"):
         run_sweep(None, None, None, cmd_args={"run_dir": "sweep"}, resume=True, verbose=0)

@@ -49,7 +49,11 @@ never mix.
 
 Time budget (``search.time_budget`` / ``time_budget``, ``budget.py``): Ray's ``TimeoutStopper`` stops every trial
 when it runs out; the sweep then ends as a finished one, choosing among the trials that can be chosen (``_finished``)
-and reading the best one's test split once; ``best.json`` says the budget was reached.
+and reading the best one's test split once; ``best.json`` says the budget was reached. A trial the budget stopped
+is not chosen (its checkpoint can be newer than its last report). When no trial finished, the sweep stops with an
+error and leaves ``time_budget_spent.json``, which makes a resume an error too (Ray's saved state has every trial
+stopped: a resume would run nothing). Ray saves the stopper, with what is left of the budget, in the experiment's
+state: a sweep stopped by Ctrl-C and resumed runs for about the rest.
 """
 import json
 import logging
@@ -68,6 +72,7 @@ from recbole_llmkd.trainer.selection import valid_smoothing
 from recbole_llmkd.tune.space import SpaceError, SweepSpec, check_keys, load_space
 
 EXPERIMENT_NAME = "trials"
+BUDGET_SPENT = "time_budget_spent.json"  # the time budget ran out before any trial finished: nothing to resume
 TRIAL_RUN_SUBDIR = "run"
 TRIAL_SUMMARY = "trial_summary.json"
 SEED_SUMMARY = "seed_summary.json"  # a seed's run of a trial (search.seeds) finished: in run/seed-<seed>/
@@ -613,8 +618,8 @@ def _trial_rows(results, setup: SweepSetup, experiment_path: str) -> List[dict]:
     """One row per trial: its values, best validation metric, epochs run, status, error.
 
     status: TERMINATED (trained to its last epoch or RecBole's early stop), STOPPED (stopped early by the
-    scheduler), ERROR (raised; ``error`` holds the message), or Ray's PENDING/RUNNING/PAUSED when the sweep
-    was interrupted.
+    scheduler or the time budget), ERROR (raised; ``error`` holds the message), NO_RESULT (the time budget ran out
+    before its first report; set by ``run_sweep``), or Ray's PENDING/RUNNING/PAUSED when the sweep was interrupted.
     """
     saved_trials = _saved_trials(experiment_path)
     rows = []
@@ -673,6 +678,8 @@ def _trial_rows(results, setup: SweepSetup, experiment_path: str) -> List[dict]:
                 "_valid_result": valid_result,
                 "_checkpoint": _stored_checkpoint(trial_dir, checkpoint),
                 "_trial_dir": trial_dir,
+                "_reported": bool(reported),
+                "_summary": summary is not None,
             }
         )
     rows.sort(key=lambda r: r["trial_id"])
@@ -680,8 +687,8 @@ def _trial_rows(results, setup: SweepSetup, experiment_path: str) -> List[dict]:
 
 
 def _finished(row: dict, setup: SweepSetup) -> bool:
-    """A trial that can be chosen: it reported the metric and has a checkpoint, its best so far if ASHA or the time
-    budget stopped it (with seeds: of every seed, since trials are compared on the mean over all of them)."""
+    """A trial that can be chosen: it reported the metric and has a checkpoint, its best so far if ASHA stopped it
+    (with seeds: of every seed, since trials are compared on the mean over all of them)."""
     if math.isnan(row[f"best_{setup.metric}"]) or not row["_checkpoint"]:
         return False
     return setup.seeds is None or len(row["_per_seed"]) == len(setup.seeds)
@@ -777,7 +784,7 @@ def run_sweep(
 
     from recbole_llmkd.jobs.export_ray import check_ray_address
     from recbole_llmkd.run import init_run_logger, new_run_dir
-    from recbole_llmkd.tune.budget import BUDGET_RECORD, SweepTimeBudget, budget_reached
+    from recbole_llmkd.tune.budget import SweepTimeBudget, budget_reached, reset_budget_flag
 
     if ray_address:  # ray.init on a dead address retries for minutes; refuse it before the sweep writes anything
         check_ray_address(ray_address)
@@ -812,18 +819,18 @@ def run_sweep(
         if trial_seeds is not None and list(trial_seeds) != setup.seeds:
             raise SweepError(f"the sweep in {sweep_dir} was started with search.seeds {setup.seeds}; resume it "
                              f"without --trial-seeds (or with the same seeds), got {list(trial_seeds)}")
-        if budget_reached(sweep_dir):  # Ray's saved state: every trial stopped, no new ones; a resume runs nothing
-            raise SweepError(f"the sweep in {sweep_dir} stopped at its time budget ({BUDGET_RECORD}) before any "
-                             "trial finished: a resume would not restart the stopped trials; start a new sweep with "
-                             "a larger --time-budget")
         given = {k: v for k, v in overrides.items() if v is not None}
         spec = load_space(saved["space"], overrides={**saved["overrides"], **given})
         spec.source = saved.get("space_source", "<dict>")
         saved_budget = load_space(saved["space"], overrides=saved["overrides"]).time_budget_s
         if spec.time_budget_s != saved_budget:
-            raise SweepError(f"the sweep in {sweep_dir} was started with time budget {saved_budget} s, which Ray "
-                             "keeps with the sweep (a resume runs for at most that budget again): resume it without "
-                             "--time-budget")
+            started_with = f"a time budget of {saved_budget:g} s" if saved_budget else "no time budget"
+            raise SweepError(f"the sweep in {sweep_dir} was started with {started_with}, which Ray keeps with the "
+                             "sweep (a resume runs for what is left of it): resume it without --time-budget")
+        if os.path.isfile(os.path.join(sweep_dir, BUDGET_SPENT)):  # Ray's state: every trial stopped, no new ones
+            raise SweepError(f"the sweep in {sweep_dir} ran out of its time budget before any trial finished "
+                             f"({BUDGET_SPENT}); a resume would not restart the stopped trials: start a new sweep "
+                             "with a larger --time-budget")
     else:
         # a sweep.json alone is a sweep that stopped before Ray saved anything (e.g. refused below): nothing to keep
         if Tuner.can_restore(experiment_path):
@@ -835,6 +842,8 @@ def run_sweep(
                              "it and run the sweep again, or choose another --run_dir")
         spec = load_space(space, overrides)
         _trial_resources(spec, embedded=not ray_address)  # checked before the sweep directory is written
+        if os.path.isfile(os.path.join(sweep_dir, BUDGET_SPENT)):  # left by an earlier sweep whose trials/ was deleted
+            os.remove(os.path.join(sweep_dir, BUDGET_SPENT))
         driver_config, setup = prepare_setup(model, dataset, spec, config_file_list, config_dict, cmd_args)
         os.makedirs(sweep_dir, exist_ok=True)
         with open(setup_file, "w", encoding="utf-8") as f:
@@ -888,7 +897,7 @@ def run_sweep(
                     name=EXPERIMENT_NAME,
                     storage_path=sweep_dir,
                     failure_config=FailureConfig(max_failures=0, fail_fast=False),
-                    stop=SweepTimeBudget(spec.time_budget_s, sweep_dir) if spec.time_budget_s else None,
+                    stop=SweepTimeBudget(spec.time_budget_s) if spec.time_budget_s else None,
                     verbose=verbose,
                 ),
             )
@@ -898,6 +907,7 @@ def run_sweep(
                 f"({spec.alg}, {spec.scheduler}), metric {setup.metric} ({setup.mode}), resources per trial "
                 f"{resources}{budget}"
             )
+        reset_budget_flag()
         results = tuner.fit()
     finally:
         if owns_ray:
@@ -906,10 +916,12 @@ def run_sweep(
             ray.shutdown()
 
     rows = _trial_rows(results, setup, experiment_path)
-    out_of_time = budget_reached(sweep_dir)
-    if out_of_time:  # Ray stopped every trial at the budget; its saved state may still call some running
+    out_of_time = budget_reached()
+    if out_of_time:  # Ray stopped every trial at the budget (its saved state may still call some running)
         for row in rows:
-            if row["status"] not in ("TERMINATED", "STOPPED", "ERROR"):
+            if row["status"] != "ERROR" and not row["_reported"]:
+                row["status"] = "NO_RESULT"  # never started, or stopped before its first report
+            elif row["status"] not in ("TERMINATED", "STOPPED", "ERROR"):
                 row["status"] = "STOPPED"
     write_trial_tables(rows, sweep_dir)
     unfinished = [r["trial_id"] for r in rows if r["status"] not in ("TERMINATED", "STOPPED", "ERROR")]
@@ -918,20 +930,25 @@ def run_sweep(
             f"sweep interrupted: {len(rows) - len(unfinished)} of {saved['expected_trials']} trial(s) finished "
             f"(see {sweep_dir}/trials.md); continue it with --resume --run_dir={sweep_dir}"
         )
+    # A trial the budget stopped is never chosen: Ray stops a running function trial only after its next report,
+    # so its best checkpoint on disk can be newer than the best validation result it reported.
+    candidates = [r for r in rows if _finished(r, setup) and (not out_of_time or r["_summary"])]
     if out_of_time:
         logger.warning(
-            f"time budget of {spec.time_budget_s:g} s reached: {len(rows)} of {saved['expected_trials']} trial(s) "
-            f"started, {sum(_finished(r, setup) for r in rows)} can be chosen (with search.seeds: every seed trained); "
-            "the best is chosen among them"
+            f"time budget of {spec.time_budget_s:g} s reached: {sum(r['_reported'] for r in rows)} of "
+            f"{saved['expected_trials']} trial(s) reported a result, {len(candidates)} finished; the best is chosen "
+            "among the finished ones"
         )
     plot_path = plot_metric_vs_params(rows, spec, setup.metric, os.path.join(sweep_dir, "metric_vs_params.png"))
     column = f"best_{setup.metric}"
-    candidates = [r for r in rows if _finished(r, setup)]
     if not candidates:
         if out_of_time:
+            write_json_atomic(os.path.join(sweep_dir, BUDGET_SPENT),
+                              {"time_budget_s": spec.time_budget_s, "trials_with_results": sum(r["_reported"] for r in rows)})
             raise SweepError(
-                f"the time budget of {spec.time_budget_s:g} s ran out before any trial finished ({len(rows)} "
-                f"started; see {sweep_dir}/trials.md): start a new sweep with a larger --time-budget"
+                f"the time budget of {spec.time_budget_s:g} s ran out before any trial finished "
+                f"({sum(r['_reported'] for r in rows)} reported a result; see {sweep_dir}/trials.md): start a new "
+                "sweep with a larger --time-budget"
             )
         errors = "; ".join(f"{r['trial_id']}: {r['error']}" for r in rows if r["error"])
         every_seed = f" over all of search.seeds {setup.seeds}" if setup.seeds is not None else ""
@@ -994,6 +1011,7 @@ def run_sweep(
         "trial_dir": best["_trial_dir"],
         "num_trials": len(rows),
         "expected_trials": saved["expected_trials"],
+        "trials_with_results": sum(r["_reported"] for r in rows),
         "time_budget_s": spec.time_budget_s,
         "time_budget_reached": out_of_time,
         "status_counts": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})},
