@@ -48,7 +48,7 @@ Resuming is explicit: starting a sweep in a directory that already holds one is 
 never mix.
 
 Time budget (``search.time_budget`` / ``time_budget``, ``budget.py``): Ray's ``TimeoutStopper`` stops every trial
-when it runs out; the sweep then ends as a finished one, choosing among the trials that can be chosen (``_finished``)
+when it runs out; the sweep then ends as a finished one, choosing among the trials that can be chosen (``_choosable``)
 and reading the best one's test split once; ``best.json`` says the budget was reached. A trial the budget stopped
 is not chosen (its checkpoint can be newer than its last report). When no trial finished, the sweep stops with an
 error and leaves ``time_budget_spent.json``, which makes a resume an error too (Ray's saved state has every trial
@@ -686,7 +686,7 @@ def _trial_rows(results, setup: SweepSetup, experiment_path: str) -> List[dict]:
     return rows
 
 
-def _finished(row: dict, setup: SweepSetup) -> bool:
+def _choosable(row: dict, setup: SweepSetup) -> bool:
     """A trial that can be chosen: it reported the metric and has a checkpoint, its best so far if ASHA stopped it
     (with seeds: of every seed, since trials are compared on the mean over all of them)."""
     if math.isnan(row[f"best_{setup.metric}"]) or not row["_checkpoint"]:
@@ -917,6 +917,7 @@ def run_sweep(
 
     rows = _trial_rows(results, setup, experiment_path)
     out_of_time = budget_reached()
+    with_results = sum(r["_reported"] for r in rows)
     if out_of_time:  # Ray stopped every trial at the budget (its saved state may still call some running)
         for row in rows:
             if row["status"] != "ERROR" and not row["_reported"]:
@@ -932,10 +933,10 @@ def run_sweep(
         )
     # A trial the budget stopped is never chosen: Ray stops a running function trial only after its next report,
     # so its best checkpoint on disk can be newer than the best validation result it reported.
-    candidates = [r for r in rows if _finished(r, setup) and (not out_of_time or r["_summary"])]
+    candidates = [r for r in rows if _choosable(r, setup) and (not out_of_time or r["_summary"])]
     if out_of_time:
         logger.warning(
-            f"time budget of {spec.time_budget_s:g} s reached: {sum(r['_reported'] for r in rows)} of "
+            f"time budget of {spec.time_budget_s:g} s reached: {with_results} of "
             f"{saved['expected_trials']} trial(s) reported a result, {len(candidates)} finished; the best is chosen "
             "among the finished ones"
         )
@@ -944,10 +945,10 @@ def run_sweep(
     if not candidates:
         if out_of_time:
             write_json_atomic(os.path.join(sweep_dir, BUDGET_SPENT),
-                              {"time_budget_s": spec.time_budget_s, "trials_with_results": sum(r["_reported"] for r in rows)})
+                              {"time_budget_s": spec.time_budget_s, "trials_with_results": with_results})
             raise SweepError(
                 f"the time budget of {spec.time_budget_s:g} s ran out before any trial finished "
-                f"({sum(r['_reported'] for r in rows)} reported a result; see {sweep_dir}/trials.md): start a new "
+                f"({with_results} reported a result; see {sweep_dir}/trials.md): start a new "
                 "sweep with a larger --time-budget"
             )
         errors = "; ".join(f"{r['trial_id']}: {r['error']}" for r in rows if r["error"])
@@ -1011,7 +1012,7 @@ def run_sweep(
         "trial_dir": best["_trial_dir"],
         "num_trials": len(rows),
         "expected_trials": saved["expected_trials"],
-        "trials_with_results": sum(r["_reported"] for r in rows),
+        "trials_with_results": with_results,
         "time_budget_s": spec.time_budget_s,
         "time_budget_reached": out_of_time,
         "status_counts": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})},
