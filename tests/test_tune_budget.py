@@ -134,6 +134,7 @@ def test_at_the_time_budget_the_best_finished_trial_is_chosen_and_tested_once(tm
     log = open("sweep/run.log").read()
     assert "time budget 3600 s" in log and "time budget of 3600 s reached" in log
     assert log.count("test result of the best trial (read once)") == 1
+    assert "is illegal" not in log  # tensorboardX's note on every metric name with '@', kept out of the sweep's log
     with pytest.raises(SweepError, match="has finished"):  # a finished sweep is not resumed: test stays read once
         run_sweep(None, None, None, cmd_args={"run_dir": "sweep"}, resume=True, verbose=0)
 

@@ -869,6 +869,9 @@ def run_sweep(
     # The sweep's own log (trials log into their own run directories).
     init_run_logger({"state": "INFO"}, sweep_dir)
     logger = getLogger()
+    # Ray's TensorBoard callback names each metric ray/tune/<metric>: tensorboardX logs every RecBole name with '@'
+    # (hit@10) as "illegal" at INFO, twice per metric per sweep; the renamed tag (hit_10) is all it does about it
+    logging.getLogger("tensorboardX.summary").setLevel(logging.WARNING)
     print(f"recbole_llmkd sweep directory: {sweep_dir}", file=sys.stderr, flush=True)
     resources = _trial_resources(spec, embedded=not ray_address)
     owns_ray = _start_ray(ray_address, spec.embedded_cpus)
