@@ -314,24 +314,25 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _seed_list(text: str) -> List[int]:
-    """``--trial-seeds=2020,2021,2022`` -> [2020, 2021, 2022] (the space file's ``search.seeds`` rules)."""
-    from recbole_llmkd.tune.space import SpaceError, parse_run_seeds
+def _space_option(parser_name: str, option: str, text: str):
+    """An option with the same rules as its space-file key: ``recbole_llmkd.tune.space.<parser_name>(option, text)``,
+    its SpaceError as argparse's error for the option (the space module is imported only when the option is given)."""
+    from recbole_llmkd.tune import space
 
     try:
-        return parse_run_seeds("--trial-seeds", text)
-    except SpaceError as err:
+        return getattr(space, parser_name)(option, text)
+    except space.SpaceError as err:
         raise argparse.ArgumentTypeError(str(err).split(": ", 1)[-1]) from None
+
+
+def _seed_list(text: str) -> List[int]:
+    """``--trial-seeds=2020,2021,2022`` -> [2020, 2021, 2022] (the space file's ``search.seeds`` rules)."""
+    return _space_option("parse_run_seeds", "--trial-seeds", text)
 
 
 def _time_budget(text: str) -> float:
     """``--time-budget=2h`` -> 7200.0 seconds (the space file's ``search.time_budget`` rules)."""
-    from recbole_llmkd.tune.space import SpaceError, parse_time_budget
-
-    try:
-        return parse_time_budget("--time-budget", text)
-    except SpaceError as err:
-        raise argparse.ArgumentTypeError(str(err).split(": ", 1)[-1]) from None
+    return _space_option("parse_time_budget", "--time-budget", text)
 
 
 def run_tune(args, overrides: Dict[str, str]) -> int:

@@ -232,20 +232,15 @@ def parse_time_budget(where: str, value) -> Optional[float]:
     ``45m``, ``1.5h``; returns seconds."""
     if value is None:
         return None
-    seconds = None
-    if _is_number(value):
-        seconds = float(value)
-    elif isinstance(value, str):
+    seconds = float(value) if _is_number(value) else None
+    if isinstance(value, str):
         text = value.strip().lower()
-        unit = text[-1:] if text[-1:] in TIME_UNITS else "s"
-        number = text[:-1] if text[-1:] in TIME_UNITS else text
+        unit = text[-1:] if text[-1:] in TIME_UNITS else ""
         try:
-            seconds = float(number) * TIME_UNITS[unit]
+            seconds = float(text[: len(text) - len(unit)]) * TIME_UNITS.get(unit, 1)
         except ValueError:
-            seconds = None
-        if seconds is not None and not math.isfinite(seconds):
-            seconds = None
-    if seconds is None or seconds <= 0:
+            pass
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
         raise SpaceError(f"{where}: needs a duration > 0: seconds, or a number with s, m or h (e.g. 45m, 2h), "
                          f"got {value!r}")
     return seconds
